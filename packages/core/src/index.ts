@@ -1,0 +1,12 @@
+export { AssertionError, assert } from './assert';
+export * from './bitmap';
+export * from './device';
+export * from './errno';
+export * from './errors';
+export * from './faults';
+export * from './format';
+export * from './geometry';
+export * from './ioctl';
+export * from './memory';
+export { SeededRandom } from './random';
+export * from './range';

@@ -1,0 +1,27 @@
+import { existsSync, readdirSync } from 'node:fs';
+import { defineConfig } from 'vitest/config';
+
+// Every package is a vitest project. The `@fss/source` export condition makes a
+// package that imports a sibling (`@fss/core`) load the sibling's TypeScript
+// sources, so tests never need a prior build. It must be set for both the client
+// and the SSR resolver: vitest runs Node tests through the SSR one.
+const packages = readdirSync(new URL('./packages', import.meta.url)).filter((name) =>
+  existsSync(new URL(`./packages/${name}/package.json`, import.meta.url)),
+);
+
+export default defineConfig({
+  resolve: { conditions: ['@fss/source'] },
+  ssr: { resolve: { conditions: ['@fss/source'] } },
+  test: {
+    projects: packages.map((name) => ({
+      extends: true,
+      test: {
+        name,
+        root: `packages/${name}`,
+        include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+        testTimeout: 60_000,
+        hookTimeout: 60_000,
+      },
+    })),
+  },
+});
