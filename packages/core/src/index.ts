@@ -1,6 +1,7 @@
 export { AssertionError, assert } from './assert';
 export * from './bitmap';
 export * from './device';
+export * from './engine/index';
 export * from './errno';
 export * from './errors';
 export * from './faults';

@@ -1,0 +1,110 @@
+/**
+ * The indirect table: origin cluster -> backing-store cluster, stored on the backing store
+ * right after the header (format.ts) with one table cluster held in memory, as fss keeps
+ * one (`indir_cur` with a dirty flag).
+ *
+ * - Switching to another table cluster first writes the current one back if it is dirty.
+ * - A table cluster that was never written is all zeroes ("not stored") without being read:
+ *   `written` remembers which ones hold data, so a raw device's old contents are never
+ *   mistaken for entries.
+ * - Every access runs under one mutex: the write-back path (setting entries) and snapshot
+ *   reads (looking entries up) may both need to switch the cached table cluster.
+ * - A failed write of a dirty table cluster is a backing-store write failure: it is
+ *   reported to `onWriteError` (which invalidates the snapshot) and rethrown.
+ */
+import { assert } from '../assert';
+import { CopiedBitmap } from '../bitmap';
+import type { BackingStore } from '../device';
+import {
+  readTableEntry,
+  storeClusterOffset,
+  tableLocation,
+  tableStoreCluster,
+  writeTableEntry,
+} from '../format';
+import type { SnapshotGeometry } from '../geometry';
+import { Mutex } from './mutex';
+
+export class IndirectTable {
+  private readonly geometry: SnapshotGeometry;
+  private readonly store: BackingStore;
+  private readonly onWriteError: (error: unknown) => void;
+  private readonly current: Uint8Array;
+  private currentIndex = -1;
+  private dirty = false;
+  private readonly written: CopiedBitmap;
+  private readonly lock = new Mutex();
+
+  constructor(
+    geometry: SnapshotGeometry,
+    store: BackingStore,
+    buffer: Uint8Array,
+    onWriteError: (error: unknown) => void,
+  ) {
+    assert(buffer.length === geometry.clusterSize, 'table buffer must be one cluster');
+    this.geometry = geometry;
+    this.store = store;
+    this.current = buffer;
+    this.onWriteError = onWriteError;
+    this.written = new CopiedBitmap(geometry.tableClusters);
+  }
+
+  /** Records `storeClusters[i]` as the home of `clusters[i]`. Entries are set once. */
+  setEntries(clusters: readonly number[], storeClusters: readonly number[]): Promise<void> {
+    assert(clusters.length === storeClusters.length, 'entry arrays differ in length');
+    return this.lock.run(async () => {
+      for (let i = 0; i < clusters.length; i++) {
+        const { tableCluster, entryIndex } = tableLocation(this.geometry, clusters[i]!);
+        await this.switchTo(tableCluster);
+        assert(readTableEntry(this.current, entryIndex) === 0, `cluster ${clusters[i]} stored twice`);
+        writeTableEntry(this.current, entryIndex, storeClusters[i]!);
+        this.dirty = true;
+      }
+    });
+  }
+
+  /** The store cluster of each of `clusters` (0 = not stored), in order. */
+  lookup(clusters: readonly number[]): Promise<number[]> {
+    return this.lock.run(async () => {
+      const result: number[] = new Array(clusters.length);
+      for (let i = 0; i < clusters.length; i++) {
+        const { tableCluster, entryIndex } = tableLocation(this.geometry, clusters[i]!);
+        await this.switchTo(tableCluster);
+        result[i] = readTableEntry(this.current, entryIndex);
+      }
+      return result;
+    });
+  }
+
+  /** Writes the cached table cluster back if it is dirty. */
+  flush(): Promise<void> {
+    return this.lock.run(() => this.writeCurrent());
+  }
+
+  private async switchTo(tableCluster: number): Promise<void> {
+    if (tableCluster === this.currentIndex) return;
+    await this.writeCurrent();
+    if (this.written.has(tableCluster)) {
+      const offset = storeClusterOffset(this.geometry, tableStoreCluster(this.geometry, tableCluster));
+      this.currentIndex = -1; // a failed read must not leave a half-read cluster looking current
+      await this.store.read(this.current, offset);
+    } else {
+      this.current.fill(0);
+    }
+    this.currentIndex = tableCluster;
+  }
+
+  private async writeCurrent(): Promise<void> {
+    if (!this.dirty) return;
+    assert(this.currentIndex >= 0, 'dirty table without a current cluster');
+    const offset = storeClusterOffset(this.geometry, tableStoreCluster(this.geometry, this.currentIndex));
+    try {
+      await this.store.write(this.current, offset);
+    } catch (error) {
+      this.onWriteError(error);
+      throw error;
+    }
+    this.written.add(this.currentIndex);
+    this.dirty = false;
+  }
+}

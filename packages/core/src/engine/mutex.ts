@@ -1,0 +1,10 @@
+/** A FIFO async mutex: `await lock.run(() => work())` runs one `work` at a time. */
+export class Mutex {
+  private tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(work: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(work, work);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+}

@@ -1,0 +1,396 @@
+/**
+ * A snapshot unit: the point-in-time view of an origin (SPEC §1-§2).
+ *
+ * Notes on the design
+ *
+ * State: CREATING (store prepared, not yet taking copies) -> ACTIVE (copy-on-write on,
+ * reads served) -> INVALID (a store write failed or the origin went away: copies stop, reads
+ * get ENXIO, info() still answers) or CLOSED (unconfigured).
+ *
+ * Copy-on-write (called by the Origin before every write, `preserve`): for each cluster the
+ * write touches that is not yet copied, the ClusterCache reads the whole old cluster from the
+ * origin device into a slot (the partial last cluster is zero-filled past the device's end),
+ * sets its copied bit and lets the write go on. Write-back appends VALID slots to the store
+ * in batches (one store request per batch), then records their indirect-table entries; only
+ * then are the slots freed, so saved data is always in a slot or findable on the store.
+ *
+ * Read, in the order fss does it, which is what makes reads correct while writes run:
+ *  1. If any cluster of the request is not copied, read the whole request from the origin
+ *     device (one request; a read of untouched clusters is exactly one origin read).
+ *  2. After that read completes, overlay every cluster that is copied *now*: from its cache
+ *     slot, or from the store, one store request per run of clusters stored contiguously.
+ * A cluster whose origin bytes changed during step 1 had its copy taken before the write was
+ * issued (the write waits for the copy), so step 2 sees its bit and restores the old data.
+ *
+ * Store failures never reach origin writes: a failed write-back or table write invalidates
+ * the snapshot (logged once as `NAME: snapshot invalid: WHY`), and the cache releases every
+ * writer that waited for it.
+ */
+import { type CacheStats, ClusterCache, type DirtyCluster } from '@fss/cache';
+import { assert } from '../assert';
+import { CopiedBitmap } from '../bitmap';
+import { type BackingStore, type BlockDevice, writeAll } from '../device';
+import { FssError, toFssError } from '../errors';
+import { encodeHeader, HEADER_BYTES, headerFromGeometry, storeClusterOffset } from '../format';
+import { clusterBytes, computeGeometry, type SnapshotGeometry } from '../geometry';
+import { type FssGet, timeValFromMs } from '../ioctl';
+import { readableLength } from '../range';
+import { IndirectTable } from './indirect-table';
+
+export type Logger = (line: string) => void;
+
+export type SnapshotState = 'creating' | 'active' | 'invalid' | 'closed';
+
+export interface SnapshotOptions {
+  /** The unit's name in messages, e.g. `fss0` (default `snapshot`). */
+  name?: string;
+  /** Preferred cluster size in bytes; 0 or absent for the default (SPEC §2). */
+  clusterSize?: number;
+  /** What FSSIOCGET reports as fsg_mount (default: the origin's name). */
+  mount?: string;
+  /** Written into the store header to say which origin the store belongs to. */
+  originIdentity?: string;
+  /** Raises the cache slot count above fss's 32/8/4. */
+  cacheSlotsMin?: number;
+  /** Where `snapshot invalid` lines go (default console.warn). */
+  logger?: Logger;
+  /** Debug lines (activation summary); default: none. */
+  debug?: Logger;
+  /** The clock, in ms since the epoch (tests inject one). */
+  now?: () => number;
+}
+
+/** What a snapshot needs from its origin. */
+export interface SnapshotHost {
+  readonly device: BlockDevice;
+  readonly name: string;
+  /** Stops copy-on-write for the snapshot. */
+  detach(snapshot: Snapshot): void;
+}
+
+export interface SnapshotStats {
+  copiedClusters: number;
+  storeClustersInUse: number;
+  cache: CacheStats;
+}
+
+export class Snapshot implements BlockDevice {
+  readonly readOnly = true;
+  readonly name: string;
+  readonly geometry: SnapshotGeometry;
+  readonly mount: string;
+  readonly store: BackingStore;
+  private readonly host: SnapshotHost;
+  private readonly options: SnapshotOptions;
+  private readonly copied: CopiedBitmap;
+  private readonly cache: ClusterCache;
+  private readonly table: IndirectTable;
+  private currentState: SnapshotState = 'creating';
+  private reason: string | undefined;
+  private timeMs = 0;
+  private nextCluster: number;
+
+  /** Use `Origin.createSnapshot`. */
+  constructor(host: SnapshotHost, store: BackingStore, options: SnapshotOptions = {}) {
+    this.host = host;
+    this.store = store;
+    this.options = options;
+    this.name = options.name ?? 'snapshot';
+    this.mount = options.mount ?? host.name;
+    this.geometry = computeGeometry({
+      deviceBytes: host.device.size,
+      clusterSize: options.clusterSize ?? 0,
+      storeBlockSize: store.blockSize,
+      cacheSlotsMin: options.cacheSlotsMin ?? 0,
+    });
+    this.nextCluster = this.geometry.firstDataCluster;
+    this.copied = new CopiedBitmap(this.geometry.clusterCount);
+    this.table = new IndirectTable(this.geometry, store, this.allocate(this.geometry.clusterSize), (error) =>
+      this.invalidate(`write error on backing store: ${describe(error)}`),
+    );
+    this.cache = new ClusterCache({
+      slotCount: this.geometry.cacheSlotCount,
+      slotBytes: this.geometry.clusterSize,
+      copied: this.copied,
+      allocate: (bytes) => this.allocate(bytes),
+      load: (cluster, target) => this.loadFromOrigin(cluster, target),
+      writeBack: (batch) => this.writeBack(batch),
+      onWriteBackError: (error) => this.invalidate(`write error on backing store: ${describe(error)}`),
+    });
+  }
+
+  get state(): SnapshotState {
+    return this.currentState;
+  }
+
+  get size(): number {
+    return this.geometry.deviceBytes;
+  }
+
+  get logicalSectorSize(): number {
+    return this.host.device.logicalSectorSize;
+  }
+
+  /** True while the snapshot serves reads (ACTIVE). */
+  get valid(): boolean {
+    return this.currentState === 'active';
+  }
+
+  /** Why the snapshot became invalid, if it did. */
+  get invalidReason(): string | undefined {
+    return this.reason;
+  }
+
+  /** When the snapshot was taken (ms since the epoch; 0 while creating). */
+  get takenAtMs(): number {
+    return this.timeMs;
+  }
+
+  /** Backing-store clusters in use: header, indirect table and stored data (fsg_bs_size). */
+  get storeClustersInUse(): number {
+    return this.nextCluster;
+  }
+
+  /** FSSIOCGET's answer. */
+  info(): FssGet {
+    return {
+      fsg_mount: this.mount,
+      fsg_time: timeValFromMs(this.timeMs),
+      fsg_csize: this.geometry.clusterSize,
+      fsg_mount_size: this.geometry.clusterCount,
+      fsg_bs_size: this.nextCluster,
+    };
+  }
+
+  stats(): SnapshotStats {
+    return {
+      copiedClusters: this.copied.count,
+      storeClustersInUse: this.nextCluster,
+      cache: this.cache.stats(),
+    };
+  }
+
+  allocateBuffer(length: number): Uint8Array {
+    return this.allocate(length);
+  }
+
+  async read(target: Uint8Array, offset: number): Promise<number> {
+    this.checkReadable();
+    const length = readableLength(this.size, offset, target.length, this.name);
+    if (length === 0) return 0;
+    const view = length === target.length ? target : target.subarray(0, length);
+    const { clusterSize } = this.geometry;
+    const first = Math.floor(offset / clusterSize);
+    const end = Math.floor((offset + length - 1) / clusterSize) + 1;
+    try {
+      if (!this.copied.allSet(first, end)) {
+        const read = await this.host.device.read(view, offset);
+        if (read !== length) throw new FssError('EIO', `short read from origin (${read} of ${length})`);
+      }
+      await this.overlayCopied(view, offset, first, end);
+    } catch (error) {
+      this.checkReadable(); // a store closed or failing under an invalidated snapshot: ENXIO
+      throw error;
+    }
+    this.checkReadable(); // invalidated while reading: the bytes may be wrong
+    return length;
+  }
+
+  async write(): Promise<void> {
+    throw new FssError('EROFS', 'a snapshot is read-only', { syscall: 'write', path: this.name });
+  }
+
+  async writeZeroes(): Promise<void> {
+    throw new FssError('EROFS', 'a snapshot is read-only', { syscall: 'write', path: this.name });
+  }
+
+  async discard(): Promise<void> {
+    throw new FssError('EROFS', 'a snapshot is read-only', { syscall: 'discard', path: this.name });
+  }
+
+  async flush(): Promise<void> {
+    if (this.currentState === 'closed')
+      throw new FssError('EBADF', 'snapshot is closed', { path: this.name });
+  }
+
+  /**
+   * Unconfigures the snapshot: copy-on-write stops, saved clusters still in the cache are
+   * written out, the table and header are brought up to date (best effort: the store may be
+   * the reason we are closing), and the store is closed.
+   */
+  async close(): Promise<void> {
+    if (this.currentState === 'closed') return;
+    const wasActive = this.currentState === 'active';
+    this.currentState = 'closed';
+    this.host.detach(this);
+    if (wasActive) {
+      await this.cache.drain();
+      await this.table.flush().catch(() => undefined);
+      await this.writeHeader().catch(() => undefined);
+    }
+    await this.cache.abandon();
+    await this.store.close();
+  }
+
+  /**
+   * Marks the snapshot invalid: logged once, copy-on-write stops, every later read gets
+   * ENXIO. The origin is not affected.
+   */
+  invalidate(reason: string): void {
+    if (this.currentState !== 'active' && this.currentState !== 'creating') return;
+    this.currentState = 'invalid';
+    this.reason = reason;
+    (this.options.logger ?? console.warn)(`${this.name}: snapshot invalid: ${reason}`);
+    this.host.detach(this);
+    void this.cache.abandon();
+    void this.writeHeader().catch(() => undefined); // persist the state if the store still can
+  }
+
+  /** Writes the header with the state so far. Called at creation and on state changes. */
+  async writeHeader(): Promise<void> {
+    const blockBytes = Math.max(HEADER_BYTES, this.store.blockSize);
+    const block = this.allocate(blockBytes);
+    block.fill(0);
+    const header = headerFromGeometry(this.geometry, {
+      timeMicros: this.timeMs * 1000,
+      originIdentity: this.options.originIdentity ?? this.host.name,
+      nextCluster: this.nextCluster,
+    });
+    if (this.currentState === 'invalid') {
+      header.state = 'invalid';
+      header.invalidReason = this.reason ?? '';
+    }
+    block.set(encodeHeader(header));
+    await this.store.write(block, 0);
+  }
+
+  /** The Origin calls this, with its writes suspended, to take the snapshot. */
+  activate(timeMs: number): void {
+    assert(this.currentState === 'creating', `activate in state ${this.currentState}`);
+    this.timeMs = timeMs;
+    this.currentState = 'active';
+    const g = this.geometry;
+    this.options.debug?.(
+      `${this.name}: snapshot active: ${g.clusterCount} clusters of ${g.clusterSize}, ` +
+        `${g.cacheSlotCount} cache slots, ${g.tableClusters} indir clusters`,
+    );
+  }
+
+  /**
+   * Copy-on-write for an origin write of `length` bytes at `offset`. Returns undefined when
+   * every touched cluster is already copied (no await on the hot path).
+   */
+  preserve(offset: number, length: number): Promise<unknown> | undefined {
+    if (this.currentState !== 'active' || length === 0) return undefined;
+    const { clusterSize } = this.geometry;
+    const first = Math.floor(offset / clusterSize);
+    const end = Math.floor((offset + length - 1) / clusterSize) + 1;
+    let cluster = this.copied.nextClear(first, end);
+    if (cluster === -1) return undefined;
+    const waits: Promise<void>[] = [];
+    while (cluster !== -1) {
+      const wait = this.cache.preserve(cluster);
+      if (wait !== undefined) waits.push(wait);
+      cluster = cluster + 1 < end ? this.copied.nextClear(cluster + 1, end) : -1;
+    }
+    if (waits.length === 0) return undefined;
+    return waits.length === 1 ? waits[0] : Promise.all(waits);
+  }
+
+  private async loadFromOrigin(cluster: number, target: Uint8Array): Promise<void> {
+    const bytes = clusterBytes(this.geometry, cluster);
+    const offset = cluster * this.geometry.clusterSize;
+    const read = await this.host.device.read(
+      bytes === target.length ? target : target.subarray(0, bytes),
+      offset,
+    );
+    if (read !== bytes) throw new FssError('EIO', `short read from origin (${read} of ${bytes})`);
+    if (bytes < target.length) target.fill(0, bytes); // the partial last cluster
+  }
+
+  /** Appends a batch to the store in one request, then commits its table entries. */
+  private async writeBack(batch: readonly DirtyCluster[]): Promise<void> {
+    const firstStoreCluster = this.nextCluster;
+    await writeAll(
+      this.store,
+      batch.map((dirty) => dirty.data),
+      storeClusterOffset(this.geometry, firstStoreCluster),
+    );
+    await this.table.setEntries(
+      batch.map((dirty) => dirty.cluster),
+      batch.map((_, i) => firstStoreCluster + i),
+    );
+    this.nextCluster = firstStoreCluster + batch.length;
+  }
+
+  /** Step 2 of a read: restore every copied cluster of [first, end) into `view`. */
+  private async overlayCopied(view: Uint8Array, offset: number, first: number, end: number): Promise<void> {
+    const onStore: number[] = [];
+    for (let cluster = this.copied.nextSet(first, end); cluster !== -1; ) {
+      const saved = this.cache.lookup(cluster);
+      if (saved === undefined) onStore.push(cluster);
+      else this.copyClusterPiece(view, offset, cluster, saved);
+      cluster = cluster + 1 < end ? this.copied.nextSet(cluster + 1, end) : -1;
+    }
+    if (onStore.length === 0) return;
+    const storeClusters = await this.table.lookup(onStore);
+    await Promise.all(this.readStoreRuns(view, offset, onStore, storeClusters));
+  }
+
+  /** One store read per run of clusters that are consecutive both in the origin and the store. */
+  private readStoreRuns(
+    view: Uint8Array,
+    offset: number,
+    clusters: number[],
+    storeClusters: number[],
+  ): Promise<void>[] {
+    const { clusterSize } = this.geometry;
+    const reads: Promise<void>[] = [];
+    for (let i = 0; i < clusters.length; ) {
+      if (storeClusters[i] === 0) {
+        // Copied but never stored: only possible once the snapshot is invalid.
+        this.checkReadable();
+        assert(false, `copied cluster ${clusters[i]} has no store entry`);
+      }
+      let j = i;
+      while (
+        j + 1 < clusters.length &&
+        clusters[j + 1] === clusters[j]! + 1 &&
+        storeClusters[j + 1] === storeClusters[j]! + 1
+      ) {
+        j += 1;
+      }
+      const runStart = clusters[i]! * clusterSize;
+      const from = Math.max(offset, runStart);
+      const to = Math.min(offset + view.length, (clusters[j]! + 1) * clusterSize);
+      const storeOffset = storeClusterOffset(this.geometry, storeClusters[i]!) + (from - runStart);
+      reads.push(this.store.read(view.subarray(from - offset, to - offset), storeOffset));
+      i = j + 1;
+    }
+    return reads;
+  }
+
+  private copyClusterPiece(view: Uint8Array, offset: number, cluster: number, saved: Uint8Array): void {
+    const clusterStart = cluster * this.geometry.clusterSize;
+    const from = Math.max(offset, clusterStart);
+    const to = Math.min(offset + view.length, clusterStart + this.geometry.clusterSize);
+    view.set(saved.subarray(from - clusterStart, to - clusterStart), from - offset);
+  }
+
+  private checkReadable(): void {
+    if (this.currentState === 'active') return;
+    const why =
+      this.currentState === 'invalid' ? `snapshot invalid: ${this.reason}` : `snapshot ${this.currentState}`;
+    throw new FssError('ENXIO', why, { syscall: 'read', path: this.name });
+  }
+
+  private allocate(bytes: number): Uint8Array {
+    return (
+      this.host.device.allocateBuffer?.(bytes) ?? this.store.allocateBuffer?.(bytes) ?? new Uint8Array(bytes)
+    );
+  }
+}
+
+function describe(error: unknown): string {
+  return toFssError(error).message;
+}

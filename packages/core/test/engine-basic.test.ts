@@ -1,0 +1,83 @@
+import { describe, expect, it } from 'vitest';
+import { FssError, MemoryBackingStore, MemoryBlockDevice, Origin } from '../src/index';
+
+function patterned(size: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(size);
+  for (let i = 0; i < size; i++) bytes[i] = (i * 31 + seed) & 0xff;
+  return bytes;
+}
+
+describe('engine: the t_fss basic scenario', () => {
+  it('keeps "Original data" in the snapshot after "Replacement data" reaches the origin', async () => {
+    const device = new MemoryBlockDevice(2 * 1024 * 1024);
+    const origin = new Origin(device, { name: 'image' });
+    await origin.write(new TextEncoder().encode('Original data\n'), 4096);
+    const snapshot = await origin.createSnapshot(new MemoryBackingStore(), { name: 'fss0' });
+    await origin.write(new TextEncoder().encode('Replacement data\n'), 4096);
+
+    const fromSnapshot = new Uint8Array(14);
+    await snapshot.read(fromSnapshot, 4096);
+    const fromOrigin = new Uint8Array(17);
+    await origin.read(fromOrigin, 4096);
+    expect(new TextDecoder().decode(fromSnapshot)).toBe('Original data\n');
+    expect(new TextDecoder().decode(fromOrigin)).toBe('Replacement data\n');
+  });
+});
+
+describe('engine: copy-on-write', () => {
+  it('reads the whole device as it was, after writes everywhere, through cache and store', async () => {
+    const size = 1_000_000; // not a multiple of the cluster size: the last cluster is partial
+    const device = new MemoryBlockDevice(patterned(size, 7));
+    const model = device.bytes.slice();
+    const origin = new Origin(device);
+    const store = new MemoryBackingStore();
+    const snapshot = await origin.createSnapshot(store, { clusterSize: 4096 });
+    expect(snapshot.geometry.clusterSize).toBe(4096);
+    for (let offset = 0; offset < size; offset += 10_000) {
+      await origin.write(patterned(Math.min(3000, size - offset), offset), offset);
+    }
+    const whole = new Uint8Array(size);
+    expect(await snapshot.read(whole, 0)).toBe(size);
+    expect(Buffer.compare(whole, model)).toBe(0);
+    expect(store.bytesWritten).toBeGreaterThan(0);
+    const info = snapshot.info();
+    expect(info.fsg_csize).toBe(4096);
+    expect(info.fsg_mount_size).toBe(Math.ceil(size / 4096));
+    expect(info.fsg_bs_size).toBeGreaterThan(snapshot.geometry.firstDataCluster);
+  });
+
+  it('refuses writes to a snapshot with EROFS', async () => {
+    const origin = new Origin(new MemoryBlockDevice(65536));
+    const snapshot = await origin.createSnapshot(new MemoryBackingStore());
+    await expect(snapshot.write(new Uint8Array(512), 0)).rejects.toMatchObject({ code: 'EROFS' });
+  });
+
+  it('applies the read rules past the end: EINVAL beyond, 0 at the end, truncated across', async () => {
+    const origin = new Origin(new MemoryBlockDevice(10_000));
+    const snapshot = await origin.createSnapshot(new MemoryBackingStore());
+    await expect(snapshot.read(new Uint8Array(1), 10_001)).rejects.toBeInstanceOf(FssError);
+    await expect(snapshot.read(new Uint8Array(1), 10_001)).rejects.toMatchObject({ code: 'EINVAL' });
+    expect(await snapshot.read(new Uint8Array(100), 10_000)).toBe(0);
+    expect(await snapshot.read(new Uint8Array(100), 9_950)).toBe(50);
+  });
+
+  it('invalidates once on a store failure, then reads ENXIO while origin writes land', async () => {
+    const lines: string[] = [];
+    const device = new MemoryBlockDevice(1 << 20);
+    const origin = new Origin(device, { logger: (line) => lines.push(line) });
+    const store = new MemoryBackingStore({ capacityBytes: 4 * 65536 });
+    const snapshot = await origin.createSnapshot(store, { name: 'fss3' });
+    for (let offset = 0; offset < 1 << 20; offset += 65536) {
+      await origin.write(patterned(65536, offset), offset);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(snapshot.valid).toBe(false);
+    expect(lines.length).toBe(1);
+    expect(lines[0]).toMatch(/^fss3: snapshot invalid: write error on backing store/);
+    await expect(snapshot.read(new Uint8Array(512), 0)).rejects.toMatchObject({ code: 'ENXIO' });
+    for (let offset = 0; offset < 1 << 20; offset += 65536) {
+      expect(Buffer.compare(device.bytes.subarray(offset, offset + 65536), patterned(65536, offset))).toBe(0);
+    }
+    expect(snapshot.info().fsg_csize).toBe(65536);
+  });
+});
