@@ -157,12 +157,12 @@ export class Origin implements BlockDevice {
     else await this.gate.enter();
     try {
       this.checkOpen('write');
-      let waits: Promise<unknown>[] | undefined;
+      const waits: Promise<unknown>[] = [];
       for (const snapshot of this.active) {
         const wait = snapshot.preserve(offset, length);
-        if (wait !== undefined) (waits ??= []).push(wait);
+        if (wait !== undefined) waits.push(wait);
       }
-      if (waits !== undefined) await (waits.length === 1 ? waits[0] : Promise.all(waits));
+      if (waits.length > 0) await (waits.length === 1 ? waits[0] : Promise.all(waits));
       await operation();
     } finally {
       this.gate.leave();
