@@ -1,0 +1,108 @@
+/**
+ * Executing validated requests against the export's BlockDevice and sending their replies.
+ *
+ * Each command ends in exactly one reply: success, or the error value the FssError maps to
+ * (errors.ts). A device error never closes the connection.
+ *
+ *   READ          read into the reply buffer (or the device's own buffer), then reply with it
+ *   WRITE         write the payload; FUA: flush before the reply
+ *   FLUSH         device.flush(): every write replied before this FLUSH began has completed,
+ *                 so it is covered (NBD's FLUSH rule), on every connection (CAN_MULTI_CONN)
+ *   TRIM          device.discard() (an origin copies the old data first)
+ *   WRITE_ZEROES  device.writeZeroes(), else zero buffers of at most ZERO_CHUNK_BYTES
+ *
+ * On an origin, copy-on-write happens inside the device's write/discard/writeZeroes, before
+ * the data changes, so by the time we reply the snapshots already hold the old contents.
+ */
+import { assert, type BlockDevice } from '@fss/core';
+import { nbdErrnoOf } from './errors';
+import type { NbdExport } from './export';
+import { Command, CommandFlag, NbdErrno, SIMPLE_REPLY_BYTES } from './protocol';
+import { ReplyWriter } from './reply-writer';
+import type { NbdRequest } from './request';
+
+/** Largest zero buffer WRITE_ZEROES writes at a time on a device without writeZeroes. */
+const ZERO_CHUNK_BYTES = 1024 * 1024;
+let zeroChunk: Uint8Array | undefined;
+
+/**
+ * Runs one validated request and sends its reply. Never rejects: failures become error
+ * replies. `payload` is the WRITE data (exactly `request.length` bytes), else undefined.
+ */
+export async function execute(
+  request: NbdRequest,
+  payload: Uint8Array | undefined,
+  target: NbdExport,
+  writer: ReplyWriter,
+): Promise<void> {
+  try {
+    if (request.type === Command.READ) {
+      await executeRead(request, target.device, writer);
+      return;
+    }
+    await executeWrite(request, payload, target.device);
+    if ((request.flags & CommandFlag.FUA) !== 0 && request.type !== Command.FLUSH) {
+      await target.device.flush();
+    }
+    writer.send(request.cookie, NbdErrno.OK);
+  } catch (error) {
+    writer.send(request.cookie, nbdErrnoOf(error));
+  }
+}
+
+async function executeRead(request: NbdRequest, device: BlockDevice, writer: ReplyWriter): Promise<void> {
+  const { offset, length } = request;
+  if (device.allocateBuffer !== undefined && length > 0) {
+    const target = device.allocateBuffer(length).subarray(0, length);
+    const bytesRead = await device.read(target, offset);
+    checkFullRead(bytesRead, length);
+    writer.sendSplit(request.cookie, target);
+    return;
+  }
+  const reply = ReplyWriter.replyBuffer(length);
+  const bytesRead = await device.read(reply.subarray(SIMPLE_REPLY_BYTES), offset);
+  checkFullRead(bytesRead, length);
+  writer.sendWithPayload(request.cookie, reply);
+}
+
+/** The range was checked against the size, so a short read means the device failed. */
+function checkFullRead(bytesRead: number, length: number): void {
+  if (bytesRead !== length) throw new Error(`short read: ${bytesRead} of ${length} bytes`);
+}
+
+async function executeWrite(
+  request: NbdRequest,
+  payload: Uint8Array | undefined,
+  device: BlockDevice,
+): Promise<void> {
+  const { offset, length } = request;
+  switch (request.type) {
+    case Command.WRITE:
+      assert(payload !== undefined && payload.length === length, 'WRITE carries its payload');
+      await device.write(payload, offset);
+      return;
+    case Command.FLUSH:
+      await device.flush();
+      return;
+    case Command.TRIM:
+      assert(device.discard !== undefined, 'TRIM was validated against discard()');
+      if (length > 0) await device.discard(offset, length);
+      return;
+    case Command.WRITE_ZEROES:
+      if (length > 0) await writeZeroes(device, offset, length);
+      return;
+    default:
+      assert(false, `command ${request.type} reached execute`);
+  }
+}
+
+async function writeZeroes(device: BlockDevice, offset: number, length: number): Promise<void> {
+  if (device.writeZeroes !== undefined) {
+    await device.writeZeroes(offset, length);
+    return;
+  }
+  zeroChunk ??= new Uint8Array(ZERO_CHUNK_BYTES);
+  for (let at = 0; at < length; at += ZERO_CHUNK_BYTES) {
+    await device.write(zeroChunk.subarray(0, Math.min(ZERO_CHUNK_BYTES, length - at)), offset + at);
+  }
+}

@@ -1,0 +1,236 @@
+/**
+ * The fixed newstyle handshake, as a small state machine run once per connection:
+ *
+ *   GREETING ──send greeting── CLIENT_FLAGS ──read u32── OPTIONS ─┬─ GO (ACK) ─────────→ transmission
+ *                                   │ unknown bits                ├─ EXPORT_NAME (found) → transmission
+ *                                   ▼                             ├─ ABORT → ACK, close
+ *                                 close                           ├─ anything else → reply, OPTIONS
+ *                                                                 └─ bad magic / too long / EOF → close
+ *
+ * Each option gets exactly one final reply before the next is read (the client waits for it).
+ * INFO and GO answer INFO_EXPORT, BLOCK_SIZE always (nbdkit does too: a client that asks must
+ * obey it, one that did not ask learns the same limits), NAME and DESCRIPTION when asked.
+ * Options we do not implement (STRUCTURED_REPLY, the meta-context ones, STARTTLS, unknown
+ * numbers) get ERR_UNSUP and the handshake goes on: every client here then falls back to
+ * simple replies. EXPORT_NAME of an unknown export can only be answered by closing (the option
+ * has no error reply). Malformed option data is ERR_INVALID; an option header without the
+ * magic, or longer than we accept, closes the connection.
+ */
+import type { Socket } from 'node:net';
+import { assert } from '@fss/core';
+import type { NbdExport } from './export';
+import {
+  ClientFlag,
+  EXPORT_NAME_PADDING_BYTES,
+  HandshakeFlag,
+  IHAVEOPT,
+  Info,
+  Limits,
+  NBD_MAGIC,
+  OPTION_HEADER_BYTES,
+  OPTION_REPLY_HEADER_BYTES,
+  OPTION_REPLY_MAGIC,
+  Option,
+  Reply,
+} from './protocol';
+import type { SocketReader } from './socket-reader';
+
+export interface HandshakeContext {
+  readonly socket: Socket;
+  readonly reader: SocketReader;
+  /** Every export this server serves; the first is the default (empty name). */
+  readonly exports: readonly NbdExport[];
+  /** True once the server is shutting down: options are then refused with ERR_SHUTDOWN. */
+  readonly isClosing: () => boolean;
+  readonly debug?: (message: string) => void;
+}
+
+/** How the handshake ended. */
+export type HandshakeResult =
+  | { readonly kind: 'transmission'; readonly export: NbdExport }
+  /** The client aborted or was refused; the connection is to be closed. */
+  | { readonly kind: 'close'; readonly reason: string };
+
+/** A protocol violation that ends the connection. */
+export class ProtocolError extends Error {
+  override readonly name = 'ProtocolError';
+}
+
+const KNOWN_CLIENT_FLAGS = ClientFlag.FIXED_NEWSTYLE | ClientFlag.NO_ZEROES;
+
+/** Runs the handshake to its end. Rejects with EndOfStream if the peer goes away. */
+export async function negotiate(context: HandshakeContext): Promise<HandshakeResult> {
+  assert(context.exports.length > 0, 'a server needs at least one export');
+  sendGreeting(context.socket);
+  const clientFlags = readU32(await context.reader.read(4), 0);
+  if ((clientFlags & ~KNOWN_CLIENT_FLAGS) !== 0) {
+    return { kind: 'close', reason: `unknown client flags 0x${clientFlags.toString(16)}` };
+  }
+  const noZeroes = (clientFlags & ClientFlag.NO_ZEROES) !== 0;
+
+  for (let count = 0; count < Limits.OPTION_COUNT_MAX; count++) {
+    const header = await context.reader.read(OPTION_HEADER_BYTES);
+    const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
+    if (view.getBigUint64(0) !== IHAVEOPT) return { kind: 'close', reason: 'option without IHAVEOPT' };
+    const option = view.getUint32(8);
+    const length = view.getUint32(12);
+    if (length > Limits.OPTION_DATA_BYTES_MAX) {
+      return { kind: 'close', reason: `option ${option} data of ${length} bytes is too long` };
+    }
+    // Copy: the reader may hand out a view of a socket chunk, and we keep the data a while.
+    const data = Buffer.from(await context.reader.read(length));
+    context.debug?.(`option ${option} (${length} bytes)`);
+    const result = answerOption(context, option, data, noZeroes);
+    if (result !== undefined) return result;
+  }
+  return { kind: 'close', reason: `more than ${Limits.OPTION_COUNT_MAX} options` };
+}
+
+/** Answers one option; returns a result when the handshake is over. */
+function answerOption(
+  context: HandshakeContext,
+  option: number,
+  data: Buffer,
+  noZeroes: boolean,
+): HandshakeResult | undefined {
+  const { socket } = context;
+  if (option === Option.ABORT) {
+    sendReply(socket, option, Reply.ACK);
+    return { kind: 'close', reason: 'client aborted' };
+  }
+  if (context.isClosing()) {
+    if (option !== Option.EXPORT_NAME) sendReply(socket, option, Reply.ERR_SHUTDOWN, text('shutting down'));
+    return { kind: 'close', reason: 'server shutting down' };
+  }
+  switch (option) {
+    case Option.EXPORT_NAME:
+      return answerExportName(context, data, noZeroes);
+    case Option.LIST:
+      answerList(context, data);
+      return undefined;
+    case Option.INFO:
+    case Option.GO:
+      return answerInfo(context, option, data);
+    default:
+      sendReply(socket, option, Reply.ERR_UNSUP, text(`option ${option} is not supported`));
+      return undefined;
+  }
+}
+
+/** EXPORT_NAME: size and flags, no option reply; an unknown name can only close. */
+function answerExportName(context: HandshakeContext, data: Buffer, noZeroes: boolean): HandshakeResult {
+  const found = findExport(context.exports, data.toString('utf8'));
+  if (found === undefined) return { kind: 'close', reason: 'EXPORT_NAME of an unknown export' };
+  const reply = Buffer.alloc(10 + (noZeroes ? 0 : EXPORT_NAME_PADDING_BYTES));
+  reply.writeBigUInt64BE(BigInt(found.size), 0);
+  reply.writeUInt16BE(found.transmissionFlags, 8);
+  context.socket.write(reply);
+  return { kind: 'transmission', export: found };
+}
+
+/** LIST: one SERVER reply per export (name, then description), then ACK. */
+function answerList(context: HandshakeContext, data: Buffer): void {
+  if (data.length !== 0) {
+    sendReply(context.socket, Option.LIST, Reply.ERR_INVALID, text('LIST takes no data'));
+    return;
+  }
+  for (const each of context.exports) {
+    const name = Buffer.from(each.name, 'utf8');
+    const payload = Buffer.alloc(4 + name.length);
+    payload.writeUInt32BE(name.length, 0);
+    name.copy(payload, 4);
+    sendReply(context.socket, Option.LIST, Reply.SERVER, Buffer.concat([payload, text(each.description)]));
+  }
+  sendReply(context.socket, Option.LIST, Reply.ACK);
+}
+
+/**
+ * INFO and GO. Data: u32 name length, name, u16 count, count × u16 info type. A length that
+ * disagrees with the data is ERR_INVALID; an unknown name ERR_UNKNOWN.
+ */
+function answerInfo(context: HandshakeContext, option: number, data: Buffer): HandshakeResult | undefined {
+  const { socket } = context;
+  const request = parseInfoRequest(data);
+  if (request === undefined) {
+    sendReply(socket, option, Reply.ERR_INVALID, text('malformed INFO/GO data'));
+    return undefined;
+  }
+  const found = findExport(context.exports, request.name);
+  if (found === undefined) {
+    sendReply(socket, option, Reply.ERR_UNKNOWN, text(`no export named '${request.name}'`));
+    return undefined;
+  }
+  const exportInfo = Buffer.alloc(12);
+  exportInfo.writeUInt16BE(Info.EXPORT, 0);
+  exportInfo.writeBigUInt64BE(BigInt(found.size), 2);
+  exportInfo.writeUInt16BE(found.transmissionFlags, 10);
+  sendReply(socket, option, Reply.INFO, exportInfo);
+
+  const blockSize = Buffer.alloc(14);
+  blockSize.writeUInt16BE(Info.BLOCK_SIZE, 0);
+  blockSize.writeUInt32BE(found.minimumBlockSize, 2);
+  blockSize.writeUInt32BE(found.preferredBlockSize, 6);
+  blockSize.writeUInt32BE(found.maximumBlockSize, 10);
+  sendReply(socket, option, Reply.INFO, blockSize);
+
+  if (request.infos.includes(Info.NAME)) {
+    sendReply(socket, option, Reply.INFO, Buffer.concat([u16(Info.NAME), text(found.name)]));
+  }
+  if (request.infos.includes(Info.DESCRIPTION) && found.description !== '') {
+    sendReply(socket, option, Reply.INFO, Buffer.concat([u16(Info.DESCRIPTION), text(found.description)]));
+  }
+  sendReply(socket, option, Reply.ACK);
+  return option === Option.GO ? { kind: 'transmission', export: found } : undefined;
+}
+
+/** Parses INFO/GO data; undefined when the lengths disagree with the data. */
+export function parseInfoRequest(data: Buffer): { name: string; infos: number[] } | undefined {
+  if (data.length < 6) return undefined;
+  const nameLength = data.readUInt32BE(0);
+  if (nameLength > Limits.NAME_BYTES_MAX || 4 + nameLength + 2 > data.length) return undefined;
+  const name = data.toString('utf8', 4, 4 + nameLength);
+  const count = data.readUInt16BE(4 + nameLength);
+  if (data.length !== 4 + nameLength + 2 + 2 * count) return undefined;
+  const infos: number[] = [];
+  for (let index = 0; index < count; index++) infos.push(data.readUInt16BE(4 + nameLength + 2 + 2 * index));
+  return { name, infos };
+}
+
+/** The empty name is the default export (the first); any other name must match exactly. */
+export function findExport(exports: readonly NbdExport[], name: string): NbdExport | undefined {
+  if (name === '') return exports[0];
+  return exports.find((each) => each.name === name);
+}
+
+function sendGreeting(socket: Socket): void {
+  const greeting = Buffer.alloc(18);
+  greeting.writeBigUInt64BE(NBD_MAGIC, 0);
+  greeting.writeBigUInt64BE(IHAVEOPT, 8);
+  greeting.writeUInt16BE(HandshakeFlag.FIXED_NEWSTYLE | HandshakeFlag.NO_ZEROES, 16);
+  socket.write(greeting);
+}
+
+/** One option reply, header and data in one write. */
+function sendReply(socket: Socket, option: number, type: number, data: Buffer = Buffer.alloc(0)): void {
+  const reply = Buffer.alloc(OPTION_REPLY_HEADER_BYTES + data.length);
+  reply.writeBigUInt64BE(OPTION_REPLY_MAGIC, 0);
+  reply.writeUInt32BE(option, 8);
+  reply.writeUInt32BE(type, 12);
+  reply.writeUInt32BE(data.length, 16);
+  data.copy(reply, OPTION_REPLY_HEADER_BYTES);
+  socket.write(reply);
+}
+
+function text(value: string): Buffer {
+  return Buffer.from(value, 'utf8');
+}
+
+function u16(value: number): Buffer {
+  const bytes = Buffer.alloc(2);
+  bytes.writeUInt16BE(value, 0);
+  return bytes;
+}
+
+function readU32(bytes: Uint8Array, offset: number): number {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(offset);
+}

@@ -1,0 +1,79 @@
+/**
+ * ReplyWriter: simple replies, each written contiguously, with write back-pressure.
+ *
+ * Replies may go out in any order, but each one (16-byte header + READ payload) must reach
+ * the socket uninterrupted. Node runs our code on one thread, so any reply handed to the
+ * socket in one synchronous step stays contiguous. The fast path is one buffer holding header
+ * and payload (the READ handler reads the device straight into `replyBuffer(length)`), so a
+ * reply is one `socket.write`. When the device wants its own buffer (O_DIRECT alignment), the
+ * header and payload are written corked, which libuv sends as one writev.
+ *
+ * Back-pressure: `socket.write` returning false means the kernel buffer and Node's queue are
+ * full. The request loop awaits `drained()` before reading the next request, so a slow reader
+ * stops us reading requests, and the socket reader's own high-water mark then stops the
+ * client sending them.
+ */
+import type { Socket } from 'node:net';
+import { assert } from '@fss/core';
+import { type NbdErrnoValue, SIMPLE_REPLY_BYTES, SIMPLE_REPLY_MAGIC } from './protocol';
+
+export class ReplyWriter {
+  constructor(private readonly socket: Socket) {}
+
+  /** A buffer for a READ reply: `SIMPLE_REPLY_BYTES` of header room, then `length` of payload. */
+  static replyBuffer(length: number): Buffer {
+    return Buffer.allocUnsafe(SIMPLE_REPLY_BYTES + length);
+  }
+
+  /** Sends a reply whose header room is at the start of `reply` (from replyBuffer). */
+  sendWithPayload(cookie: Uint8Array, reply: Buffer): void {
+    assert(reply.length >= SIMPLE_REPLY_BYTES, 'reply buffer needs header room');
+    writeHeader(reply, 0, cookie);
+    this.write(reply);
+  }
+
+  /** Sends a successful reply whose payload lives in a separate (device-owned) buffer. */
+  sendSplit(cookie: Uint8Array, payload: Uint8Array): void {
+    const header = Buffer.allocUnsafe(SIMPLE_REPLY_BYTES);
+    writeHeader(header, 0, cookie);
+    if (this.socket.destroyed) return;
+    this.socket.cork();
+    this.socket.write(header);
+    this.socket.write(payload);
+    this.socket.uncork();
+  }
+
+  /** Sends a reply without payload (errors, and every command but READ). */
+  send(cookie: Uint8Array, error: NbdErrnoValue): void {
+    const header = Buffer.allocUnsafe(SIMPLE_REPLY_BYTES);
+    writeHeader(header, error, cookie);
+    this.write(header);
+  }
+
+  /** Resolves once the socket can take more (at once when it can already). */
+  drained(): Promise<void> {
+    if (!this.socket.writableNeedDrain || this.socket.destroyed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        resolve();
+      };
+      this.socket.on('drain', done);
+      this.socket.on('close', done);
+    });
+  }
+
+  private write(bytes: Buffer): void {
+    // A socket the peer already closed has no one to read the reply: drop it.
+    if (this.socket.destroyed || this.socket.writableEnded) return;
+    this.socket.write(bytes);
+  }
+}
+
+function writeHeader(target: Buffer, error: NbdErrnoValue, cookie: Uint8Array): void {
+  assert(cookie.length === 8, 'a cookie is 8 bytes');
+  target.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
+  target.writeUInt32BE(error, 4);
+  target.set(cookie, 8);
+}
