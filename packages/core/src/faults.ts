@@ -10,6 +10,9 @@
  *   full filesystem refuses an allocation.
  * - `latencyMs`: every operation waits a random time in [min, max] ms first, which
  *   reorders concurrent operations the way a busy disk does.
+ * - `jitterTicks`: every operation first yields to the event loop a random 0..n times
+ *   (setImmediate): reorders concurrent operations without real time passing, so property
+ *   tests explore many interleavings quickly and replay them exactly from the seed.
  * - `failNext(operation, code)`: the next call of that operation fails with `code`; for
  *   targeted tests that need one failure at one point.
  * A failed operation has no effect on the data: nothing is partially written. Flush and
@@ -26,6 +29,7 @@ export interface FaultOptions {
   writeErrorRatio?: number;
   enospcAfterBytes?: number;
   latencyMs?: { min: number; max: number };
+  jitterTicks?: number;
 }
 
 export type FaultOperation = 'read' | 'write';
@@ -82,6 +86,10 @@ export class FaultInjector {
   }
 
   private async delay(): Promise<void> {
+    const ticks = this.options.jitterTicks ?? 0;
+    for (let tick = this.random.integer(0, ticks); tick > 0; tick--) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
     const latency = this.options.latencyMs;
     if (latency === undefined) return;
     const ms = latency.min + this.random.next() * (latency.max - latency.min);

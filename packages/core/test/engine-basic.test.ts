@@ -81,3 +81,70 @@ describe('engine: copy-on-write', () => {
     expect(snapshot.info().fsg_csize).toBe(65536);
   });
 });
+
+/** A device whose writes wait until the test releases them. */
+class HeldWritesDevice extends MemoryBlockDevice {
+  private held: Array<() => void> = [];
+  holdWrites = false;
+
+  override async write(source: Uint8Array, offset: number): Promise<void> {
+    if (this.holdWrites) await new Promise<void>((resolve) => this.held.push(resolve));
+    await super.write(source, offset);
+  }
+
+  get heldCount(): number {
+    return this.held.length;
+  }
+
+  release(): void {
+    for (const resolve of this.held.splice(0)) resolve();
+  }
+}
+
+describe('engine: the write gate', () => {
+  it('takes the snapshot only once writes in flight have landed, so no write is torn', async () => {
+    const device = new HeldWritesDevice(4 * 4096);
+    const origin = new Origin(device);
+    device.holdWrites = true;
+    const spanning = new Uint8Array(4096).fill(0xaa); // covers the end of cluster 0 and start of cluster 1
+    const inFlight = origin.write(spanning, 2048);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(device.heldCount).toBe(1);
+
+    let created = false;
+    const creating = origin
+      .createSnapshot(new MemoryBackingStore(), { clusterSize: 4096 })
+      .then((snapshot) => {
+        created = true;
+        return snapshot;
+      });
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(created).toBe(false); // waiting for the write in flight
+
+    device.holdWrites = false;
+    device.release();
+    await inFlight;
+    const snapshot = await creating;
+    await origin.write(new Uint8Array(8192).fill(0x55), 0); // copies clusters 0 and 1
+    const seen = new Uint8Array(8192);
+    await snapshot.read(seen, 0);
+    expect(seen.subarray(2048, 6144).every((byte) => byte === 0xaa)).toBe(true);
+    expect(seen.subarray(0, 2048).every((byte) => byte === 0)).toBe(true);
+  });
+
+  it('fails an origin write with the origin read error when the copy cannot be read', async () => {
+    const { FaultyBlockDevice } = await import('../src/index');
+    const memory = new MemoryBlockDevice(65536 * 2);
+    const device = new FaultyBlockDevice(memory);
+    const origin = new Origin(device);
+    const snapshot = await origin.createSnapshot(new MemoryBackingStore());
+    device.faults.failNext('read', 'EIO');
+    await expect(origin.write(new Uint8Array(10).fill(1), 0)).rejects.toMatchObject({ code: 'EIO' });
+    expect(memory.bytes.subarray(0, 10).every((byte) => byte === 0)).toBe(true); // not issued
+    expect(snapshot.valid).toBe(true);
+    await origin.write(new Uint8Array(10).fill(1), 0); // the next attempt copies and lands
+    const seen = new Uint8Array(10);
+    await snapshot.read(seen, 0);
+    expect(seen.every((byte) => byte === 0)).toBe(true);
+  });
+});

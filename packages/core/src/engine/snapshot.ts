@@ -196,15 +196,15 @@ export class Snapshot implements BlockDevice {
     return length;
   }
 
-  async write(): Promise<void> {
+  async write(_source: Uint8Array, _offset: number): Promise<void> {
     throw new FssError('EROFS', 'a snapshot is read-only', { syscall: 'write', path: this.name });
   }
 
-  async writeZeroes(): Promise<void> {
+  async writeZeroes(_offset: number, _length: number): Promise<void> {
     throw new FssError('EROFS', 'a snapshot is read-only', { syscall: 'write', path: this.name });
   }
 
-  async discard(): Promise<void> {
+  async discard(_offset: number, _length: number): Promise<void> {
     throw new FssError('EROFS', 'a snapshot is read-only', { syscall: 'discard', path: this.name });
   }
 
