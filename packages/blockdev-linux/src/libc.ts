@@ -1,0 +1,95 @@
+/**
+ * The libc calls Node does not offer, bound once through koffi (prebuilt, no compiler at
+ * install time). Data I/O does not go through here: reads and writes use Node's `fs` (libuv)
+ * on an O_DIRECT descriptor, which is faster than an FFI round trip and keeps the event loop
+ * free. koffi is only for ioctl, statx, flock and fallocate.
+ *
+ * ioctl is variadic in C. koffi cannot call variadic prototypes asynchronously, so we declare
+ * one fixed prototype per argument shape; for int and pointer arguments that is the same
+ * calling convention as the variadic call on the x86_64 and aarch64 SysV ABIs.
+ *
+ * errno: a synchronous call leaves it readable through `koffi.errno()` until the next call.
+ * An `.async` call restores it only inside the completion callback, so `callAsync` captures
+ * it there (node-ecosystem.md §3.2).
+ */
+import { createRequire } from 'node:module';
+import koffi from 'koffi';
+
+type Int32Out = [number];
+type UInt64Out = [number | bigint];
+
+export interface Libc {
+  /** ioctl(fd, req, uint64_t *out): BLKGETSIZE64. */
+  ioctlU64Out(fd: number, request: number, out: UInt64Out): number;
+  /** ioctl(fd, req, int *out): BLKSSZGET, BLKROGET, BLKPBSZGET (unsigned, same size). */
+  ioctlIntOut(fd: number, request: number, out: Int32Out): number;
+  /** ioctl(fd, req, uint64_t range[2]): BLKDISCARD, BLKZEROOUT. Async: they can take long. */
+  ioctlRange: AsyncCapable<(fd: number, request: number, range: BigUint64Array) => number>;
+  /** ioctl(fd, req, int arg): FIFREEZE, FITHAW (the argument is ignored; pass 0). */
+  ioctlIntArg(fd: number, request: number, arg: number): number;
+  /** statx(dirfd, path, flags, mask, struct statx *buf) into a 256-byte buffer. */
+  statx(dirfd: number, path: string, flags: number, mask: number, buffer: Uint8Array): number;
+  /** flock(fd, operation). */
+  flock(fd: number, operation: number): number;
+  /** fallocate(fd, mode, offset, length). Async: punching or zeroing ranges can take long. */
+  fallocate: AsyncCapable<(fd: number, mode: number, offset: number, length: number) => number>;
+}
+
+export type AsyncCapable<F extends (...args: never[]) => number> = F & {
+  async: (...args: unknown[]) => void;
+};
+
+let bound: Libc | undefined;
+
+/** The bound functions; loaded on first use so importing the package costs nothing. */
+export function libc(): Libc {
+  if (bound !== undefined) return bound;
+  const lib = koffi.load('libc.so.6');
+  bound = {
+    ioctlU64Out: lib.func('ioctl', 'int', ['int', 'unsigned long', koffi.out(koffi.pointer('uint64_t'))]),
+    ioctlIntOut: lib.func('ioctl', 'int', ['int', 'unsigned long', koffi.out(koffi.pointer('int'))]),
+    ioctlRange: lib.func('ioctl', 'int', ['int', 'unsigned long', koffi.pointer('uint64_t')]),
+    ioctlIntArg: lib.func('int ioctl(int fd, unsigned long req, int arg)'),
+    statx: lib.func(
+      'int statx(int dirfd, const char *path, int flags, unsigned int mask, _Out_ uint8_t *buf)',
+    ),
+    flock: lib.func('int flock(int fd, int operation)'),
+    fallocate: lib.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)'),
+  };
+  return bound;
+}
+
+/** Where koffi's entry point is, so a worker thread can load the same copy. */
+export function koffiEntryPath(): string {
+  return createRequire(import.meta.url).resolve('koffi');
+}
+
+/** errno of the last synchronous libc call on this thread. */
+export function lastErrno(): number {
+  return koffi.errno();
+}
+
+export interface AsyncResult {
+  result: number;
+  errno: number;
+}
+
+/** Runs `fn` on koffi's worker pool; resolves with its result and the errno it left. */
+export function callAsync<F extends (...args: never[]) => number>(
+  fn: AsyncCapable<F>,
+  ...args: Parameters<F>
+): Promise<AsyncResult> {
+  return new Promise((resolve, reject) => {
+    fn.async(...args, (error: unknown, result: number) => {
+      // errno is only valid inside this callback: read it before anything else runs.
+      const errno = koffi.errno();
+      if (error) reject(error);
+      else resolve({ result, errno });
+    });
+  });
+}
+
+/** The memory address of a byte array's first byte, to check O_DIRECT alignment. */
+export function addressOf(bytes: Uint8Array): bigint {
+  return koffi.address(bytes);
+}
