@@ -1,0 +1,2 @@
+export { FileBackingStore, type FileBackingStoreStat, openFileBackingStore } from './file-store';
+export type { CreateMode, FileBackingStoreOptions } from './open';
