@@ -1,0 +1,125 @@
+import { describe, expect, it } from 'vitest';
+import {
+  CLUSTER_COUNT_MAX,
+  cacheSlotCountFor,
+  clusterBytes,
+  clusterCountFor,
+  clusterShiftFor,
+  computeGeometry,
+  isPowerOfTwo,
+  lastClusterBytesFor,
+  requestedClusterSize,
+  tableClustersFor,
+} from './geometry';
+
+const BLOCK_SIZES = [512, 1024, 2048, 4096, 8192, 16384, 65536];
+const REQUESTS = [1, 511, 512, 513, 4095, 4096, 4097, 65535, 65536, 65537, 1 << 20, (1 << 20) + 1, 2 ** 31];
+
+describe('requested cluster size', () => {
+  it('treats 0 as 65536 (MAXPHYS)', () => {
+    expect(requestedClusterSize(0, 1 << 30)).toBe(65536);
+  });
+
+  it('keeps the request while the device has at most 2^24 clusters of it', () => {
+    expect(requestedClusterSize(65536, 2 ** 40)).toBe(65536); // exactly 2^24 clusters
+    expect(requestedClusterSize(512, 512 * CLUSTER_COUNT_MAX)).toBe(512);
+  });
+
+  it('raises it to floor(device / 2^24) + 1 past the cap', () => {
+    expect(requestedClusterSize(65536, 2 ** 40 + 1)).toBe(Math.floor((2 ** 40 + 1) / 2 ** 24) + 1);
+    expect(requestedClusterSize(512, 512 * CLUSTER_COUNT_MAX + 1)).toBe(513);
+  });
+});
+
+describe('cluster shift', () => {
+  for (const block of BLOCK_SIZES) {
+    it(`is the smallest power of two >= the request and >= a ${block}-byte block`, () => {
+      for (const request of REQUESTS) {
+        const shift = clusterShiftFor(request, block);
+        const size = 2 ** shift;
+        expect(size).toBeGreaterThanOrEqual(request);
+        expect(size).toBeGreaterThanOrEqual(block);
+        if (size > block) expect(size / 2).toBeLessThan(request); // minimal
+      }
+    });
+  }
+
+  it('is EINVAL when the shift would reach 32', () => {
+    expect(clusterShiftFor(2 ** 31, 512)).toBe(31);
+    expect(() => clusterShiftFor(2 ** 31 + 1, 512)).toThrowError(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() =>
+      computeGeometry({ deviceBytes: 1 << 20, clusterSize: 2 ** 32, storeBlockSize: 512 }),
+    ).toThrowError(/EINVAL/);
+  });
+
+  it('is EINVAL for a store block size that is not a power of two', () => {
+    expect(() => clusterShiftFor(4096, 3000)).toThrowError(expect.objectContaining({ code: 'EINVAL' }));
+  });
+});
+
+describe('cluster count and the partial last cluster', () => {
+  it('covers the device exactly, for sizes around cluster multiples', () => {
+    for (const shift of [9, 12, 16, 20]) {
+      const size = 2 ** shift;
+      for (const deviceBytes of [1, size - 1, size, size + 1, 3 * size - 1, 3 * size, 3 * size + 7]) {
+        const count = clusterCountFor(deviceBytes, shift);
+        const last = lastClusterBytesFor(deviceBytes, shift);
+        expect(count).toBe(Math.ceil(deviceBytes / size));
+        expect(last).toBeGreaterThanOrEqual(1);
+        expect(last).toBeLessThanOrEqual(size);
+        expect((count - 1) * size + last).toBe(deviceBytes);
+      }
+    }
+  });
+
+  it('gives clusterBytes = lastClusterBytes only for the last cluster', () => {
+    const geometry = computeGeometry({ deviceBytes: 10_000, clusterSize: 4096, storeBlockSize: 512 });
+    expect(geometry.clusterCount).toBe(3);
+    expect(clusterBytes(geometry, 0)).toBe(4096);
+    expect(clusterBytes(geometry, 2)).toBe(10_000 - 8192);
+    expect(() => clusterBytes(geometry, 3)).toThrow();
+  });
+});
+
+describe('cache slots and table size', () => {
+  it('has 32 slots up to 8 KiB, 8 up to 64 KiB, else 4', () => {
+    expect([512, 4096, 8192].map(cacheSlotCountFor)).toEqual([32, 32, 32]);
+    expect([16384, 65536].map(cacheSlotCountFor)).toEqual([8, 8]);
+    expect([131072, 1 << 20].map(cacheSlotCountFor)).toEqual([4, 4]);
+  });
+
+  it('lets a tunable raise the slot count but never lower it', () => {
+    expect(
+      computeGeometry({ deviceBytes: 1 << 20, storeBlockSize: 512, cacheSlotsMin: 64 }).cacheSlotCount,
+    ).toBe(64);
+    expect(
+      computeGeometry({ deviceBytes: 1 << 20, storeBlockSize: 512, cacheSlotsMin: 2 }).cacheSlotCount,
+    ).toBe(8);
+  });
+
+  it('sizes the table as ((count * 4) >> shift) + 1, with the +1 on exact multiples too', () => {
+    expect(tableClustersFor(100, 9)).toBe(1); // 400 bytes
+    expect(tableClustersFor(128, 9)).toBe(2); // exactly 512 bytes
+    expect(tableClustersFor(129, 9)).toBe(2);
+    expect(tableClustersFor(16384, 16)).toBe(2); // exactly 64 KiB
+  });
+
+  it("matches fss for t_fss's 2 MiB image: 32 clusters of 64K, 1 table cluster", () => {
+    const geometry = computeGeometry({ deviceBytes: 2 * 1024 * 1024, storeBlockSize: 4096 });
+    expect(geometry.clusterSize).toBe(65536);
+    expect(geometry.clusterCount).toBe(32);
+    expect(geometry.tableClusters).toBe(1);
+    expect(geometry.firstDataCluster).toBe(2); // header + table
+    expect(geometry.entriesPerTableCluster).toBe(16384);
+  });
+
+  it('refuses an empty or non-integer device with EINVAL', () => {
+    expect(() => computeGeometry({ deviceBytes: 0, storeBlockSize: 512 })).toThrowError(/EINVAL/);
+    expect(() => computeGeometry({ deviceBytes: 1.5, storeBlockSize: 512 })).toThrowError(/EINVAL/);
+  });
+
+  it('recognises powers of two', () => {
+    expect([1, 2, 512, 2 ** 40].every(isPowerOfTwo)).toBe(true);
+    expect([0, 3, 513, -2, 0.5].some(isPowerOfTwo)).toBe(false);
+  });
+});
