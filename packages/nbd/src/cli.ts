@@ -91,7 +91,7 @@ async function main(): Promise<number> {
   const servers: NbdServer[] = [];
   let origin: BlockDevice = file;
   if (args.snapshots.length > 0) {
-    const attached = await attachSnapshots(file, args.snapshots);
+    const attached = await attachSnapshots(file, args.snapshots, log);
     origin = attached.origin;
     for (const snapshot of attached.snapshots) {
       const server = new NbdServer({ exports: [snapshot.export], log, debug });

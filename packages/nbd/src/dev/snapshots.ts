@@ -1,11 +1,10 @@
 /**
  * Snapshots for the development binary: wraps the image in the engine's Origin and takes one
- * snapshot per request at start-up, each kept in a MemoryBackingStore. The Origin is looked up
- * at run time so the binary still serves plain images while the engine is being written; once
- * it is part of @fss/core this becomes a plain import.
+ * snapshot per request at start-up, each kept in a MemoryBackingStore (this is a development
+ * tool; fssd owns real units and their backing stores). The origin export then copies every
+ * touched cluster before it changes, and each snapshot export serves the start-up contents.
  */
-import * as core from '@fss/core';
-import { type BackingStore, type BlockDevice, FssError, MemoryBackingStore } from '@fss/core';
+import { type BlockDevice, MemoryBackingStore, Origin } from '@fss/core';
 import type { NbdExportOptions } from '../export';
 
 export interface SnapshotRequest {
@@ -13,25 +12,29 @@ export interface SnapshotRequest {
   readonly socketPath: string;
 }
 
-/** The shape of @fss/core's Origin that we use. */
-interface OriginLike extends BlockDevice {
-  createSnapshot(store: BackingStore, options: { name?: string }): Promise<BlockDevice>;
+export interface AttachedSnapshots {
+  readonly origin: Origin;
+  readonly snapshots: { readonly export: NbdExportOptions; readonly socketPath: string }[];
 }
-type OriginConstructor = new (device: BlockDevice, options: { name?: string }) => OriginLike;
 
 export async function attachSnapshots(
   device: BlockDevice,
   requests: readonly SnapshotRequest[],
-): Promise<{ origin: BlockDevice; snapshots: { export: NbdExportOptions; socketPath: string }[] }> {
-  const Origin = (core as Record<string, unknown>)['Origin'] as OriginConstructor | undefined;
-  if (Origin === undefined) {
-    throw new FssError('EOPNOTSUPP', 'this @fss/core has no copy-on-write engine (Origin) yet');
-  }
-  const origin = new Origin(device, { name: 'origin' });
+  log: (line: string) => void,
+): Promise<AttachedSnapshots> {
+  const origin = new Origin(device, { name: 'origin', logger: log });
   const snapshots = [];
   for (const request of requests) {
     const snapshot = await origin.createSnapshot(new MemoryBackingStore(), { name: request.name });
-    snapshots.push({ export: { name: request.name, device: snapshot }, socketPath: request.socketPath });
+    snapshots.push({
+      export: {
+        name: request.name,
+        device: snapshot,
+        description: `snapshot ${request.name}`,
+        preferredBlockSize: snapshot.geometry.clusterSize,
+      },
+      socketPath: request.socketPath,
+    });
   }
   return { origin, snapshots };
 }

@@ -1,0 +1,128 @@
+/**
+ * Shared test helpers: temporary directories, an in-process server on a unix socket, running
+ * real client programs, and a BlockDevice wrapper that counts and delays calls.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { BlockDevice } from '@fss/core';
+import type { NbdExportOptions } from '../src/export';
+import { NbdServer, type NbdServerOptions } from '../src/server';
+
+/** A temporary directory, removed by `cleanup()`. */
+export function temporaryDirectory(prefix = 'fss-nbd-'): { path: string; cleanup: () => void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+export interface RunningServer {
+  server: NbdServer;
+  socketPath: string;
+  /** The NBD URI of an export on this server (default: the default export). */
+  uri: (name?: string) => string;
+  close: () => Promise<void>;
+}
+
+/** Starts a server with `exports` on `dir/name.sock`. */
+export async function startServer(
+  dir: string,
+  exports: NbdExportOptions[],
+  options: Partial<NbdServerOptions> & { socketName?: string } = {},
+): Promise<RunningServer> {
+  const socketPath = join(dir, options.socketName ?? 'nbd.sock');
+  const server = new NbdServer({ log: () => {}, ...options, exports });
+  await server.listen({ path: socketPath });
+  return {
+    server,
+    socketPath,
+    uri: (name = '') => `nbd+unix:///${encodeURIComponent(name)}?socket=${socketPath}`,
+    close: () => server.close(),
+  };
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a program to completion; never rejects on a non-zero exit. */
+export function run(
+  command: string,
+  args: string[],
+  options: { timeoutMs?: number } = {},
+): Promise<RunResult> {
+  return new Promise((resolve) => {
+    execFile(
+      command,
+      args,
+      { timeout: options.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : 1;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+/** Deterministic bytes: a cheap pattern that differs per offset and seed. */
+export function patterned(size: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(size);
+  for (let index = 0; index < size; index++) bytes[index] = (index * 31 + seed * 7 + (index >> 9)) & 0xff;
+  return bytes;
+}
+
+/**
+ * Wraps a device: counts calls, tracks the most requests running at once, and can delay
+ * every call (to hold requests in flight while a test looks).
+ */
+export class InstrumentedDevice implements BlockDevice {
+  calls: Record<string, number> = {};
+  running = 0;
+  runningMax = 0;
+  delayMs = 0;
+
+  constructor(private readonly inner: BlockDevice) {}
+
+  get size(): number {
+    return this.inner.size;
+  }
+  get logicalSectorSize(): number {
+    return this.inner.logicalSectorSize;
+  }
+  get readOnly(): boolean {
+    return this.inner.readOnly;
+  }
+
+  read(target: Uint8Array, offset: number): Promise<number> {
+    return this.track('read', () => this.inner.read(target, offset));
+  }
+  write(source: Uint8Array, offset: number): Promise<void> {
+    return this.track('write', () => this.inner.write(source, offset));
+  }
+  flush(): Promise<void> {
+    return this.track('flush', () => this.inner.flush());
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+  discard(offset: number, length: number): Promise<void> {
+    return this.track('discard', () => this.inner.discard?.(offset, length) ?? Promise.resolve());
+  }
+  writeZeroes(offset: number, length: number): Promise<void> {
+    return this.track('writeZeroes', () => this.inner.writeZeroes!(offset, length));
+  }
+
+  private async track<T>(name: string, call: () => Promise<T>): Promise<T> {
+    this.calls[name] = (this.calls[name] ?? 0) + 1;
+    this.running++;
+    this.runningMax = Math.max(this.runningMax, this.running);
+    try {
+      if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
+      return await call();
+    } finally {
+      this.running--;
+    }
+  }
+}

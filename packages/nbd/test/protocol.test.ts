@@ -1,0 +1,452 @@
+/**
+ * Byte-level protocol tests with a raw client against MemoryBlockDevices: what the handshake
+ * answers, what each command replies, which error value each failure gets, and which
+ * failures close the connection (only that one).
+ */
+import { spawn } from 'node:child_process';
+import { lstatSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FssError, MemoryBlockDevice } from '@fss/core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { nbdErrnoOf } from '../src/errors';
+import {
+  Command,
+  CommandFlag,
+  HandshakeFlag,
+  Info,
+  NbdErrno,
+  Option,
+  Reply,
+  TransmissionFlag,
+} from '../src/protocol';
+import { NbdServer } from '../src/server';
+import {
+  InstrumentedDevice,
+  patterned,
+  type RunningServer,
+  startServer,
+  temporaryDirectory,
+} from './helpers';
+import { goData, RawClient } from './raw-client';
+
+const MiB = 1024 * 1024;
+
+let dir: ReturnType<typeof temporaryDirectory>;
+let origin: MemoryBlockDevice;
+let snapshot: MemoryBlockDevice;
+let running: RunningServer;
+
+beforeEach(async () => {
+  dir = temporaryDirectory();
+  origin = new MemoryBlockDevice(patterned(4 * MiB, 1));
+  snapshot = new MemoryBlockDevice(patterned(4 * MiB, 2), { readOnly: true });
+  running = await startServer(dir.path, [
+    { name: 'origin', device: origin, description: 'the origin' },
+    { name: 'fss0', device: snapshot, preferredBlockSize: 65536 },
+  ]);
+});
+
+afterEach(async () => {
+  await running.close();
+  dir.cleanup();
+});
+
+describe('handshake', () => {
+  it('greets with FIXED_NEWSTYLE|NO_ZEROES', async () => {
+    const { client, greetingFlags } = await RawClient.handshake(running.socketPath);
+    expect(greetingFlags).toBe(HandshakeFlag.FIXED_NEWSTYLE | HandshakeFlag.NO_ZEROES);
+    client.close();
+  });
+
+  it('closes on unknown client flags', async () => {
+    const { client } = await RawClient.handshake(running.socketPath, 0x80);
+    expect(await client.raw.closed()).toBe(true);
+  });
+
+  it('lists every export with its description, then ACKs', async () => {
+    const { client } = await RawClient.handshake(running.socketPath);
+    client.sendOption(Option.LIST);
+    const replies = await client.readOptionReplies();
+    expect(replies.map((reply) => reply.type)).toEqual([Reply.SERVER, Reply.SERVER, Reply.ACK]);
+    const first = replies[0]!.data;
+    expect(first.subarray(4, 4 + first.readUInt32BE(0)).toString()).toBe('origin');
+    expect(first.subarray(4 + 6).toString()).toBe('the origin');
+    client.sendOption(Option.LIST, Buffer.from('x'));
+    expect((await client.readOptionReplies()).at(-1)!.type).toBe(Reply.ERR_INVALID);
+    client.close();
+  });
+
+  it('INFO answers size, flags, block sizes, name and description, and stays in the handshake', async () => {
+    const { client } = await RawClient.handshake(running.socketPath);
+    client.sendOption(Option.INFO, goData('', [Info.NAME, Info.DESCRIPTION, Info.BLOCK_SIZE]));
+    const replies = await client.readOptionReplies();
+    const byInfo = new Map(
+      replies.filter((r) => r.type === Reply.INFO).map((r) => [r.data.readUInt16BE(0), r.data]),
+    );
+    const exportInfo = byInfo.get(Info.EXPORT)!;
+    expect(Number(exportInfo.readBigUInt64BE(2))).toBe(4 * MiB);
+    const flags = exportInfo.readUInt16BE(10);
+    expect(flags & TransmissionFlag.READ_ONLY).toBe(0);
+    for (const flag of [
+      'HAS_FLAGS',
+      'SEND_FLUSH',
+      'SEND_FUA',
+      'SEND_TRIM',
+      'SEND_WRITE_ZEROES',
+      'CAN_MULTI_CONN',
+    ] as const) {
+      expect(flags & TransmissionFlag[flag], flag).not.toBe(0);
+    }
+    const blockSize = byInfo.get(Info.BLOCK_SIZE)!;
+    expect([blockSize.readUInt32BE(2), blockSize.readUInt32BE(6), blockSize.readUInt32BE(10)]).toEqual([
+      512,
+      4096,
+      32 * MiB,
+    ]);
+    expect(byInfo.get(Info.NAME)!.subarray(2).toString()).toBe('origin');
+    expect(byInfo.get(Info.DESCRIPTION)!.subarray(2).toString()).toBe('the origin');
+    expect(replies.at(-1)!.type).toBe(Reply.ACK);
+    // Still negotiating: the named read-only export answers too.
+    client.sendOption(Option.INFO, goData('fss0', []));
+    const second = await client.readOptionReplies();
+    const info = second.find((r) => r.type === Reply.INFO && r.data.readUInt16BE(0) === Info.EXPORT)!;
+    expect(info.data.readUInt16BE(10) & TransmissionFlag.READ_ONLY).not.toBe(0);
+    expect(info.data.readUInt16BE(10) & TransmissionFlag.SEND_TRIM).toBe(0);
+    const snapshotBlock = second.find(
+      (r) => r.type === Reply.INFO && r.data.readUInt16BE(0) === Info.BLOCK_SIZE,
+    )!;
+    expect(snapshotBlock.data.readUInt32BE(6)).toBe(65536);
+    client.close();
+  });
+
+  it('refuses unknown names (ERR_UNKNOWN), malformed data (ERR_INVALID), and unsupported options', async () => {
+    const { client } = await RawClient.handshake(running.socketPath);
+    client.sendOption(Option.GO, goData('nope', []));
+    expect((await client.readOptionReplies()).at(-1)!.type).toBe(Reply.ERR_UNKNOWN);
+    client.sendOption(Option.GO, Buffer.from([0, 0, 0, 9, 1]));
+    expect((await client.readOptionReplies()).at(-1)!.type).toBe(Reply.ERR_INVALID);
+    for (const option of [Option.STRUCTURED_REPLY, Option.LIST_META_CONTEXT, Option.STARTTLS, 4242]) {
+      client.sendOption(option);
+      const reply = (await client.readOptionReplies()).at(-1)!;
+      expect(reply.type).toBe(Reply.ERR_UNSUP);
+      expect(reply.option).toBe(option);
+    }
+    // The handshake goes on after every refusal.
+    client.sendOption(Option.GO, goData('origin', []));
+    expect((await client.readOptionReplies()).at(-1)!.type).toBe(Reply.ACK);
+    client.close();
+  });
+
+  it('ABORT is acknowledged, then the server closes', async () => {
+    const { client } = await RawClient.handshake(running.socketPath);
+    client.sendOption(Option.ABORT);
+    expect((await client.readOptionReply())!.type).toBe(Reply.ACK);
+    expect(await client.raw.closed()).toBe(true);
+  });
+
+  it('EXPORT_NAME answers size and flags, with the 124 zero bytes unless NO_ZEROES', async () => {
+    for (const [clientFlags, length] of [
+      [3, 10],
+      [1, 134],
+    ] as const) {
+      const { client } = await RawClient.handshake(running.socketPath, clientFlags);
+      client.sendOption(Option.EXPORT_NAME, Buffer.from('fss0'));
+      const reply = (await client.raw.read(length))!;
+      expect(Number(reply.readBigUInt64BE(0))).toBe(4 * MiB);
+      expect(reply.readUInt16BE(8) & TransmissionFlag.READ_ONLY).not.toBe(0);
+      client.sendRequest(Command.READ, 0, 512);
+      const read = (await client.readReply(512))!;
+      expect(read.error).toBe(0);
+      expect(Buffer.compare(read.payload, snapshot.bytes.subarray(0, 512))).toBe(0);
+      client.close();
+    }
+  });
+
+  it('EXPORT_NAME of an unknown export closes (the option has no error reply)', async () => {
+    const { client } = await RawClient.handshake(running.socketPath);
+    client.sendOption(Option.EXPORT_NAME, Buffer.from('nope'));
+    expect(await client.raw.closed()).toBe(true);
+  });
+
+  it('closes on an option without IHAVEOPT or with oversized data', async () => {
+    const { client } = await RawClient.handshake(running.socketPath);
+    client.raw.write(Buffer.alloc(16, 0x41));
+    expect(await client.raw.closed()).toBe(true);
+    const second = (await RawClient.handshake(running.socketPath)).client;
+    second.sendOption(Option.GO, Buffer.alloc(0));
+    await second.readOptionReplies();
+    const header = Buffer.alloc(16);
+    header.writeBigUInt64BE(0x49484156454f5054n, 0);
+    header.writeUInt32BE(Option.GO, 8);
+    header.writeUInt32BE(1_000_000, 12);
+    second.raw.write(header);
+    expect(await second.raw.closed()).toBe(true);
+  });
+});
+
+describe('transmission', () => {
+  it('reads and writes, with FUA flushing before the reply', async () => {
+    const instrumented = new InstrumentedDevice(origin);
+    const local = await startServer(dir.path, [{ name: 'x', device: instrumented }], {
+      socketName: 'i.sock',
+    });
+    const { client } = await RawClient.go(local.socketPath);
+    const data = patterned(65536, 9);
+    client.sendRequest(Command.WRITE, 4096, data.length, {
+      payload: data,
+      cookie: 7n,
+      flags: CommandFlag.FUA,
+    });
+    const written = (await client.readReply())!;
+    expect(written).toMatchObject({ error: 0, cookie: 7n });
+    expect(instrumented.calls['flush']).toBe(1);
+    expect(Buffer.compare(origin.bytes.subarray(4096, 4096 + 65536), data)).toBe(0);
+    client.sendRequest(Command.READ, 4096, 65536, { cookie: 8n });
+    const read = (await client.readReply(65536))!;
+    expect(read.cookie).toBe(8n);
+    expect(Buffer.compare(read.payload, data)).toBe(0);
+    client.sendRequest(Command.FLUSH, 0, 0);
+    expect((await client.readReply())!.error).toBe(0);
+    client.sendRequest(Command.WRITE_ZEROES, 4096, 8192, { flags: CommandFlag.NO_HOLE });
+    expect((await client.readReply())!.error).toBe(0);
+    expect(origin.bytes.subarray(4096, 4096 + 8192).every((byte) => byte === 0)).toBe(true);
+    client.sendRequest(Command.TRIM, 0, 4096);
+    expect((await client.readReply())!.error).toBe(0);
+    expect(instrumented.calls['discard']).toBe(1);
+    client.close();
+    await local.close();
+  });
+
+  it('maps failures to NBD errors and keeps the connection usable', async () => {
+    const { client } = await RawClient.go(running.socketPath, 'fss0');
+    const cases: [number, number, number, number, number][] = [
+      // [command, flags, offset, length, expected error]
+      [Command.WRITE, 0, 0, 512, NbdErrno.EPERM],
+      [Command.TRIM, 0, 0, 512, NbdErrno.EPERM],
+      [Command.WRITE_ZEROES, 0, 0, 512, NbdErrno.EPERM],
+      [Command.READ, 0, 4 * MiB - 512, 1024, NbdErrno.EINVAL],
+      [Command.READ, CommandFlag.DF, 0, 512, NbdErrno.EINVAL],
+      [Command.BLOCK_STATUS, 0, 0, 512, NbdErrno.EINVAL],
+      [99, 0, 0, 512, NbdErrno.EINVAL],
+    ];
+    for (const [type, flags, offset, length, expected] of cases) {
+      const payload = type === Command.WRITE ? new Uint8Array(length) : undefined;
+      client.sendRequest(type, offset, length, { flags, payload });
+      expect((await client.readReply())!.error, `command ${type}`).toBe(expected);
+    }
+    client.sendRequest(Command.READ, 0, 512);
+    expect((await client.readReply(512))!.error).toBe(0);
+    client.close();
+
+    const writer = (await RawClient.go(running.socketPath, 'origin')).client;
+    writer.sendRequest(Command.WRITE, 4 * MiB - 512, 1024, { payload: new Uint8Array(1024) });
+    expect((await writer.readReply())!.error).toBe(NbdErrno.ENOSPC);
+    writer.sendRequest(Command.WRITE_ZEROES, 4 * MiB, 1);
+    expect((await writer.readReply())!.error).toBe(NbdErrno.ENOSPC);
+    writer.sendRequest(Command.TRIM, 4 * MiB, 512);
+    expect((await writer.readReply())!.error).toBe(NbdErrno.EINVAL);
+    writer.sendRequest(Command.WRITE, 2 ** 60, 512, { payload: new Uint8Array(512) });
+    expect((await writer.readReply())!.error).toBe(NbdErrno.EINVAL);
+    writer.sendRequest(Command.WRITE, 0, 512, { payload: new Uint8Array(512).fill(5) });
+    expect((await writer.readReply())!.error).toBe(0);
+    expect(origin.bytes[0]).toBe(5);
+    writer.close();
+  });
+
+  it('replies EIO when the device fails, ENOSPC when it is full, and stays up', async () => {
+    const failing = new MemoryBlockDevice(MiB);
+    failing.read = async () => {
+      throw new FssError('ENXIO', 'snapshot invalid');
+    };
+    failing.write = async () => {
+      throw new FssError('ENOSPC');
+    };
+    const local = await startServer(dir.path, [{ name: 'x', device: failing }], { socketName: 'f.sock' });
+    const { client } = await RawClient.go(local.socketPath);
+    client.sendRequest(Command.READ, 0, 512);
+    expect((await client.readReply())!.error).toBe(NbdErrno.EIO);
+    client.sendRequest(Command.WRITE, 0, 512, { payload: new Uint8Array(512) });
+    expect((await client.readReply())!.error).toBe(NbdErrno.ENOSPC);
+    client.sendRequest(Command.FLUSH, 0, 0);
+    expect((await client.readReply())!.error).toBe(0);
+    client.close();
+    await local.close();
+  });
+
+  it('closes only the connection that sends a malformed or oversized request', async () => {
+    const bystander = (await RawClient.go(running.socketPath)).client;
+    const bad = (await RawClient.go(running.socketPath)).client;
+    bad.raw.write(Buffer.alloc(28, 0xee));
+    expect(await bad.raw.closed()).toBe(true);
+    const oversized = (await RawClient.go(running.socketPath)).client;
+    oversized.sendRequest(Command.WRITE, 0, 33 * MiB);
+    expect(await oversized.raw.closed()).toBe(true);
+    const oversizedRead = (await RawClient.go(running.socketPath)).client;
+    oversizedRead.sendRequest(Command.READ, 0, 0xffffffff);
+    expect(await oversizedRead.raw.closed()).toBe(true);
+    bystander.sendRequest(Command.READ, 0, 4096);
+    const reply = (await bystander.readReply(4096))!;
+    expect(reply.error).toBe(0);
+    expect(Buffer.compare(reply.payload, origin.bytes.subarray(0, 4096))).toBe(0);
+    bystander.close();
+  });
+
+  it('bounds requests in flight per connection, and answers every pipelined request', async () => {
+    const slow = new InstrumentedDevice(origin);
+    slow.delayMs = 5;
+    const local = await startServer(dir.path, [{ name: 'x', device: slow }], {
+      socketName: 's.sock',
+      inFlightMax: 4,
+    });
+    const { client } = await RawClient.go(local.socketPath);
+    const count = 64;
+    for (let index = 0; index < count; index++) {
+      client.sendRequest(Command.READ, index * 4096, 4096, { cookie: BigInt(index) });
+    }
+    const cookies = new Set<bigint>();
+    for (let index = 0; index < count; index++) {
+      const reply = (await client.readReply(4096))!;
+      expect(reply.error).toBe(0);
+      const at = Number(reply.cookie) * 4096;
+      expect(Buffer.compare(reply.payload, origin.bytes.subarray(at, at + 4096))).toBe(0);
+      cookies.add(reply.cookie);
+    }
+    expect(cookies.size).toBe(count);
+    expect(slow.runningMax).toBeGreaterThan(1);
+    expect(slow.runningMax).toBeLessThanOrEqual(4);
+    client.close();
+    await local.close();
+  });
+
+  it('stops reading requests while the client does not read replies (back-pressure)', async () => {
+    const counting = new InstrumentedDevice(new MemoryBlockDevice(64 * MiB));
+    const local = await startServer(dir.path, [{ name: 'x', device: counting }], { socketName: 'b.sock' });
+    const { client } = await RawClient.go(local.socketPath);
+    client.raw.socket.pause();
+    const requests = 256; // 256 × 1 MiB of replies: far more than the socket buffers hold
+    for (let index = 0; index < requests; index++) client.sendRequest(Command.READ, (index % 64) * MiB, MiB);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const readsWhilePaused = counting.calls['read'] ?? 0;
+    expect(readsWhilePaused).toBeLessThan(requests);
+    client.raw.socket.resume();
+    for (let index = 0; index < requests; index++) expect((await client.readReply(MiB))!.error).toBe(0);
+    expect(counting.calls['read']).toBe(requests);
+    client.close();
+    await local.close();
+  });
+
+  it('DISC answers what is in flight, then closes', async () => {
+    const slow = new InstrumentedDevice(origin);
+    slow.delayMs = 50;
+    const local = await startServer(dir.path, [{ name: 'x', device: slow }], { socketName: 'd.sock' });
+    const { client } = await RawClient.go(local.socketPath);
+    client.sendRequest(Command.READ, 0, 512, { cookie: 1n });
+    client.sendRequest(Command.WRITE, 512, 512, { cookie: 2n, payload: new Uint8Array(512).fill(9) });
+    client.sendRequest(Command.DISC, 0, 0);
+    const first = (await client.readReply())!;
+    const cookies = [first.cookie];
+    if (first.cookie === 1n) await client.raw.read(512);
+    const second = (await client.readReply(first.cookie === 1n ? 0 : 512))!;
+    cookies.push(second.cookie);
+    expect(cookies.sort()).toEqual([1n, 2n]);
+    expect(await client.raw.closed()).toBe(true);
+    expect(origin.bytes[512]).toBe(9);
+    await local.close();
+  });
+
+  it('close() answers requests in flight, then ends every connection and unlinks the socket', async () => {
+    const slow = new InstrumentedDevice(origin);
+    slow.delayMs = 100;
+    const local = await startServer(dir.path, [{ name: 'x', device: slow }], { socketName: 'c.sock' });
+    const { client } = await RawClient.go(local.socketPath);
+    const idle = (await RawClient.handshake(local.socketPath)).client;
+    for (let index = 0; index < 4; index++)
+      client.sendRequest(Command.READ, 0, 512, { cookie: BigInt(index) });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const closing = local.close();
+    for (let index = 0; index < 4; index++) expect((await client.readReply(512))!.error).toBe(0);
+    expect(await client.raw.closed()).toBe(true);
+    expect(await idle.raw.closed()).toBe(true);
+    await closing;
+    expect(local.server.connectionCount).toBe(0);
+    await expect(RawClient.handshake(local.socketPath)).rejects.toThrow(/ENOENT/);
+  });
+
+  it('serves many connections at once', async () => {
+    const clients = await Promise.all(Array.from({ length: 32 }, () => RawClient.go(running.socketPath)));
+    await Promise.all(
+      clients.map(async ({ client }, index) => {
+        client.sendRequest(Command.READ, index * 4096, 4096);
+        const reply = (await client.readReply(4096))!;
+        expect(Buffer.compare(reply.payload, origin.bytes.subarray(index * 4096, index * 4096 + 4096))).toBe(
+          0,
+        );
+        client.close();
+      }),
+    );
+  });
+});
+
+describe('listening', () => {
+  it('unlinks a stale socket, refuses a live one (EADDRINUSE) and a non-socket (EEXIST)', async () => {
+    const stalePath = join(dir.path, 'stale.sock');
+    writeFileSync(join(dir.path, 'placeholder'), '');
+    // A server killed with SIGKILL leaves its socket file behind, with nobody listening.
+    const child = spawn(process.execPath, [
+      '-e',
+      "require('net').createServer().listen(process.argv[1], () => console.log('up'))",
+      stalePath,
+    ]);
+    await new Promise((resolve) => child.stdout.once('data', resolve));
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.once('exit', resolve));
+    expect(lstatSync(stalePath).isSocket()).toBe(true);
+    const server = new NbdServer({ exports: [{ name: 'x', device: origin }] });
+    await server.listen({ path: stalePath });
+    const { client } = await RawClient.go(stalePath);
+    client.close();
+
+    const second = new NbdServer({ exports: [{ name: 'x', device: origin }] });
+    await expect(second.listen({ path: stalePath })).rejects.toMatchObject({ code: 'EADDRINUSE' });
+    const third = new NbdServer({ exports: [{ name: 'x', device: origin }] });
+    await expect(third.listen({ path: join(dir.path, 'placeholder') })).rejects.toMatchObject({
+      code: 'EEXIST',
+    });
+    await server.close();
+  });
+
+  it('listens on TCP only when asked, bound to the address given', async () => {
+    const server = new NbdServer({ exports: [{ name: 'x', device: origin }] });
+    const address = await server.listen({ host: '127.0.0.1', port: 0 });
+    expect(address).toMatchObject({ host: '127.0.0.1' });
+    expect('port' in address && address.port).toBeGreaterThan(0);
+    await server.close();
+  });
+});
+
+describe('the error table', () => {
+  it.each([
+    ['EROFS', NbdErrno.EPERM],
+    ['EPERM', NbdErrno.EPERM],
+    ['EINVAL', NbdErrno.EINVAL],
+    ['ENOSPC', NbdErrno.ENOSPC],
+    ['EDQUOT', NbdErrno.ENOSPC],
+    ['EFBIG', NbdErrno.ENOSPC],
+    ['ENOMEM', NbdErrno.ENOMEM],
+    ['EOVERFLOW', NbdErrno.EOVERFLOW],
+    ['EOPNOTSUPP', NbdErrno.ENOTSUP],
+    ['ESHUTDOWN', NbdErrno.ESHUTDOWN],
+    ['ENXIO', NbdErrno.EIO],
+    ['EIO', NbdErrno.EIO],
+    ['EBADF', NbdErrno.EIO],
+  ] as const)('%s → %i', (code, expected) => {
+    expect(nbdErrnoOf(new FssError(code))).toBe(expected);
+  });
+
+  it('maps Node system errors by code and anything else to EIO', () => {
+    expect(nbdErrnoOf(Object.assign(new Error('x'), { code: 'ENOSPC' }))).toBe(NbdErrno.ENOSPC);
+    expect(nbdErrnoOf(Object.assign(new Error('x'), { code: 'ENOTSUP' }))).toBe(NbdErrno.ENOTSUP);
+    expect(nbdErrnoOf(new Error('boom'))).toBe(NbdErrno.EIO);
+    expect(nbdErrnoOf('string')).toBe(NbdErrno.EIO);
+  });
+});
