@@ -37,7 +37,10 @@ export interface Loop {
 /** Runs `use` with a new loop device over a sparse image; detaches it by name afterwards. */
 export async function withLoop<T>(options: LoopOptions, use: (loop: Loop) => Promise<T>): Promise<T> {
   const dir = options.directory === undefined ? tempDir() : undefined;
-  const image = join(options.directory ?? dir!.path, `image-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  const image = join(
+    options.directory ?? dir!.path,
+    `image-${process.pid}-${Math.random().toString(36).slice(2)}`,
+  );
   try {
     run('truncate', ['-s', String(options.sizeBytes), image]);
     const args = ['--show', '-f'];

@@ -57,7 +57,9 @@ describe.skipIf(!isRoot)(`O_DIRECT round trips on loop devices (${ROOT_REASON})`
       const opened = await openBlockDevice(device);
       try {
         // 64 one-byte writes into the same 4096-byte sector, all in flight at once.
-        await Promise.all(Array.from({ length: 64 }, (_, index) => opened.write(new Uint8Array([index + 1]), 100 + index)));
+        await Promise.all(
+          Array.from({ length: 64 }, (_, index) => opened.write(new Uint8Array([index + 1]), 100 + index)),
+        );
         const target = new Uint8Array(64);
         await opened.read(target, 100);
         expect([...target]).toEqual(Array.from({ length: 64 }, (_, index) => index + 1));
