@@ -13,15 +13,22 @@ export default defineConfig({
   resolve: { conditions: ['@fss/source'] },
   ssr: { resolve: { conditions: ['@fss/source'] } },
   test: {
-    projects: packages.map((name) => ({
-      extends: true,
-      test: {
-        name,
-        root: `packages/${name}`,
-        include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
-        testTimeout: 60_000,
-        hookTimeout: 60_000,
+    projects: [
+      ...packages.map((name) => ({
+        extends: true,
+        test: {
+          name,
+          root: `packages/${name}`,
+          include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
+        },
+      })),
+      // Repository rules (package shape, dependency graph, exports vs dist); needs a build.
+      {
+        extends: true,
+        test: { name: 'repo', root: 'scripts', include: ['test/**/*.test.ts'], testTimeout: 60_000 },
       },
-    })),
+    ],
   },
 });
