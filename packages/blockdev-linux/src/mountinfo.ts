@@ -75,8 +75,10 @@ export async function readMountInfo(file = '/proc/self/mountinfo'): Promise<Moun
 
 /** Splits a Linux st_dev/st_rdev into major and minor (glibc's gnu_dev_major/minor). */
 export function decodeDeviceNumber(dev: bigint): { major: number; minor: number } {
-  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
-  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  // The masks bound each part to 32 bits; an unbounded `& ~0xff` would pull the major's high
+  // bits into the minor.
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & 0xfffff000n);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & 0xffffff00n);
   return { major: Number(major), minor: Number(minor) };
 }
 
