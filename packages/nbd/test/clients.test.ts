@@ -243,7 +243,9 @@ describe('qemu', () => {
       engine.snapshotServer.uri(),
     ]);
     expect(result.code).not.toBe(0);
-    expect(`${result.stdout}${result.stderr}`).toMatch(/Permission denied|read-only|Operation not permitted/i);
+    expect(`${result.stdout}${result.stderr}`).toMatch(
+      /Permission denied|read-only|Operation not permitted/i,
+    );
     const forced = await run('qemu-io', ['-f', 'raw', '-c', 'write -z 0 64k', engine.snapshotServer.uri()]);
     expect(forced.code).not.toBe(0);
     const compare = await run('qemu-img', [
