@@ -15,7 +15,7 @@ export default defineConfig({
   test: {
     projects: [
       ...packages.map((name) => ({
-        extends: true,
+        extends: true as const,
         test: {
           name,
           root: `packages/${name}`,
@@ -26,7 +26,7 @@ export default defineConfig({
       })),
       // Repository rules (package shape, dependency graph, exports vs dist); needs a build.
       {
-        extends: true,
+        extends: true as const,
         test: { name: 'repo', root: 'scripts', include: ['test/**/*.test.ts'], testTimeout: 60_000 },
       },
     ],
