@@ -50,7 +50,7 @@ function request(random: SeededRandom): Buffer {
   header.writeBigUInt64BE(BigInt(offset), 16);
   const length = random.next() < 0.8 ? random.integer(0, 65536) : random.integer(0, 0xffffffff);
   header.writeUInt32BE(length, 24);
-  let payload = Buffer.alloc(0);
+  let payload: Buffer = Buffer.alloc(0);
   if (type === Command.WRITE && length <= 65536)
     payload = bytes(random, random.next() < 0.8 ? length : random.integer(0, length));
   const message = Buffer.concat([header, payload]);
