@@ -18,11 +18,9 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import type { BackingStore } from '@fss/core';
-import { FssError, toFssError } from '@fss/core';
+import { assert, FssError, isPowerOfTwo, toFssError } from '@fss/core';
+import { preadFully, pwriteFully, pwritevFully } from './io';
 import { type FileBackingStoreOptions, type OpenedFile, openBackingFile } from './open';
-
-/** The most bytes handed to one read or write call; larger requests are split (Node caps at 2 GiB). */
-const IO_BYTES_MAX = 1024 * 1024 * 1024;
 
 /** Apparent and allocated size of the file, as fstat reports them. */
 export interface FileBackingStoreStat {
@@ -51,6 +49,8 @@ export class FileBackingStore implements BackingStore {
     this.blockSize = opened.blockSize;
     this.created = opened.created;
     this.unlinked = opened.unlinked;
+    assert(isPowerOfTwo(this.blockSize), `block size ${this.blockSize} is not a power of two`);
+    assert(this.blockSize >= 512, `block size ${this.blockSize} is below 512`);
   }
 
   /**
@@ -68,16 +68,18 @@ export class FileBackingStore implements BackingStore {
   }
 
   read(target: Uint8Array, offset: number): Promise<void> {
-    return this.track('pread', offset, target.length, () => this.readAll(target, offset));
+    return this.track('pread', offset, target.length, () => preadFully(this.handle, target, offset));
   }
 
   write(source: Uint8Array, offset: number): Promise<void> {
-    return this.track('pwrite', offset, source.length, () => this.writeAll(source, offset));
+    return this.track('pwrite', offset, source.length, () =>
+      pwriteFully(this.handle, source, offset, this.path),
+    );
   }
 
   writev(sources: readonly Uint8Array[], offset: number): Promise<void> {
     const length = sources.reduce((sum, source) => sum + source.length, 0);
-    return this.track('pwritev', offset, length, () => this.writevAll(sources, offset));
+    return this.track('pwritev', offset, length, () => pwritevFully(this.handle, sources, offset, this.path));
   }
 
   flush(): Promise<void> {
@@ -131,60 +133,6 @@ export class FileBackingStore implements BackingStore {
     request.then(forget, forget);
     return request;
   }
-
-  /** pread until `target` is full; past the end of the file, zeroes. */
-  private async readAll(target: Uint8Array, offset: number): Promise<void> {
-    let done = 0;
-    while (done < target.length) {
-      const wanted = Math.min(target.length - done, IO_BYTES_MAX);
-      const { bytesRead } = await this.handle.read(target, done, wanted, offset + done);
-      if (bytesRead === 0) {
-        target.fill(0, done); // end of file: the sparse tail reads as zeroes
-        return;
-      }
-      done += bytesRead;
-    }
-  }
-
-  /** pwrite until all of `source` is written. */
-  private async writeAll(source: Uint8Array, offset: number): Promise<void> {
-    let done = 0;
-    while (done < source.length) {
-      const wanted = Math.min(source.length - done, IO_BYTES_MAX);
-      const { bytesWritten } = await this.handle.write(source, done, wanted, offset + done);
-      if (bytesWritten === 0) throw noProgress('pwrite', this.path, offset + done);
-      done += bytesWritten;
-    }
-  }
-
-  /** pwritev until every buffer is written, resuming a short write where it stopped. */
-  private async writevAll(sources: readonly Uint8Array[], offset: number): Promise<void> {
-    let pending = sources.filter((source) => source.length > 0);
-    let position = offset;
-    while (pending.length > 0) {
-      const { bytesWritten } = await this.handle.writev(pending, position);
-      if (bytesWritten === 0) throw noProgress('pwritev', this.path, position);
-      position += bytesWritten;
-      pending = dropWritten(pending, bytesWritten);
-    }
-  }
-}
-
-/** The buffers still to write after the first `written` bytes of `buffers` went out. */
-function dropWritten(buffers: readonly Uint8Array[], written: number): Uint8Array[] {
-  let skip = written;
-  let index = 0;
-  while (index < buffers.length && skip >= buffers[index]!.length) {
-    skip -= buffers[index]!.length;
-    index += 1;
-  }
-  const rest = buffers.slice(index);
-  if (skip > 0) rest[0] = rest[0]!.subarray(skip);
-  return rest;
-}
-
-function noProgress(syscall: string, path: string, position: number): FssError {
-  return new FssError('EIO', `${syscall} at ${position} wrote nothing`, { syscall, path });
 }
 
 /** Opens a FileBackingStore; the same as `FileBackingStore.open`. */

@@ -1,0 +1,128 @@
+/**
+ * The complete-transfer loops against a file that transfers only a few bytes per call (as
+ * the kernel may), and that reports end-of-file or no progress.
+ */
+import { FssError, SeededRandom } from '@fss/core';
+import { describe, expect, it } from 'vitest';
+import { dropWritten, type PositionalFile, preadFully, pwriteFully, pwritevFully } from './io';
+
+/** An in-memory file whose every call moves 1..maxChunk bytes, chosen by a seeded PRNG. */
+class DribblingFile implements PositionalFile {
+  readonly bytes: Uint8Array;
+  calls = 0;
+  private readonly random: SeededRandom;
+
+  constructor(
+    size: number,
+    private readonly maxChunk: number,
+    seed: number,
+  ) {
+    this.bytes = new Uint8Array(size);
+    this.random = new SeededRandom(seed);
+  }
+
+  private chunk(wanted: number): number {
+    this.calls += 1;
+    return Math.min(wanted, this.random.integer(1, this.maxChunk));
+  }
+
+  async read(buffer: Uint8Array, offset: number, length: number, position: number) {
+    const count = Math.min(this.chunk(length), Math.max(0, this.bytes.length - position));
+    buffer.set(this.bytes.subarray(position, position + count), offset);
+    return { bytesRead: count };
+  }
+
+  async write(buffer: Uint8Array, offset: number, length: number, position: number) {
+    const count = this.chunk(length);
+    this.bytes.set(buffer.subarray(offset, offset + count), position);
+    return { bytesWritten: count };
+  }
+
+  async writev(buffers: Uint8Array[], position: number) {
+    const joined = Buffer.concat(buffers);
+    const count = this.chunk(joined.length);
+    this.bytes.set(joined.subarray(0, count), position);
+    return { bytesWritten: count };
+  }
+}
+
+function noise(length: number, seed: number): Uint8Array {
+  const random = new SeededRandom(seed);
+  return Uint8Array.from({ length }, () => random.integer(0, 255));
+}
+
+describe('complete transfers over short ones', () => {
+  it('pwriteFully and preadFully move every byte, 1..7 bytes per call', async () => {
+    const file = new DribblingFile(4096, 7, 1);
+    const source = noise(1000, 2);
+    await pwriteFully(file, source, 100);
+    expect(file.calls).toBeGreaterThan(1000 / 7);
+    expect(Buffer.compare(file.bytes.subarray(100, 1100), source)).toBe(0);
+    const target = new Uint8Array(1000);
+    await preadFully(file, target, 100);
+    expect(Buffer.compare(target, source)).toBe(0);
+  });
+
+  it('pwritevFully resumes inside a buffer and skips empty ones', async () => {
+    const file = new DribblingFile(4096, 13, 3);
+    const sources = [noise(50, 4), new Uint8Array(0), noise(1, 5), noise(300, 6), new Uint8Array(0)];
+    await pwritevFully(file, sources, 10);
+    expect(Buffer.compare(file.bytes.subarray(10, 361), Buffer.concat(sources))).toBe(0);
+    expect(file.bytes.subarray(361).every((byte) => byte === 0)).toBe(true);
+  });
+
+  it('preadFully zero-fills what lies past the end of the file', async () => {
+    const file = new DribblingFile(100, 9, 7);
+    file.bytes.fill(0x11);
+    const target = new Uint8Array(64).fill(0xee);
+    await preadFully(file, target, 80);
+    expect(target.subarray(0, 20).every((byte) => byte === 0x11)).toBe(true);
+    expect(target.subarray(20).every((byte) => byte === 0)).toBe(true);
+  });
+
+  it('fails with EIO, naming the path, when a write makes no progress', async () => {
+    const stuck: PositionalFile = {
+      read: async () => ({ bytesRead: 0 }),
+      write: async () => ({ bytesWritten: 0 }),
+      writev: async () => ({ bytesWritten: 0 }),
+    };
+    const error = await pwriteFully(stuck, new Uint8Array(8), 0, '/x/store').catch((reason) => reason);
+    expect(error).toBeInstanceOf(FssError);
+    expect(error).toMatchObject({ code: 'EIO', syscall: 'pwrite', path: '/x/store' });
+    await expect(pwritevFully(stuck, [new Uint8Array(8)], 0, '/x/store')).rejects.toMatchObject({
+      code: 'EIO',
+      syscall: 'pwritev',
+    });
+  });
+});
+
+describe('dropWritten', () => {
+  const a = Uint8Array.of(1, 2, 3);
+  const b = Uint8Array.of(4, 5);
+  const c = Uint8Array.of(6, 7, 8, 9);
+
+  it('drops whole buffers and cuts the partly written one to its tail', () => {
+    expect(dropWritten([a, b, c], 0).map((x) => [...x])).toEqual([
+      [1, 2, 3],
+      [4, 5],
+      [6, 7, 8, 9],
+    ]);
+    expect(dropWritten([a, b, c], 3).map((x) => [...x])).toEqual([
+      [4, 5],
+      [6, 7, 8, 9],
+    ]);
+    expect(dropWritten([a, b, c], 4).map((x) => [...x])).toEqual([[5], [6, 7, 8, 9]]);
+    expect(dropWritten([a, b, c], 8).map((x) => [...x])).toEqual([[9]]);
+    expect(dropWritten([a, b, c], 9)).toEqual([]);
+  });
+
+  it('returns views, not copies', () => {
+    const [tail] = dropWritten([c], 1);
+    expect(tail!.buffer).toBe(c.buffer);
+    expect(tail!.byteOffset).toBe(c.byteOffset + 1);
+  });
+
+  it('asserts on more bytes written than asked', () => {
+    expect(() => dropWritten([a], 4)).toThrow(/4 bytes written of 3/);
+  });
+});
