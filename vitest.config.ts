@@ -1,4 +1,5 @@
 import { existsSync, readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 // Every package is a vitest project. The `@fss/source` export condition makes a
@@ -18,7 +19,7 @@ export default defineConfig({
         extends: true as const,
         test: {
           name,
-          root: `packages/${name}`,
+          root: fileURLToPath(new URL(`./packages/${name}`, import.meta.url)),
           include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
           testTimeout: 60_000,
           hookTimeout: 60_000,
@@ -27,7 +28,12 @@ export default defineConfig({
       // Repository rules (package shape, dependency graph, exports vs dist); needs a build.
       {
         extends: true as const,
-        test: { name: 'repo', root: 'scripts', include: ['test/**/*.test.ts'], testTimeout: 60_000 },
+        test: {
+          name: 'repo',
+          root: fileURLToPath(new URL('./scripts', import.meta.url)),
+          include: ['test/**/*.test.ts'],
+          testTimeout: 60_000,
+        },
       },
     ],
   },
