@@ -54,7 +54,7 @@ export function defineEngineTests(context: BackingStoreTestContext): void {
         test.skip('@fss/core exports no Origin yet');
         return;
       }
-      const store = await context.open();
+      const store = countRequests(await context.open());
       const before = patternBytes(DEVICE_BYTES, 600);
       const originModel = before.slice();
       const invalidations: string[] = [];
@@ -67,6 +67,9 @@ export function defineEngineTests(context: BackingStoreTestContext): void {
         await expectDevice(snapshot, before, 'snapshot');
         await expectDevice(origin, originModel, 'origin');
         expect(invalidations).toEqual([]);
+        // Far more clusters were copied than the cache holds, so they went through the store.
+        expect(store.bytesWritten).toBeGreaterThan(64 * CLUSTER_BYTES);
+        expect(store.bytesRead).toBeGreaterThan(0);
         if (snapshot.state !== undefined) expect(snapshot.state).toBe('active');
         await snapshot.close();
       } finally {
@@ -116,4 +119,33 @@ async function expectDevice(
     expect(await device.read(piece, offset)).toBe(length);
     assertSameBytes(piece, expected.subarray(offset, offset + length), `${what}, piece`, offset);
   }
+}
+
+/** The store under test with byte counters, so the case can check the engine really used it. */
+function countRequests(store: BackingStore): BackingStore & { bytesWritten: number; bytesRead: number } {
+  const counted = {
+    bytesWritten: 0,
+    bytesRead: 0,
+    blockSize: store.blockSize,
+    path: store.path,
+    read(target: Uint8Array, offset: number) {
+      counted.bytesRead += target.length;
+      return store.read(target, offset);
+    },
+    write(source: Uint8Array, offset: number) {
+      counted.bytesWritten += source.length;
+      return store.write(source, offset);
+    },
+    writev:
+      store.writev === undefined
+        ? undefined
+        : (sources: readonly Uint8Array[], offset: number) => {
+            counted.bytesWritten += sources.reduce((sum, source) => sum + source.length, 0);
+            return store.writev!(sources, offset);
+          },
+    flush: () => store.flush(),
+    close: () => store.close(),
+    allocateBuffer: store.allocateBuffer?.bind(store),
+  };
+  return counted;
 }
