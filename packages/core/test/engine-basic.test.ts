@@ -148,3 +148,38 @@ describe('engine: the write gate', () => {
     expect(seen.every((byte) => byte === 0)).toBe(true);
   });
 });
+
+describe('engine: the store header', () => {
+  it('records the geometry and time when taken, and the invalid state and reason after a failure', async () => {
+    const { decodeHeader, FaultyBackingStore } = await import('../src/index');
+    const memory = new MemoryBackingStore({ blockSize: 4096 });
+    const store = new FaultyBackingStore(memory);
+    const origin = new Origin(new MemoryBlockDevice(1 << 20), {
+      name: '/dev/demo',
+      now: () => 1_700_000_000_250,
+    });
+    const snapshot = await origin.createSnapshot(store, { name: 'fss0', clusterSize: 8192 });
+    const read = async () => {
+      const bytes = new Uint8Array(512);
+      await memory.read(bytes, 0);
+      return decodeHeader(bytes);
+    };
+    expect(await read()).toMatchObject({
+      state: 'valid',
+      clusterShift: 13,
+      deviceBytes: 1 << 20,
+      clusterCount: 128,
+      tableClusters: 1,
+      nextCluster: 2,
+      timeMicros: 1_700_000_000_250_000,
+      originIdentity: '/dev/demo',
+    });
+    store.faults.failNext('write', 'ENOSPC');
+    await origin.write(new Uint8Array(100).fill(9), 0);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(snapshot.valid).toBe(false);
+    const header = await read();
+    expect(header.state).toBe('invalid');
+    expect(header.invalidReason).toMatch(/write error on backing store: ENOSPC/);
+  });
+});

@@ -36,6 +36,7 @@ import { clusterBytes, computeGeometry, type SnapshotGeometry } from '../geometr
 import { type FssGet, timeValFromMs } from '../ioctl';
 import { readableLength } from '../range';
 import { IndirectTable } from './indirect-table';
+import { Mutex } from './mutex';
 
 export type Logger = (line: string) => void;
 
@@ -89,6 +90,8 @@ export class Snapshot implements BlockDevice {
   private reason: string | undefined;
   private timeMs = 0;
   private nextCluster: number;
+  /** Header writes run one at a time and encode the state current when they run. */
+  private readonly headerLock = new Mutex();
 
   /** Use `Origin.createSnapshot`. */
   constructor(host: SnapshotHost, store: BackingStore, options: SnapshotOptions = {}) {
@@ -247,7 +250,11 @@ export class Snapshot implements BlockDevice {
   }
 
   /** Writes the header with the state so far. Called at creation and on state changes. */
-  async writeHeader(): Promise<void> {
+  writeHeader(): Promise<void> {
+    return this.headerLock.run(() => this.writeHeaderNow());
+  }
+
+  private async writeHeaderNow(): Promise<void> {
     const blockBytes = Math.max(HEADER_BYTES, this.store.blockSize);
     const block = this.allocate(blockBytes);
     block.fill(0);
