@@ -47,12 +47,6 @@ interface Geometry {
   jitterSeed: number;
 }
 
-type Operation =
-  | { kind: 'write'; at: number; length: number; fill: number }
-  | { kind: 'zero'; at: number; length: number }
-  | { kind: 'read'; snapshot: number; at: number; length: number }
-  | { kind: 'snapshot' };
-
 const geometryArbitrary: fc.Arbitrary<Geometry> = fc.record({
   deviceBytes: fc.oneof(fc.integer({ min: 1, max: 4096 }), fc.integer({ min: 4097, max: 3 * 1024 * 1024 })),
   clusterSize: fc.constantFrom(0, 512, 1024, 2048, 4096, 8192, 16384, 65536, 131072, 1048576),
