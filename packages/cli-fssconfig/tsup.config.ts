@@ -1,4 +1,13 @@
 import { defineConfig } from 'tsup';
 import { packageBuild } from '../../tsup.base';
 
-export default defineConfig(packageBuild(['src/index.ts']));
+// The library (the typed control client and the CLI's pure pieces) is ESM + CJS + d.ts like
+// every package; the three programs are ESM only, with a shebang, next to it in dist/ (the
+// client finds fssd.js beside itself when it starts the daemon).
+export default defineConfig([
+  packageBuild(['src/index.ts'], { shims: true, clean: false }),
+  packageBuild(
+    { fssconfig: 'src/bin/fssconfig.ts', fssd: 'src/bin/fssd.ts', fss: 'src/bin/fss.ts' },
+    { format: ['esm'], dts: false, clean: false, banner: { js: '#!/usr/bin/env node' } },
+  ),
+]);

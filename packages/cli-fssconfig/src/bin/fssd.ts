@@ -1,0 +1,3 @@
+import { runFssd } from '../commands/fssd';
+
+await runFssd(process.argv.slice(2));

@@ -1,0 +1,140 @@
+/**
+ * fss, the companion of fssconfig for what NetBSD has no word for (SPEC §4):
+ *
+ *   fss origin add PATH [--name NAME] [--attach]
+ *   fss origin rm NAME
+ *   fss origin ls
+ *   fss status [--json]
+ *
+ * Errors read `fss: WHAT: strerror` (plus fssd's detail when it has one), exit 1; bad usage
+ * prints the synopsis on stderr, exit 1.
+ */
+import { resolve } from 'node:path';
+import { FssError, strerror, toFssError } from '@fss/core';
+import { humanizeNumber } from '../cli/humanize';
+import { formatLocalTime } from '../cli/list-format';
+import { type ConnectOptions, FssClient } from '../client/client';
+import { isOriginName } from '../names';
+import type { DaemonStatus, OriginInfo } from '../protocol/messages';
+import { type CommandIo, Exit } from './io';
+
+export const FSS_USAGE = [
+  'usage: fss origin add PATH [--name NAME] [--attach]',
+  '       fss origin rm NAME',
+  '       fss origin ls',
+  '       fss status [--json]',
+].join('\n');
+
+export async function fss(
+  argv: readonly string[],
+  io: CommandIo,
+  connect: ConnectOptions = {},
+): Promise<number> {
+  let client: FssClient | undefined;
+  const usage = (): never => {
+    io.err(FSS_USAGE);
+    throw new Exit(1);
+  };
+  const fail = (what: string, error: unknown): never => {
+    const failure = toFssError(error);
+    io.err(`fss: ${what}: ${strerror(failure.code)}`);
+    if (failure.description !== strerror(failure.code)) io.err(`fss: ${what}: ${failure.description}`);
+    throw new Exit(1);
+  };
+  const connected = async (): Promise<FssClient> => {
+    try {
+      client ??= await FssClient.connect(connect);
+    } catch (error) {
+      fail('fssd', error);
+    }
+    return client as FssClient;
+  };
+  try {
+    const [command, ...rest] = argv;
+    if (command === 'status') {
+      if (rest.length > 1 || (rest.length === 1 && rest[0] !== '--json')) usage();
+      const status = await (await connected()).status().catch((error: unknown) => fail('status', error));
+      if (rest[0] === '--json') io.out(JSON.stringify(status, null, 2));
+      else for (const line of formatStatus(status)) io.out(line);
+      return 0;
+    }
+    if (command !== 'origin') usage();
+    const [sub, ...args] = rest;
+    if (sub === 'ls' && args.length === 0) {
+      const origins = await (await connected())
+        .originList()
+        .catch((error: unknown) => fail('origin ls', error));
+      for (const origin of origins) io.out(formatOrigin(origin));
+      return 0;
+    }
+    if (sub === 'rm' && args.length === 1) {
+      const name = args[0] as string;
+      if (!isOriginName(name)) fail(`origin rm ${name}`, new FssError('EINVAL', 'not an origin name'));
+      await (await connected())
+        .originRemove(name)
+        .catch((error: unknown) => fail(`origin rm ${name}`, error));
+      return 0;
+    }
+    if (sub === 'add') {
+      let path: string | undefined;
+      let name: string | undefined;
+      let attach = false;
+      for (let index = 0; index < args.length; index += 1) {
+        const arg = args[index] as string;
+        if (arg === '--name') name = args[++index] ?? usage();
+        else if (arg.startsWith('--name=')) name = arg.slice('--name='.length);
+        else if (arg === '--attach') attach = true;
+        else if (arg.startsWith('-') || path !== undefined) usage();
+        else path = arg;
+      }
+      if (path === undefined) return usage();
+      if (attach) {
+        fail(
+          `origin add ${path}`,
+          new FssError('EOPNOTSUPP', 'kernel devices (--attach) are not available yet'),
+        );
+      }
+      const origin = await (await connected())
+        .originAdd(resolve(path), name)
+        .catch((error: unknown) => fail(`origin add ${path}`, error));
+      io.out(formatOrigin(origin));
+      return 0;
+    }
+    return usage();
+  } catch (error) {
+    if (error instanceof Exit) return error.status;
+    throw error;
+  } finally {
+    client?.close();
+  }
+}
+
+/** `NAME PATH SIZE units: fss0,fss1 export: SOCKET` */
+export function formatOrigin(origin: OriginInfo): string {
+  const units = origin.units.length > 0 ? origin.units.join(',') : '-';
+  const kind = origin.explicit ? 'added' : 'implicit';
+  return `${origin.name}: ${origin.path}, ${humanizeNumber(origin.size)}, ${kind}, units ${units}, export ${origin.export}`;
+}
+
+export function formatStatus(status: DaemonStatus): string[] {
+  const lines = [`fssd: pid ${status.pid}, run directory ${status.runDir}, ${status.unitCount} units`];
+  for (const unit of status.units) {
+    if (unit.state === 'idle') continue;
+    if (unit.info === undefined) {
+      lines.push(`${unit.unit}: ${unit.state}`);
+      continue;
+    }
+    const info = unit.info;
+    const validity = unit.valid ? 'valid' : `invalid (${unit.invalidReason ?? 'unknown'})`;
+    lines.push(
+      `${unit.unit}: ${info.fsg_mount}, taken ${formatLocalTime(info.fsg_time.tv_sec)}, ${validity}, ` +
+        `${info.fsg_mount_size} cluster of ${humanizeNumber(info.fsg_csize)}, ` +
+        `${humanizeNumber(BigInt(info.fsg_bs_size) * BigInt(info.fsg_csize))} backup`,
+    );
+    lines.push(
+      `    origin ${unit.origin}, backup ${unit.bstore}, export ${unit.export} (${unit.exportClients} clients)`,
+    );
+  }
+  for (const origin of status.origins) lines.push(`origin ${formatOrigin(origin)}`);
+  return lines;
+}

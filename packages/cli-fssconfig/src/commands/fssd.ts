@@ -1,0 +1,95 @@
+/**
+ * The fssd command line:
+ *
+ *   fssd [--rundir DIR] [--units N]
+ *
+ * fssd always runs in the foreground (systemd's Type=simple; the clients detach it
+ * themselves when they start it on demand). DIR defaults to $FSS_RUNDIR, then SPEC §4's
+ * defaults; N to $FSS_UNITS, then 16. Exit status: 0 after SIGTERM/SIGINT released
+ * everything, 1 when it cannot start, 2 on bad usage, 3 when another fssd already serves
+ * the run directory.
+ */
+import { FssError, isFssError } from '@fss/core';
+import { EXIT_ALREADY_RUNNING } from '../client/spawn';
+import { Fssd } from '../daemon/fssd';
+import { createLog } from '../daemon/log';
+import { UNIT_COUNT_DEFAULT, UNIT_COUNT_MAX } from '../names';
+import { defaultRunDir } from '../rundir';
+
+const USAGE = 'usage: fssd [--rundir DIR] [--units N]';
+
+export interface FssdArgs {
+  runDir: string;
+  unitCount: number;
+}
+
+export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): FssdArgs | string {
+  let runDir = defaultRunDir(env);
+  let units = env['FSS_UNITS'] ?? String(UNIT_COUNT_DEFAULT);
+  for (let index = 0; index < argv.length; index += 1) {
+    const arg = argv[index] as string;
+    const [flag, inline] = arg.includes('=')
+      ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)]
+      : [arg];
+    const value = (): string | undefined => inline ?? argv[++index];
+    if (flag === '--rundir') {
+      const dir = value();
+      if (dir === undefined || dir === '') return USAGE;
+      runDir = defaultRunDir({ FSS_RUNDIR: dir });
+    } else if (flag === '--units') {
+      const text = value();
+      if (text === undefined) return USAGE;
+      units = text;
+    } else if (flag === '-f' || flag === '--foreground') {
+      // Always in the foreground; accepted for unit files written for other daemons.
+    } else {
+      return USAGE;
+    }
+  }
+  if (!/^[1-9][0-9]*$/.test(units) || Number(units) > UNIT_COUNT_MAX) {
+    return `fssd: units: ${units}: not a number in 1..${UNIT_COUNT_MAX}`;
+  }
+  return { runDir, unitCount: Number(units) };
+}
+
+export async function runFssd(argv: readonly string[]): Promise<void> {
+  const args = parseFssdArgs(argv, process.env);
+  if (typeof args === 'string') {
+    process.stderr.write(`${args}\n`);
+    process.exit(2);
+  }
+  const daemon = new Fssd({ runDir: args.runDir, unitCount: args.unitCount });
+  const bootLog = createLog(undefined);
+  process.on('uncaughtException', (error) =>
+    bootLog(`uncaught exception (kept running): ${error.stack ?? error}`),
+  );
+  process.on('unhandledRejection', (error) =>
+    bootLog(`unhandled rejection (kept running): ${String(error)}`),
+  );
+  try {
+    await daemon.start();
+  } catch (error) {
+    if (isFssError(error, 'EADDRINUSE') && error.syscall === 'lock') {
+      process.stderr.write(`fssd: ${error.description}\n`);
+      process.exit(EXIT_ALREADY_RUNNING);
+    }
+    const text = error instanceof FssError ? error.message : String(error);
+    process.stderr.write(`fssd: cannot start: ${text}\n`);
+    process.exit(1);
+  }
+  const stop = (signal: string): void => {
+    bootLog(`${signal} received`);
+    daemon.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        bootLog(`stopping failed: ${String(error)}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => undefined);
+  // Keep the process alive: the control server is ref'd, but be explicit about it.
+  setInterval(() => undefined, 1 << 30);
+}

@@ -1,0 +1,48 @@
+/**
+ * What the daemon opens, behind one small interface so the unit and origin logic can be
+ * tested against memory devices and so each package boundary is in one place:
+ *
+ *   origins      @fss/blockdev-linux: block devices O_EXCL, image files flock()ed and refused
+ *                while a loop device is backed by them (SPEC §1 claim)
+ *   file stores  @fss/backing-file: created 0600 O_EXCL, sparse, optional unlink once open
+ *   raw stores   @fss/backing-rawdev (not available yet: EOPNOTSUPP with a clear message)
+ *   mount points @fss/blockdev-linux mountinfo, to name the device behind a mount point
+ */
+
+import { openFileBackingStore } from '@fss/backing-file';
+import { openBlockDevice, sourceDeviceOf } from '@fss/blockdev-linux';
+import type { BackingStore, BlockDevice } from '@fss/core';
+import { FssError } from '@fss/core';
+
+export interface FileStoreOptions {
+  /** `new`: create (O_EXCL, 0600); `existing`: open what is there. */
+  create: 'new' | 'existing';
+  sizeBytes: number;
+  unlinkOnOpen: boolean;
+}
+
+export interface Backends {
+  /** Opens and claims an origin; EBUSY (with a message saying what to do) when it is in use. */
+  openOrigin(path: string): Promise<BlockDevice>;
+  openFileStore(path: string, options: FileStoreOptions): Promise<BackingStore>;
+  openRawStore(path: string): Promise<BackingStore>;
+  /** The block device a mount point is mounted from. */
+  mountSource(path: string): Promise<string>;
+}
+
+export const linuxBackends: Backends = {
+  openOrigin: (path) => openBlockDevice(path, { exclusive: true }),
+  openFileStore: (path, options) =>
+    openFileBackingStore(path, {
+      create: options.create,
+      sizeBytes: options.sizeBytes,
+      unlinkOnOpen: options.unlinkOnOpen,
+    }),
+  openRawStore: async (path) => {
+    throw new FssError('EOPNOTSUPP', 'raw-device backups are not available yet (@fss/backing-rawdev)', {
+      syscall: 'open',
+      path,
+    });
+  },
+  mountSource: async (path) => (await sourceDeviceOf(path)).devicePath,
+};

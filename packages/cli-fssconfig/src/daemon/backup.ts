@@ -1,0 +1,176 @@
+/**
+ * Preparing a unit's backing store from FSSIOCSET's `fss_bstore`, in two phases so that a
+ * refused request changes nothing (SPEC §6.3):
+ *
+ *  1. plan (no side effects): what the path is, and whether it may be used. A regular file or
+ *     a device that a configured unit uses, or that is an origin, is EBUSY: NetBSD's fssconfig
+ *     would truncate the live store first and fail after; we refuse before touching it.
+ *  2. open: create (O_EXCL, 0600, sparse, grown to the backup size), or truncate an existing
+ *     unused file and grow it again (NetBSD's O_TRUNC + ftruncate), or make a temporary file
+ *     in a directory (mkstemp-style, 10 random characters), or open a raw device.
+ *     FSS_UNLINK_ON_CREATE and temporary files are unlinked once the store is open.
+ *
+ * Errors keep NetBSD's split: opening, creating or truncating the file fails as `create`
+ * (fssconfig prints `create: PATH: …`, as NetBSD's open(O_CREAT|O_TRUNC) failure does), the
+ * rest as FSSIOCSET.
+ */
+import { randomBytes } from 'node:crypto';
+import { stat, truncate, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type BackingStore, FssError, isFssError, toFssError } from '@fss/core';
+import type { Backends } from './backends';
+import { identityFromStats } from './origins';
+
+export type BackupPlan =
+  | { kind: 'file'; path: string; exists: boolean }
+  | { kind: 'temp'; dir: string }
+  | { kind: 'raw'; path: string; identity: string };
+
+export interface BackupUsers {
+  /** The unit whose store has this identity, if any. */
+  unitUsing(identity: string): string | undefined;
+  isOrigin(identity: string): boolean;
+}
+
+export async function planBackup(path: string, users: BackupUsers): Promise<BackupPlan> {
+  let info: Awaited<ReturnType<typeof stat>>;
+  try {
+    info = await stat(path);
+  } catch {
+    // Not there (or not reachable): creating it will say why, as NetBSD's create does.
+    return { kind: 'file', path, exists: false };
+  }
+  if (info.isDirectory()) return { kind: 'temp', dir: path };
+  const identity = identityFromStats(info);
+  if (users.isOrigin(identity)) {
+    throw new FssError(
+      'EBUSY',
+      `backup ${path} is an origin: a snapshot cannot be stored on what it copies`,
+      {
+        syscall: 'FSSIOCSET',
+        path,
+      },
+    );
+  }
+  const unit = users.unitUsing(identity);
+  if (unit !== undefined) {
+    throw new FssError('EBUSY', `backup ${path} is in use by ${unit}; left untouched`, {
+      syscall: 'FSSIOCSET',
+      path,
+    });
+  }
+  if (info.isBlockDevice()) return { kind: 'raw', path, identity };
+  if (info.isFile()) return { kind: 'file', path, exists: true };
+  throw new FssError('EINVAL', `backup ${path} is not a regular file, a directory or a block device`, {
+    syscall: 'FSSIOCSET',
+    path,
+  });
+}
+
+export interface OpenedBackup {
+  store: BackingStore;
+  /** The path used (the temporary file's, for a directory). */
+  path: string;
+  identity: string;
+  /** Whether this request created the file (to remove it again if configuring fails). */
+  created: boolean;
+  /** Whether the path still names the store. */
+  linked: boolean;
+}
+
+const TEMP_ATTEMPTS_MAX = 64;
+const TEMP_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+
+export async function openBackup(
+  plan: BackupPlan,
+  options: { sizeBytes: number; unlink: boolean },
+  backends: Backends,
+): Promise<OpenedBackup> {
+  switch (plan.kind) {
+    case 'raw': {
+      const store = await backends.openRawStore(plan.path);
+      return { store, path: plan.path, identity: plan.identity, created: false, linked: true };
+    }
+    case 'temp':
+      return openTemporary(plan.dir, options.sizeBytes, backends);
+    case 'file': {
+      if (plan.exists) {
+        await truncate(plan.path, 0).catch((error: unknown) => {
+          throw toFssError(error, { syscall: 'create', path: plan.path });
+        });
+      }
+      const store = await backends
+        .openFileStore(plan.path, {
+          create: plan.exists ? 'existing' : 'new',
+          sizeBytes: options.sizeBytes,
+          unlinkOnOpen: false,
+        })
+        .catch((error: unknown) => {
+          throw relabel(error, 'create', plan.path);
+        });
+      const opened: OpenedBackup = {
+        store,
+        path: plan.path,
+        identity: '',
+        created: !plan.exists,
+        linked: true,
+      };
+      return finishOpen(opened, options.unlink);
+    }
+  }
+}
+
+async function openTemporary(dir: string, sizeBytes: number, backends: Backends): Promise<OpenedBackup> {
+  for (let attempt = 0; attempt < TEMP_ATTEMPTS_MAX; attempt += 1) {
+    const path = join(dir, temporaryName());
+    try {
+      const store = await backends.openFileStore(path, { create: 'new', sizeBytes, unlinkOnOpen: false });
+      return finishOpen({ store, path, identity: '', created: true, linked: true }, true);
+    } catch (error) {
+      if (isFssError(error, 'EEXIST') || (error as { code?: string }).code === 'EEXIST') continue;
+      throw relabel(error, 'create', path);
+    }
+  }
+  throw new FssError('EEXIST', 'no free temporary name', {
+    syscall: 'create',
+    path: join(dir, 'XXXXXXXXXX'),
+  });
+}
+
+/** Records the store's identity, then unlinks it when asked; on failure nothing is left. */
+async function finishOpen(opened: OpenedBackup, unlinkPath: boolean): Promise<OpenedBackup> {
+  try {
+    opened.identity = identityFromStats(await stat(opened.path));
+    if (unlinkPath) {
+      await unlink(opened.path).catch((error: unknown) => {
+        throw toFssError(error, { syscall: 'unlink', path: opened.path });
+      });
+      opened.linked = false;
+    }
+    return opened;
+  } catch (error) {
+    await discardBackup(opened);
+    throw error;
+  }
+}
+
+/** Undoes openBackup after a later failure: closes the store, removes a file we created. */
+export async function discardBackup(opened: OpenedBackup): Promise<void> {
+  await opened.store.close().catch(() => undefined);
+  if (opened.created && opened.linked) {
+    await unlink(opened.path).catch(() => undefined);
+    opened.linked = false;
+  }
+}
+
+function temporaryName(): string {
+  const bytes = randomBytes(10);
+  let name = '';
+  for (const byte of bytes) name += TEMP_ALPHABET[byte % TEMP_ALPHABET.length];
+  return name;
+}
+
+function relabel(error: unknown, syscall: string, path: string): FssError {
+  const fssError = toFssError(error);
+  return new FssError(fssError.code, fssError.description, { syscall, path, cause: error });
+}

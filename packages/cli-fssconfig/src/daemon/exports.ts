@@ -1,0 +1,36 @@
+/**
+ * NBD exports of units (read-only) and origins (read-write, copy-on-write through the
+ * engine's Origin), one unix socket each (SPEC §5), through @fss/nbd. Each socket serves its
+ * one export under the default (empty) name and under its own name.
+ */
+import type { BlockDevice } from '@fss/core';
+import { NbdServer } from '@fss/nbd';
+import type { Log } from './log';
+
+export interface Export {
+  readonly socketPath: string;
+  /** NBD clients connected now. */
+  clients(): number;
+  close(): Promise<void>;
+}
+
+export type Exporter = (
+  socketPath: string,
+  device: BlockDevice,
+  options: { name: string; readOnly: boolean; description: string },
+) => Promise<Export>;
+
+export function nbdExporter(log: Log): Exporter {
+  return async (socketPath, device, options) => {
+    const server = new NbdServer({
+      exports: [{ name: options.name, device, readOnly: options.readOnly, description: options.description }],
+      log: (message) => log(`${options.name}: nbd: ${message}`),
+    });
+    await server.listen({ path: socketPath, socketMode: 0o600 });
+    return {
+      socketPath,
+      clients: () => server.connectionCount,
+      close: () => server.close(),
+    };
+  };
+}

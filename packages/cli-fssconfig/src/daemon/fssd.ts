@@ -1,0 +1,168 @@
+/**
+ * fssd: the daemon that owns origins and snapshot units, as the kernel owns fss's units.
+ *
+ * Start: make the run directory (0700, ours, not a symlink), take the run-directory lock
+ * (lock.ts), write fssd.pid, remove a stale control socket (the lock proves nobody serves
+ * it), listen on fssd.sock (0600). Only then is the daemon ready: clients that started us
+ * wait for the control socket to answer.
+ *
+ * Stop (SIGTERM, SIGINT, or `stop()`): stop accepting control connections, unconfigure every
+ * unit (exports closed, snapshots closed, stores closed), release every origin (exports
+ * closed, claims dropped), remove the control socket and the pid file, release the lock.
+ * The log file stays: it is the record of what happened.
+ */
+import { chmod, lstat, mkdir, readdir, realpath, rm, writeFile } from 'node:fs/promises';
+import { FssError, toFssError } from '@fss/core';
+import { UNIT_COUNT_DEFAULT, UNIT_COUNT_MAX } from '../names';
+import type { DaemonStatus } from '../protocol/messages';
+import { checkSocketPath, type RunPaths, runPaths } from '../rundir';
+import { type Backends, linuxBackends } from './backends';
+import { ControlServer } from './control';
+import { type Exporter, nbdExporter } from './exports';
+import { lockRunDir, type RunDirLock } from './lock';
+import { createLog, type Log } from './log';
+import { Mutex } from './mutex';
+import { OriginTable } from './origins';
+import { UnitTable } from './units';
+
+/** How often FSS_UNCONFIG_ON_CLOSE units and implicit origins are checked for NBD clients. */
+const SWEEP_INTERVAL_MS = 1000;
+
+export interface FssdOptions {
+  runDir: string;
+  unitCount?: number;
+  log?: Log;
+  backends?: Backends;
+  exporter?: Exporter;
+}
+
+export class Fssd {
+  readonly paths: RunPaths;
+  readonly unitCount: number;
+  private log: Log;
+  private lock: RunDirLock | undefined;
+  private control: ControlServer | undefined;
+  private units: UnitTable | undefined;
+  private origins: OriginTable | undefined;
+  private sweeper: NodeJS.Timeout | undefined;
+  private stopping: Promise<void> | undefined;
+
+  constructor(private readonly options: FssdOptions) {
+    this.paths = runPaths(options.runDir);
+    this.unitCount = options.unitCount ?? UNIT_COUNT_DEFAULT;
+    if (!Number.isInteger(this.unitCount) || this.unitCount < 1 || this.unitCount > UNIT_COUNT_MAX) {
+      throw new FssError('EINVAL', `unit count ${this.unitCount} out of range (1..${UNIT_COUNT_MAX})`);
+    }
+    this.log = options.log ?? createLog(undefined);
+  }
+
+  async start(): Promise<void> {
+    const { paths } = this;
+    checkSocketPath(paths.control);
+    checkSocketPath(paths.unit(this.unitCount - 1));
+    await prepareRunDir(paths.dir);
+    this.lock = await lockRunDir(await realpath(paths.dir));
+    try {
+      if (this.options.log === undefined) this.log = createLog(paths.log);
+      await mkdir(paths.originDir, { mode: 0o700, recursive: true });
+      await removeLeftovers(paths);
+      await writeFile(paths.pid, `${process.pid}\n`, { mode: 0o644 });
+      const mutex = new Mutex();
+      const exporter = this.options.exporter ?? nbdExporter(this.log);
+      const backends = this.options.backends ?? linuxBackends;
+      const origins = new OriginTable(paths, backends, exporter, this.log);
+      const units = new UnitTable({
+        count: this.unitCount,
+        paths,
+        origins,
+        backends,
+        exporter,
+        mutex,
+        log: this.log,
+      });
+      this.origins = origins;
+      this.units = units;
+      const control = new ControlServer({
+        units,
+        origins,
+        mutex,
+        log: this.log,
+        status: () => this.status(),
+      });
+      await control.listen(paths.control);
+      this.control = control;
+      this.sweeper = setInterval(() => {
+        units.sweep().catch((error: unknown) => this.log(`sweep: ${String(error)}`));
+      }, SWEEP_INTERVAL_MS);
+      this.sweeper.unref();
+      this.log(`started: ${this.unitCount} units, control socket ${paths.control}`);
+    } catch (error) {
+      await this.lock.release();
+      this.lock = undefined;
+      throw error;
+    }
+  }
+
+  status(): DaemonStatus {
+    const origins = this.origins;
+    return {
+      pid: process.pid,
+      runDir: this.paths.dir,
+      unitCount: this.unitCount,
+      units: this.units?.status() ?? [],
+      origins: origins === undefined ? [] : origins.entries.map((entry) => origins.info(entry)),
+    };
+  }
+
+  /** Releases everything; safe to call more than once. */
+  stop(): Promise<void> {
+    this.stopping ??= this.release();
+    return this.stopping;
+  }
+
+  private async release(): Promise<void> {
+    this.log('stopping: releasing every unit and origin');
+    if (this.sweeper !== undefined) clearInterval(this.sweeper);
+    await this.control?.close();
+    await this.units?.clearAll();
+    for (const entry of this.origins?.entries ?? []) await this.origins?.release(entry);
+    await rm(this.paths.control, { force: true });
+    await rm(this.paths.pid, { force: true });
+    await this.lock?.release();
+    this.lock = undefined;
+    this.log('stopped');
+  }
+}
+
+/**
+ * Makes the run directory: created 0700 when missing; when present it must be a real
+ * directory (not a symlink) owned by us, and is tightened to 0700. Anything else is refused:
+ * a directory someone else prepared in /tmp could let them reach our sockets.
+ */
+export async function prepareRunDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { mode: 0o700, recursive: true });
+  } catch (error) {
+    throw toFssError(error, { syscall: 'mkdir', path: dir });
+  }
+  const info = await lstat(dir);
+  if (!info.isDirectory()) throw new FssError('ENOTDIR', 'run directory is not a directory', { path: dir });
+  const uid = process.getuid?.();
+  if (uid !== undefined && info.uid !== uid) {
+    throw new FssError('EPERM', `run directory is owned by uid ${info.uid}, not ${uid}`, { path: dir });
+  }
+  if ((info.mode & 0o777) !== 0o700) {
+    await chmod(dir, 0o700);
+  }
+}
+
+/** Sockets a killed daemon left behind; safe to remove because we hold the lock. */
+async function removeLeftovers(paths: RunPaths): Promise<void> {
+  for (const name of await readdir(paths.dir)) {
+    if (name === 'fssd.sock' || /^fss\d+\.sock$/.test(name))
+      await rm(`${paths.dir}/${name}`, { force: true });
+  }
+  for (const name of await readdir(paths.originDir)) {
+    if (name.endsWith('.sock')) await rm(`${paths.originDir}/${name}`, { force: true });
+  }
+}

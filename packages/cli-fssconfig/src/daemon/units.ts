@@ -1,0 +1,266 @@
+/**
+ * The snapshot units fss0 … fss(N-1) and the five fss ioctls on them, with NetBSD 1.63's
+ * semantics and errnos (SPEC §2):
+ *
+ *   request     needs   idle                creating / destroying   active
+ *   FSSIOCSET   rw      → creating → active  EBUSY                  EBUSY
+ *   FSSIOCGET   -       ENXIO               ENXIO                  fss_get
+ *   FSSIOCCLR   rw      ENXIO               ENXIO                  → destroying → idle
+ *   FSSIOFSET   -       flags = arg, in every state
+ *   FSSIOFGET   -       flags, in every state
+ *
+ * A unit number outside 0..N-1 is ENXIO (there is no such device, `syscall: open`), a
+ * request without `rw` where one is needed is EPERM. A unit turns `creating` synchronously,
+ * before any await, so of two FSSIOCSETs on one unit exactly one proceeds; the work itself
+ * runs under the daemon mutex, one creation at a time (as NetBSD's fss_creating), which also
+ * makes the "is this backup in use?" check exact.
+ *
+ * "Open": a control connection that issues an ioctl on a unit has it open until it closes,
+ * like a descriptor on /dev/fssN; NBD clients of the unit's export have it open too. With
+ * FSS_UNCONFIG_ON_CLOSE the unit is unconfigured when the last of them closes.
+ */
+import {
+  FSS_UNCONFIG_ON_CLOSE,
+  FSS_UNLINK_ON_CREATE,
+  FssError,
+  type FssGet,
+  type FssSet,
+  type Snapshot,
+} from '@fss/core';
+import { unitName } from '../names';
+import type { SetResult, UnitStatus } from '../protocol/messages';
+import type { RunPaths } from '../rundir';
+import type { Backends } from './backends';
+import { discardBackup, type OpenedBackup, openBackup, planBackup } from './backup';
+import type { Export, Exporter } from './exports';
+import type { Log } from './log';
+import type { Mutex } from './mutex';
+import { identityOf, type OriginEntry, type OriginTable } from './origins';
+
+type UnitState = 'idle' | 'creating' | 'active' | 'destroying';
+
+interface Unit {
+  readonly index: number;
+  state: UnitState;
+  flags: number;
+  snapshot?: Snapshot;
+  origin?: OriginEntry;
+  backup?: OpenedBackup;
+  export?: Export;
+  /** Control connections that have the unit open. */
+  readonly openers: Set<number>;
+}
+
+export interface UnitTableOptions {
+  count: number;
+  paths: RunPaths;
+  origins: OriginTable;
+  backends: Backends;
+  exporter: Exporter;
+  mutex: Mutex;
+  log: Log;
+}
+
+export class UnitTable {
+  private readonly units: Unit[];
+
+  constructor(private readonly options: UnitTableOptions) {
+    this.units = Array.from({ length: options.count }, (_, index) => ({
+      index,
+      state: 'idle' as UnitState,
+      flags: 0,
+      openers: new Set<number>(),
+    }));
+  }
+
+  get count(): number {
+    return this.units.length;
+  }
+
+  /** The unit numbered `index`, marked open by `connection`; ENXIO when there is none. */
+  open(index: number, connection: number): Unit {
+    const unit = this.units[index];
+    if (unit === undefined) throw new FssError('ENXIO', `no unit fss${index}`, { syscall: 'open' });
+    unit.openers.add(connection);
+    return unit;
+  }
+
+  async set(unit: Unit, set: FssSet, backupSize: number | undefined): Promise<SetResult> {
+    if (unit.state !== 'idle') throw new FssError('EBUSY', undefined, { syscall: 'FSSIOCSET' });
+    unit.state = 'creating';
+    try {
+      return await this.options.mutex.run(() => this.create(unit, set, backupSize));
+    } catch (error) {
+      unit.state = 'idle';
+      throw error;
+    }
+  }
+
+  get(unit: Unit): FssGet {
+    if (unit.state !== 'active' || unit.snapshot === undefined) {
+      throw new FssError('ENXIO', undefined, { syscall: 'FSSIOCGET' });
+    }
+    return unit.snapshot.info();
+  }
+
+  async clear(unit: Unit): Promise<void> {
+    if (unit.state !== 'active') throw new FssError('ENXIO', undefined, { syscall: 'FSSIOCCLR' });
+    unit.state = 'destroying';
+    await this.options.mutex.run(() => this.destroy(unit, 'unconfigured'));
+  }
+
+  setFlags(unit: Unit, flags: number): void {
+    unit.flags = flags;
+  }
+
+  getFlags(unit: Unit): number {
+    return unit.flags;
+  }
+
+  /** A control connection closed: drop its opens, unconfigure what asked for it. */
+  async connectionClosed(connection: number): Promise<void> {
+    for (const unit of this.units) {
+      if (unit.openers.delete(connection)) await this.unconfigureIfUnused(unit);
+    }
+  }
+
+  /** FSS_UNCONFIG_ON_CLOSE units nobody has open any more, and idle implicit origins. */
+  async sweep(): Promise<void> {
+    for (const unit of this.units) await this.unconfigureIfUnused(unit);
+    await this.options.mutex.run(async () => {
+      for (const origin of this.options.origins.entries) await this.options.origins.releaseIfUnused(origin);
+    });
+  }
+
+  /** Unconfigures every unit (shutdown). */
+  async clearAll(): Promise<void> {
+    for (const unit of this.units) {
+      if (unit.state === 'active') {
+        unit.state = 'destroying';
+        await this.options.mutex.run(() => this.destroy(unit, 'unconfigured at shutdown'));
+      }
+    }
+  }
+
+  /** The unit (by name) whose store has `identity`. */
+  unitUsing(identity: string): string | undefined {
+    const unit = this.units.find((each) => each.backup !== undefined && each.backup.identity === identity);
+    return unit === undefined ? undefined : unitName(unit.index);
+  }
+
+  status(): UnitStatus[] {
+    return this.units.map((unit) => {
+      const status: UnitStatus = { unit: unitName(unit.index), state: unit.state, flags: unit.flags };
+      if (unit.state !== 'active' || unit.snapshot === undefined) return status;
+      status.origin = unit.origin?.name;
+      status.bstore = unit.backup?.path;
+      status.export = unit.export?.socketPath;
+      status.exportClients = unit.export?.clients() ?? 0;
+      status.valid = unit.snapshot.valid;
+      if (!unit.snapshot.valid) status.invalidReason = unit.snapshot.invalidReason;
+      status.info = unit.snapshot.info();
+      return status;
+    });
+  }
+
+  /** FSSIOCSET's work. Caller holds the mutex; `unit` is `creating`. */
+  private async create(unit: Unit, set: FssSet, backupSize: number | undefined): Promise<SetResult> {
+    const { origins, backends, exporter, paths, log } = this.options;
+    const name = unitName(unit.index);
+    if (!set.fss_mount.startsWith('/')) {
+      throw new FssError('EINVAL', 'fss_mount must be an absolute path', { syscall: 'FSSIOCSET' });
+    }
+    if (!set.fss_bstore.startsWith('/')) {
+      throw new FssError('EINVAL', 'fss_bstore must be an absolute path', { syscall: 'FSSIOCSET' });
+    }
+    // Checks first, in an order that creates nothing: the origin (found or claimed), the backup.
+    let origin = await origins.find(set.fss_mount).catch(() => undefined);
+    const mountIdentity = await identityOf(set.fss_mount).catch(() => undefined);
+    const plan = await planBackup(set.fss_bstore, {
+      unitUsing: (identity) => this.unitUsing(identity),
+      // The origin may not be claimed yet: its own path counts too.
+      isOrigin: (identity) => identity === mountIdentity || origins.holds(identity),
+    });
+    const claimedNow = origin === undefined;
+    origin ??= await origins.add(set.fss_mount, { explicit: false });
+    let backup: OpenedBackup | undefined;
+    let snapshot: Snapshot | undefined;
+    try {
+      backup = await openBackup(
+        plan,
+        {
+          sizeBytes: backupSize ?? origin.engine.size,
+          unlink: (set.fss_flags & FSS_UNLINK_ON_CREATE) !== 0,
+        },
+        backends,
+      );
+      snapshot = await origin.engine.createSnapshot(backup.store, {
+        name,
+        clusterSize: set.fss_csize,
+        mount: set.fss_mount,
+        originIdentity: origin.path,
+        logger: log,
+      });
+      const served = await exporter(paths.unit(unit.index), snapshot, {
+        name,
+        readOnly: true,
+        description: `fss snapshot ${name} of ${origin.path}`,
+      });
+      Object.assign(unit, {
+        state: 'active',
+        flags: set.fss_flags,
+        snapshot,
+        origin,
+        backup,
+        export: served,
+      });
+      origin.units.add(unit.index);
+      const info = snapshot.info();
+      log(
+        `${name}: configured on ${origin.name} (${set.fss_mount}), backup ${backup.path}` +
+          `${backup.linked ? '' : ' (unlinked)'}: ${info.fsg_mount_size} clusters of ${info.fsg_csize}`,
+      );
+      return { unit: name, bstore: backup.path, export: served.socketPath, origin: origin.name };
+    } catch (error) {
+      if (snapshot !== undefined) await snapshot.close().catch(() => undefined);
+      if (backup !== undefined) await discardBackup(backup);
+      if (claimedNow) await origins.releaseIfUnused(origin);
+      throw error instanceof FssError && error.syscall === undefined
+        ? new FssError(error.code, error.description, {
+            syscall: 'FSSIOCSET',
+            path: error.path,
+            cause: error,
+          })
+        : error;
+    }
+  }
+
+  /** FSSIOCCLR's work. Caller holds the mutex; `unit` is `destroying`. */
+  private async destroy(unit: Unit, why: string): Promise<void> {
+    const { origins, log } = this.options;
+    const name = unitName(unit.index);
+    await unit.export?.close().catch((error: unknown) => log(`${name}: export: ${String(error)}`));
+    await unit.snapshot?.close().catch((error: unknown) => log(`${name}: close: ${String(error)}`));
+    const origin = unit.origin;
+    Object.assign(unit, {
+      state: 'idle',
+      flags: 0,
+      snapshot: undefined,
+      origin: undefined,
+      backup: undefined,
+      export: undefined,
+    });
+    log(`${name}: ${why}`);
+    if (origin !== undefined) {
+      origin.units.delete(unit.index);
+      await origins.releaseIfUnused(origin);
+    }
+  }
+
+  private async unconfigureIfUnused(unit: Unit): Promise<void> {
+    if (unit.state !== 'active' || (unit.flags & FSS_UNCONFIG_ON_CLOSE) === 0) return;
+    if (unit.openers.size > 0 || (unit.export?.clients() ?? 0) > 0) return;
+    unit.state = 'destroying';
+    await this.options.mutex.run(() => this.destroy(unit, 'unconfigured on last close'));
+  }
+}

@@ -1,0 +1,237 @@
+/**
+ * The fssd control protocol: what travels over `$FSS_RUNDIR/fssd.sock`.
+ *
+ * One JSON object per line (UTF-8, `\n`-terminated, at most REQUEST_BYTES_MAX bytes), one
+ * response line per request, in order. Requests carry the five fss ioctls under NetBSD's
+ * names (`op`) and, optionally, numbers (`request`: when given it must match the name), with
+ * NetBSD's argument shapes; plus the Linux-side origin and status requests.
+ *
+ *   → {"id":1,"op":"FSSIOCSET","unit":"fss0","mode":"rw",
+ *      "arg":{"fss_mount":"/srv/disk.img","fss_bstore":"/var/tmp/bak","fss_csize":0,"fss_flags":0},
+ *      "backup_size":1048576}
+ *   ← {"id":1,"ok":true,"result":{"unit":"fss0","bstore":"/var/tmp/bak","export":"/run/fss/fss0.sock"}}
+ *   → {"id":2,"op":"FSSIOCCLR","unit":"fss0"}
+ *   ← {"id":2,"ok":false,"error":{"code":"EPERM","errno":1,"message":"Operation not permitted",
+ *      "syscall":"FSSIOCCLR"}}
+ *
+ * `mode` is how the unit is "opened": `ro` (default) or `rw`. As with NetBSD's FWRITE check,
+ * FSSIOCSET and FSSIOCCLR need `rw` (else EPERM). `backup_size` is a Linux addition carrying
+ * fssconfig's `size` operand, because here the daemon, not the tool, creates the backup (so
+ * that it can refuse before truncating anything): the length a regular backup file is
+ * created or truncated to, default the origin's size.
+ *
+ * Everything the daemon cannot use is EINVAL: bad JSON, a line too long, an unknown `op`, a
+ * `request` number that does not match, a missing or mistyped field, unknown fields.
+ */
+import { FSS_IOCTLS, FssError, type FssGet, type FssIoctlName, type FssSet, strerror } from '@fss/core';
+
+/** A request line longer than this is refused (EINVAL) and the connection closed. */
+export const REQUEST_BYTES_MAX = 64 * 1024;
+/** A backup path or origin path longer than this is EINVAL (Linux PATH_MAX). */
+export const PATH_BYTES_MAX = 4096;
+
+export type RequestId = number | string | null;
+export type OpenMode = 'ro' | 'rw';
+
+export type IoctlRequest =
+  | { op: 'FSSIOCSET'; unit: string; mode: OpenMode; arg: FssSet; backup_size?: number }
+  | { op: 'FSSIOCGET'; unit: string; mode: OpenMode }
+  | { op: 'FSSIOCCLR'; unit: string; mode: OpenMode }
+  | { op: 'FSSIOFSET'; unit: string; mode: OpenMode; arg: number }
+  | { op: 'FSSIOFGET'; unit: string; mode: OpenMode };
+
+export type ControlRequest =
+  | IoctlRequest
+  | { op: 'origin-add'; path: string; name?: string }
+  | { op: 'origin-rm'; name: string }
+  | { op: 'origin-ls' }
+  | { op: 'status' }
+  | { op: 'ping' };
+
+export type ControlOp = ControlRequest['op'];
+
+export interface SetResult {
+  unit: string;
+  /** The backup actually used: the temporary file's path when `fss_bstore` is a directory. */
+  bstore: string;
+  /** The unit's NBD socket. */
+  export: string;
+  origin: string;
+}
+
+export interface OriginInfo {
+  name: string;
+  path: string;
+  size: number;
+  /** Added by `fss origin add` (stays) or implicitly by FSSIOCSET (released with its last unit). */
+  explicit: boolean;
+  export: string;
+  exportClients: number;
+  units: string[];
+}
+
+export interface UnitStatus {
+  unit: string;
+  state: 'idle' | 'creating' | 'active' | 'destroying';
+  flags: number;
+  origin?: string;
+  bstore?: string;
+  export?: string;
+  exportClients?: number;
+  valid?: boolean;
+  invalidReason?: string;
+  info?: FssGet;
+}
+
+export interface DaemonStatus {
+  pid: number;
+  runDir: string;
+  unitCount: number;
+  units: UnitStatus[];
+  origins: OriginInfo[];
+}
+
+/** What each op answers with. */
+export interface ControlResults {
+  FSSIOCSET: SetResult;
+  FSSIOCGET: FssGet;
+  FSSIOCCLR: Record<string, never>;
+  FSSIOFSET: Record<string, never>;
+  FSSIOFGET: { flags: number };
+  'origin-add': OriginInfo;
+  'origin-rm': Record<string, never>;
+  'origin-ls': OriginInfo[];
+  status: DaemonStatus;
+  ping: { pid: number; runDir: string };
+}
+
+export interface WireError {
+  code: string;
+  errno: number;
+  /** strerror(code). */
+  message: string;
+  /** What exactly went wrong, when there is more to say than strerror. */
+  detail?: string;
+  syscall?: string;
+  path?: string;
+}
+
+export type ControlResponse =
+  | { id: RequestId; ok: true; result: unknown }
+  | { id: RequestId; ok: false; error: WireError };
+
+const IOCTL_OPS = new Set<string>(Object.keys(FSS_IOCTLS));
+const OTHER_OPS = new Set<string>(['origin-add', 'origin-rm', 'origin-ls', 'status', 'ping']);
+const INT32_MAX = 2 ** 31 - 1;
+
+export function isIoctlOp(op: string): op is FssIoctlName {
+  return IOCTL_OPS.has(op);
+}
+
+function invalid(detail: string): FssError {
+  return new FssError('EINVAL', detail, { syscall: 'request' });
+}
+
+type Json = Record<string, unknown>;
+
+function isObject(value: unknown): value is Json {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function onlyKeys(object: Json, allowed: readonly string[], where: string): void {
+  for (const key of Object.keys(object)) {
+    if (!allowed.includes(key)) throw invalid(`${where}: unknown field "${key}"`);
+  }
+}
+
+function stringField(object: Json, key: string, where: string, maxBytes = PATH_BYTES_MAX): string {
+  const value = object[key];
+  if (typeof value !== 'string') throw invalid(`${where}: "${key}" must be a string`);
+  if (Buffer.byteLength(value) > maxBytes)
+    throw invalid(`${where}: "${key}" is longer than ${maxBytes} bytes`);
+  if (value.includes('\0')) throw invalid(`${where}: "${key}" contains a NUL byte`);
+  return value;
+}
+
+function intField(object: Json, key: string, where: string, min: number, max: number): number {
+  const value = object[key];
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw invalid(`${where}: "${key}" must be an integer in ${min}..${max}`);
+  }
+  return value;
+}
+
+/** The request id, when the line has a usable one: errors are answered under it. */
+export function requestIdOf(parsed: unknown): RequestId {
+  if (!isObject(parsed)) return null;
+  const id = parsed['id'];
+  if (typeof id === 'number' && Number.isSafeInteger(id)) return id;
+  if (typeof id === 'string' && id.length <= 128) return id;
+  return null;
+}
+
+/** Checks a parsed JSON line and returns the typed request, or throws EINVAL. */
+export function validateRequest(parsed: unknown): ControlRequest {
+  if (!isObject(parsed)) throw invalid('a request is a JSON object');
+  const op = parsed['op'];
+  if (typeof op !== 'string') throw invalid('"op" must be a string');
+  if (isIoctlOp(op)) return validateIoctl(op, parsed);
+  if (!OTHER_OPS.has(op)) throw invalid(`unknown op "${op.slice(0, 64)}"`);
+  switch (op) {
+    case 'origin-add': {
+      onlyKeys(parsed, ['id', 'op', 'path', 'name'], op);
+      const path = stringField(parsed, 'path', op);
+      if (parsed['name'] === undefined) return { op, path };
+      return { op, path, name: stringField(parsed, 'name', op, 64) };
+    }
+    case 'origin-rm':
+      onlyKeys(parsed, ['id', 'op', 'name'], op);
+      return { op, name: stringField(parsed, 'name', op, 64) };
+    default:
+      onlyKeys(parsed, ['id', 'op'], op);
+      return { op } as ControlRequest;
+  }
+}
+
+function validateIoctl(op: FssIoctlName, parsed: Json): IoctlRequest {
+  onlyKeys(parsed, ['id', 'op', 'request', 'unit', 'mode', 'arg', 'backup_size'], op);
+  if (parsed['request'] !== undefined && parsed['request'] !== FSS_IOCTLS[op]) {
+    throw invalid(`${op}: "request" must be ${FSS_IOCTLS[op]} (0x${FSS_IOCTLS[op].toString(16)})`);
+  }
+  const unit = stringField(parsed, 'unit', op, 64);
+  const mode = parsed['mode'] ?? 'ro';
+  if (mode !== 'ro' && mode !== 'rw') throw invalid(`${op}: "mode" must be "ro" or "rw"`);
+  if (op !== 'FSSIOCSET' && parsed['backup_size'] !== undefined)
+    throw invalid(`${op}: unexpected "backup_size"`);
+  switch (op) {
+    case 'FSSIOCSET': {
+      const arg = parsed['arg'];
+      if (!isObject(arg)) throw invalid('FSSIOCSET: "arg" must be a struct fss_set object');
+      onlyKeys(arg, ['fss_mount', 'fss_bstore', 'fss_csize', 'fss_flags'], 'fss_set');
+      const set: FssSet = {
+        fss_mount: stringField(arg, 'fss_mount', 'fss_set'),
+        fss_bstore: stringField(arg, 'fss_bstore', 'fss_set'),
+        // blksize_t is 32-bit signed on NetBSD.
+        fss_csize: intField(arg, 'fss_csize', 'fss_set', 0, INT32_MAX),
+        fss_flags: intField(arg, 'fss_flags', 'fss_set', -(2 ** 31), INT32_MAX),
+      };
+      if (parsed['backup_size'] === undefined) return { op, unit, mode, arg: set };
+      const backupSize = intField(parsed, 'backup_size', op, 0, Number.MAX_SAFE_INTEGER);
+      return { op, unit, mode, arg: set, backup_size: backupSize };
+    }
+    case 'FSSIOFSET':
+      return { op, unit, mode, arg: intField(parsed, 'arg', op, -(2 ** 31), INT32_MAX) };
+    default:
+      if (parsed['arg'] !== undefined) throw invalid(`${op}: takes no "arg"`);
+      return { op, unit, mode };
+  }
+}
+
+/** The wire form of an error. */
+export function toWireError(error: FssError): WireError {
+  const wire: WireError = { code: error.code, errno: error.errno, message: strerror(error.code) };
+  if (error.description !== wire.message) wire.detail = error.description;
+  if (error.syscall !== undefined) wire.syscall = error.syscall;
+  if (error.path !== undefined) wire.path = error.path;
+  return wire;
+}
