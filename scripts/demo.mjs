@@ -53,13 +53,15 @@ try {
   const whole = Buffer.alloc(device.size);
   await snapshot.read(whole, 0);
   const same = sha256(whole) === sha256(image);
-  say(`whole snapshot sha256 ${sha256(whole)}: ${same ? 'identical to the image at snapshot time' : 'DIFFERS'}`);
+  say(
+    `whole snapshot sha256 ${sha256(whole)}: ${same ? 'identical to the image at snapshot time' : 'DIFFERS'}`,
+  );
   const used = snapshot.info().fsg_bs_size * info.fsg_csize;
   await snapshot.close();
   await origin.close();
   const backup = await stat(backupPath);
   say(
-    `backing store: ${(used / MiB).toFixed(1)} MiB in use, ${(backup.blocks * 512 / MiB).toFixed(1)} MiB ` +
+    `backing store: ${(used / MiB).toFixed(1)} MiB in use, ${((backup.blocks * 512) / MiB).toFixed(1)} MiB ` +
       `allocated of ${(backup.size / MiB).toFixed(0)} MiB apparent`,
   );
   const current = await readFile(imagePath);
