@@ -1,11 +1,14 @@
 import { defineConfig } from 'tsup';
 import { packageBuild } from '../../tsup.base';
 
-// `testing/index` imports `@fss/core` by name, and stays external so the conformance suite
-// shares one FssError class with the package it tests (instanceof must hold).
-export default defineConfig(
+// Two builds. The library is ESM + CJS. The conformance suite (`@fss/core/testing`) is ESM
+// only: it runs inside vitest, which cannot be loaded with require(). It imports `@fss/core`
+// by name, kept external, so the suite and the store it tests share one FssError class.
+// `clean` is off because the two builds share dist/; the build script empties it first.
+export default defineConfig([
+  packageBuild(['src/index.ts'], { clean: false }),
   packageBuild(
-    { index: 'src/index.ts', 'testing/index': 'src/testing/index.ts' },
-    { external: ['@fss/core', 'vitest'] },
+    { 'testing/index': 'src/testing/index.ts' },
+    { format: ['esm'], external: ['@fss/core', 'vitest'], clean: false },
   ),
-);
+]);
