@@ -38,7 +38,8 @@ export async function fss(
   const fail = (what: string, error: unknown): never => {
     const failure = toFssError(error);
     io.err(`fss: ${what}: ${strerror(failure.code)}`);
-    if (failure.description !== strerror(failure.code)) io.err(`fss: ${what}: ${failure.description}`);
+    if (failure.description.toLowerCase() !== strerror(failure.code).toLowerCase())
+      io.err(`fss: ${what}: ${failure.description}`);
     throw new Exit(1);
   };
   const connected = async (): Promise<FssClient> => {

@@ -75,7 +75,8 @@ class Session {
   /** err(3)/errx(3): the message, then exit 1. */
   fail(message: string, error?: FssError, device?: string): never {
     this.io.err(`${PROG}: ${message}`);
-    if (error !== undefined && device !== undefined && error.description !== strerror(error.code)) {
+    // fssd's detail, when it says more than strerror (Node's texts are strerror in lower case).
+    if (error !== undefined && device !== undefined && !sameText(error.description, strerror(error.code))) {
       this.io.err(`${PROG}: ${device}: ${error.description}`);
     }
     throw new Exit(1);
@@ -216,4 +217,8 @@ class Session {
     }
     return this.client;
   }
+}
+
+function sameText(a: string, b: string): boolean {
+  return a.toLowerCase() === b.toLowerCase();
 }

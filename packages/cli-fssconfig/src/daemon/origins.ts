@@ -72,7 +72,7 @@ export class OriginTable {
     });
     if (info.isDirectory()) throw await this.mountPointError(path);
     if (!info.isFile() && !info.isBlockDevice()) {
-      throw new FssError('ENOTBLK', `${path} is not a block device or an image file`, {
+      throw new FssError('EINVAL', `${path} is not a block device or an image file`, {
         syscall: 'open',
         path,
       });
@@ -165,7 +165,7 @@ export class OriginTable {
       device = await this.backends.mountSource(path);
     } catch (error) {
       const reason = error instanceof FssError ? error.description : String(error);
-      return new FssError('ENOTBLK', `${path}: not a block device, image file or mount point: ${reason}`, {
+      return new FssError('EINVAL', `${path}: not a block device, image file or mount point: ${reason}`, {
         syscall: 'open',
         path,
       });

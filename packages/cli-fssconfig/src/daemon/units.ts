@@ -26,6 +26,7 @@ import {
   type FssGet,
   type FssSet,
   type Snapshot,
+  toFssError,
 } from '@fss/core';
 import { unitName } from '../names';
 import type { SetResult, UnitStatus } from '../protocol/messages';
@@ -80,7 +81,7 @@ export class UnitTable {
   /** The unit numbered `index`, marked open by `connection`; ENXIO when there is none. */
   open(index: number, connection: number): Unit {
     const unit = this.units[index];
-    if (unit === undefined) throw new FssError('ENXIO', `no unit fss${index}`, { syscall: 'open' });
+    if (unit === undefined) throw new FssError('ENXIO', undefined, { syscall: 'open' });
     unit.openers.add(connection);
     return unit;
   }
@@ -92,7 +93,14 @@ export class UnitTable {
       return await this.options.mutex.run(() => this.create(unit, set, backupSize));
     } catch (error) {
       unit.state = 'idle';
-      throw error;
+      // Everything but creating the backup file is FSSIOCSET's failure, as in NetBSD.
+      const failure = toFssError(error);
+      if (failure.syscall === 'create') throw failure;
+      throw new FssError(failure.code, failure.description, {
+        syscall: 'FSSIOCSET',
+        path: failure.path,
+        cause: error,
+      });
     }
   }
 
@@ -225,13 +233,7 @@ export class UnitTable {
       if (snapshot !== undefined) await snapshot.close().catch(() => undefined);
       if (backup !== undefined) await discardBackup(backup);
       if (claimedNow) await origins.releaseIfUnused(origin);
-      throw error instanceof FssError && error.syscall === undefined
-        ? new FssError(error.code, error.description, {
-            syscall: 'FSSIOCSET',
-            path: error.path,
-            cause: error,
-          })
-        : error;
+      throw error;
     }
   }
 

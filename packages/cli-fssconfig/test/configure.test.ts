@@ -1,0 +1,133 @@
+/**
+ * fssconfig end to end on image files: what a failed configure leaves alone, unconfigure of
+ * an idle unit, units after a daemon restart, directory and -x backups, and many clients at
+ * once (which also races ten on-demand daemon starts against the run-directory lock).
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Sandbox } from './helpers';
+
+const MiB = 1024 * 1024;
+let sandbox: Sandbox;
+
+beforeEach(async () => {
+  sandbox = await Sandbox.create();
+  writeFileSync(sandbox.path('image'), Buffer.alloc(2 * MiB, 0x5a));
+});
+afterEach(async () => {
+  await sandbox.cleanup();
+});
+
+function fingerprint(path: string): { sha256: string; size: number; mtimeMs: number; blocks: number } {
+  const info = statSync(path);
+  return {
+    sha256: createHash('sha256').update(readFileSync(path)).digest('hex'),
+    size: info.size,
+    mtimeMs: info.mtimeMs,
+    blocks: info.blocks,
+  };
+}
+
+describe('fssconfig -c', () => {
+  it('creates the backup 0600, sparse, at the origin size or the size given', async () => {
+    expect((await sandbox.run('fssconfig', ['fss0', 'image', 'backup'])).status).toBe(0);
+    const backup = statSync(sandbox.path('backup'));
+    expect(backup.mode & 0o777).toBe(0o600);
+    expect(backup.size).toBe(2 * MiB);
+    expect(backup.blocks * 512).toBeLessThan(backup.size);
+    expect((await sandbox.run('fssconfig', ['fss1', 'image', 'backup1', '0', '3m'])).status).toBe(0);
+    expect(statSync(sandbox.path('backup1')).size).toBe(3 * MiB);
+  });
+
+  it('a second -c on a busy unit fails EBUSY and leaves the first unit’s backup byte-identical', async () => {
+    expect((await sandbox.run('fssconfig', ['-c', 'fss0', 'image', 'backup'])).status).toBe(0);
+    const before = fingerprint(sandbox.path('backup'));
+    const again = await sandbox.run('fssconfig', ['-c', 'fss0', 'image', 'backup']);
+    expect(again).toMatchObject({
+      status: 1,
+      stdout: '',
+      stderr: 'fssconfig: fss0: FSSIOCSET: Device or resource busy\n',
+    });
+    const otherUnit = await sandbox.run('fssconfig', ['-c', 'fss1', 'image', 'backup', '0', '1m']);
+    expect(otherUnit.status).toBe(1);
+    expect(otherUnit.stderr).toMatch(
+      /^fssconfig: fss1: FSSIOCSET: Device or resource busy\n.*in use by fss0/,
+    );
+    const elsewhere = await sandbox.run('fssconfig', ['-c', 'fss0', 'image', 'backup2']);
+    expect(elsewhere.status).toBe(1);
+    expect(fingerprint(sandbox.path('backup'))).toEqual(before);
+    expect(existsSync(sandbox.path('backup2'))).toBe(false);
+    expect((await sandbox.run('fssconfig', ['-l', 'fss1'])).stdout).toBe('fss1: not in use\n');
+  });
+
+  it('a directory backup gets a temporary file that is unlinked once configured; -x unlinks the file', async () => {
+    await mkdir(sandbox.path('dir'));
+    expect((await sandbox.run('fssconfig', ['fss0', 'image', 'dir'])).status).toBe(0);
+    expect(readdirSync(sandbox.path('dir'))).toEqual([]);
+    expect((await sandbox.run('fssconfig', ['-x', 'fss1', 'image', 'backup-x'])).status).toBe(0);
+    expect(existsSync(sandbox.path('backup-x'))).toBe(false);
+    const status = JSON.parse((await sandbox.run('fss', ['status', '--json'])).stdout);
+    expect(status.units[0].bstore).toMatch(new RegExp(`^${sandbox.path('dir')}/[A-Za-z0-9]{10}$`));
+    expect(status.units[1]).toMatchObject({ state: 'active', valid: true, bstore: sandbox.path('backup-x') });
+    expect((await sandbox.run('fssconfig', ['-l'])).stdout).toMatch(
+      /^fss0: .*image\nfss1: .*image\nfss2: not in use\n/,
+    );
+  });
+
+  it('-u of an idle unit is ENXIO; -u releases an implicitly claimed origin', async () => {
+    const idle = await sandbox.run('fssconfig', ['-u', 'fss3']);
+    expect(idle).toMatchObject({
+      status: 1,
+      stderr: 'fssconfig: fss3: FSSIOCCLR: No such device or address\n',
+    });
+    expect((await sandbox.run('fssconfig', ['fss3', 'image', 'backup'])).status).toBe(0);
+    expect((await sandbox.run('fss', ['origin', 'ls'])).stdout).toMatch(/^image: .*implicit, units fss3,/);
+    expect((await sandbox.run('fssconfig', ['-u', 'fss3'])).status).toBe(0);
+    expect((await sandbox.run('fss', ['origin', 'ls'])).stdout).toBe('');
+    expect(existsSync(sandbox.path('backup'))).toBe(true);
+  });
+
+  it('-l after a daemon restart says not in use (units are not persistent)', async () => {
+    expect((await sandbox.run('fssconfig', ['fss0', 'image', 'backup'])).status).toBe(0);
+    expect((await sandbox.run('fssconfig', ['-l', 'fss0'])).stdout).toBe(`fss0: ${sandbox.path('image')}\n`);
+    const first = sandbox.daemonPid();
+    await sandbox.stopDaemon();
+    const listed = await sandbox.run('fssconfig', ['-l', 'fss0']);
+    expect(listed).toMatchObject({ status: 0, stdout: 'fss0: not in use\n', stderr: '' });
+    expect(sandbox.daemonPid()).not.toBe(first);
+  });
+});
+
+describe('many clients at once', () => {
+  it('10 parallel -c on different units all succeed', { timeout: 120_000 }, async () => {
+    const units = Array.from({ length: 10 }, (_, unit) => unit);
+    const results = await Promise.all(
+      units.map((unit) => sandbox.run('fssconfig', [`fss${unit}`, 'image', `backup${unit}`])),
+    );
+    for (const result of results) expect(result).toMatchObject({ status: 0, stderr: '' });
+    const listed = (await sandbox.run('fssconfig', ['-l'])).stdout.split('\n');
+    for (const unit of units) expect(listed[unit]).toBe(`fss${unit}: ${sandbox.path('image')}`);
+  });
+
+  it('10 parallel -c on one unit: exactly one succeeds, the others create nothing', {
+    timeout: 120_000,
+  }, async () => {
+    expect((await sandbox.run('fssconfig', ['-l', 'fss0'])).status).toBe(0); // daemon up
+    const tries = Array.from({ length: 10 }, (_, index) => index);
+    const results = await Promise.all(
+      tries.map((index) => sandbox.run('fssconfig', ['fss5', 'image', `b${index}`])),
+    );
+    const winners = tries.filter((index) => results[index]?.status === 0);
+    expect(winners).toHaveLength(1);
+    for (const index of tries) {
+      if (index === winners[0]) continue;
+      expect(results[index]).toMatchObject({
+        status: 1,
+        stderr: 'fssconfig: fss5: FSSIOCSET: Device or resource busy\n',
+      });
+      expect(existsSync(sandbox.path(`b${index}`))).toBe(false);
+    }
+  });
+});
