@@ -3,6 +3,7 @@
  * an idle unit, units after a daemon restart, directory and -x backups, and many clients at
  * once (which also races ten on-demand daemon starts against the run-directory lock).
  */
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
@@ -97,6 +98,25 @@ describe('fssconfig -c', () => {
     const listed = await sandbox.run('fssconfig', ['-l', 'fss0']);
     expect(listed).toMatchObject({ status: 0, stdout: 'fss0: not in use\n', stderr: '' });
     expect(sandbox.daemonPid()).not.toBe(first);
+  });
+});
+
+describe('origins used outside fss', () => {
+  it('an image locked by another process is EBUSY, says what to do, and nothing is created', async () => {
+    const holder = spawn('flock', ['--exclusive', sandbox.path('image'), 'sleep', '60'], { stdio: 'ignore' });
+    try {
+      // flock(1) takes the lock before it runs sleep; wait until fss would see it.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const result = await sandbox.run('fssconfig', ['fss0', 'image', 'backup']);
+      expect(result.status).toBe(1);
+      expect(result.stderr).toMatch(
+        /^fssconfig: fss0: FSSIOCSET: Device or resource busy\nfssconfig: fss0: .*locked/,
+      );
+      expect(existsSync(sandbox.path('backup'))).toBe(false);
+      expect((await sandbox.run('fss', ['origin', 'ls'])).stdout).toBe('');
+    } finally {
+      holder.kill('SIGKILL');
+    }
   });
 });
 

@@ -5,14 +5,14 @@
  *   origins      @fss/blockdev-linux: block devices O_EXCL, image files flock()ed and refused
  *                while a loop device is backed by them (SPEC §1 claim)
  *   file stores  @fss/backing-file: created 0600 O_EXCL, sparse, optional unlink once open
- *   raw stores   @fss/backing-rawdev (not available yet: EOPNOTSUPP with a clear message)
+ *   raw stores   @fss/backing-rawdev: claimed O_EXCL, refused when it shares the origin's storage
  *   mount points @fss/blockdev-linux mountinfo, to name the device behind a mount point
  */
 
 import { openFileBackingStore } from '@fss/backing-file';
+import { openRawDeviceBackingStore } from '@fss/backing-rawdev';
 import { openBlockDevice, sourceDeviceOf } from '@fss/blockdev-linux';
 import type { BackingStore, BlockDevice } from '@fss/core';
-import { FssError } from '@fss/core';
 
 export interface FileStoreOptions {
   /** `new`: create (O_EXCL, 0600); `existing`: open what is there. */
@@ -25,7 +25,8 @@ export interface Backends {
   /** Opens and claims an origin; EBUSY (with a message saying what to do) when it is in use. */
   openOrigin(path: string): Promise<BlockDevice>;
   openFileStore(path: string, options: FileStoreOptions): Promise<BackingStore>;
-  openRawStore(path: string): Promise<BackingStore>;
+  /** Opens a raw device store; refuses (EINVAL) one that shares storage with `originPath`. */
+  openRawStore(path: string, originPath: string): Promise<BackingStore>;
   /** The block device a mount point is mounted from. */
   mountSource(path: string): Promise<string>;
 }
@@ -38,11 +39,6 @@ export const linuxBackends: Backends = {
       sizeBytes: options.sizeBytes,
       unlinkOnOpen: options.unlinkOnOpen,
     }),
-  openRawStore: async (path) => {
-    throw new FssError('EOPNOTSUPP', 'raw-device backups are not available yet (@fss/backing-rawdev)', {
-      syscall: 'open',
-      path,
-    });
-  },
+  openRawStore: (path, originPath) => openRawDeviceBackingStore(path, { origin: originPath }),
   mountSource: async (path) => (await sourceDeviceOf(path)).devicePath,
 };

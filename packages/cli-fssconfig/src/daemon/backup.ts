@@ -83,12 +83,12 @@ const TEMP_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 
 export async function openBackup(
   plan: BackupPlan,
-  options: { sizeBytes: number; unlink: boolean },
+  options: { sizeBytes: number; unlink: boolean; originPath: string },
   backends: Backends,
 ): Promise<OpenedBackup> {
   switch (plan.kind) {
     case 'raw': {
-      const store = await backends.openRawStore(plan.path);
+      const store = await backends.openRawStore(plan.path, options.originPath);
       return { store, path: plan.path, identity: plan.identity, created: false, linked: true };
     }
     case 'temp':

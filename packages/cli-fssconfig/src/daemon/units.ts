@@ -199,6 +199,7 @@ export class UnitTable {
         {
           sizeBytes: backupSize ?? origin.engine.size,
           unlink: (set.fss_flags & FSS_UNLINK_ON_CREATE) !== 0,
+          originPath: origin.path,
         },
         backends,
       );

@@ -1,0 +1,99 @@
+import { FSSIOCCLR, FSSIOCSET, isFssError } from '@fss/core';
+import { describe, expect, it } from 'vitest';
+import { LineSplitter } from './lines';
+import { requestIdOf, toWireError, validateRequest } from './messages';
+
+const set = { fss_mount: '/img', fss_bstore: '/bak', fss_csize: 0, fss_flags: 0 };
+
+function code(request: unknown): string {
+  try {
+    validateRequest(request);
+    return 'ok';
+  } catch (error) {
+    return isFssError(error) ? error.code : String(error);
+  }
+}
+
+describe('validateRequest', () => {
+  it('accepts the five ioctls by name, with or without their NetBSD number', () => {
+    expect(
+      validateRequest({ op: 'FSSIOCSET', unit: 'fss0', mode: 'rw', arg: set, request: FSSIOCSET }),
+    ).toEqual({
+      op: 'FSSIOCSET',
+      unit: 'fss0',
+      mode: 'rw',
+      arg: set,
+    });
+    expect(validateRequest({ op: 'FSSIOCCLR', unit: 'fss1', request: FSSIOCCLR })).toEqual({
+      op: 'FSSIOCCLR',
+      unit: 'fss1',
+      mode: 'ro',
+    });
+    expect(validateRequest({ op: 'FSSIOFSET', unit: 'fss0', arg: 3 })).toMatchObject({ arg: 3 });
+    expect(validateRequest({ op: 'FSSIOCSET', unit: 'fss0', arg: set, backup_size: 4096 })).toMatchObject({
+      backup_size: 4096,
+    });
+  });
+
+  it.each([
+    [null],
+    [[]],
+    ['FSSIOCGET'],
+    [{}],
+    [{ op: 'FSSIOCXXX', unit: 'fss0' }],
+    [{ op: 'FSSIOCGET' }],
+    [{ op: 'FSSIOCGET', unit: 0 }],
+    [{ op: 'FSSIOCGET', unit: 'fss0', request: FSSIOCSET }],
+    [{ op: 'FSSIOCGET', unit: 'fss0', mode: 'w' }],
+    [{ op: 'FSSIOCGET', unit: 'fss0', arg: {} }],
+    [{ op: 'FSSIOCGET', unit: 'fss0', surprise: 1 }],
+    [{ op: 'FSSIOCGET', unit: 'fss0', backup_size: 1 }],
+    [{ op: 'FSSIOCSET', unit: 'fss0', arg: { ...set, fss_csize: 2 ** 31 } }],
+    [{ op: 'FSSIOCSET', unit: 'fss0', arg: { ...set, fss_flags: 0.5 } }],
+    [{ op: 'FSSIOCSET', unit: 'fss0', arg: { ...set, extra: 1 } }],
+    [{ op: 'FSSIOCSET', unit: 'fss0', arg: { fss_mount: '/img' } }],
+    [{ op: 'FSSIOCSET', unit: 'fss0', arg: { ...set, fss_mount: 'a'.repeat(5000) } }],
+    [{ op: 'FSSIOCSET', unit: 'fss0', arg: { ...set, fss_bstore: '/a\0b' } }],
+    [{ op: 'FSSIOCSET', unit: 'fss0', arg: set, backup_size: -1 }],
+    [{ op: 'FSSIOFSET', unit: 'fss0', arg: '1' }],
+    [{ op: 'origin-add' }],
+    [{ op: 'origin-add', path: '/x', name: 7 }],
+    [{ op: 'origin-rm', name: 'x'.repeat(65) }],
+    [{ op: 'status', verbose: true }],
+  ])('EINVAL for %j', (request) => {
+    expect(code(request)).toBe('EINVAL');
+  });
+
+  it('keeps usable ids and drops the rest', () => {
+    expect(requestIdOf({ id: 7 })).toBe(7);
+    expect(requestIdOf({ id: 'abc' })).toBe('abc');
+    expect(requestIdOf({ id: 1.5 })).toBeNull();
+    expect(requestIdOf({ id: 'x'.repeat(200) })).toBeNull();
+    expect(requestIdOf('nope')).toBeNull();
+  });
+
+  it('puts errors on the wire as errno name, number, strerror and detail', () => {
+    try {
+      validateRequest({ op: 'nope' });
+    } catch (error) {
+      if (!isFssError(error)) throw error;
+      expect(toWireError(error)).toEqual({
+        code: 'EINVAL',
+        errno: 22,
+        message: 'Invalid argument',
+        detail: 'unknown op "nope"',
+        syscall: 'request',
+      });
+    }
+  });
+});
+
+describe('LineSplitter', () => {
+  it('splits across chunks and enforces the limit', () => {
+    const splitter = new LineSplitter(8);
+    expect(splitter.push(Buffer.from('ab'))).toEqual({ lines: [], overflow: false });
+    expect(splitter.push(Buffer.from('c\nde\n\nf'))).toEqual({ lines: ['abc', 'de', ''], overflow: false });
+    expect(splitter.push(Buffer.from('g\n'))).toEqual({ lines: ['fg'], overflow: false });
+    expect(splitter.push(Buffer.from('123456789'))).toEqual({ lines: [], overflow: true });
+  });
+});
