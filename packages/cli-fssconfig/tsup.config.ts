@@ -8,6 +8,13 @@ export default defineConfig([
   packageBuild(['src/index.ts'], { shims: true, clean: false }),
   packageBuild(
     { fssconfig: 'src/bin/fssconfig.ts', fssd: 'src/bin/fssd.ts', fss: 'src/bin/fss.ts' },
-    { format: ['esm'], dts: false, clean: false, banner: { js: '#!/usr/bin/env node' } },
+    // publicDir: systemd/fssd.service ships as dist/fssd.service.
+    {
+      format: ['esm'],
+      dts: false,
+      clean: false,
+      banner: { js: '#!/usr/bin/env node' },
+      publicDir: 'systemd',
+    },
   ),
 ]);
