@@ -5,7 +5,7 @@
  * SIGKILL if it does not go within a few seconds.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -119,8 +119,31 @@ export class Sandbox {
     this.pids.clear();
   }
 
+  /**
+   * Daemons started for this sandbox that never wrote a pid file (killed mid-start): found by
+   * the unique run directory on their command line, each ended by its pid.
+   */
+  strayDaemons(): number[] {
+    const found: number[] = [];
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+        const at = argv.indexOf('--rundir');
+        if (at >= 0 && argv[at + 1] === this.runDir) found.push(Number(entry));
+      } catch {
+        // Gone already.
+      }
+    }
+    return found;
+  }
+
   async cleanup(): Promise<void> {
     await this.stopDaemon().catch(() => undefined);
+    for (const pid of this.strayDaemons()) {
+      process.kill(pid, 'SIGKILL');
+      await waitFor(() => !isAlive(pid), 2000);
+    }
     await rm(this.dir, { recursive: true, force: true });
   }
 }

@@ -99,11 +99,11 @@ describe('messages and exit statuses', () => {
     await sandbox.cleanup();
   });
 
-  it('fssconfig', { timeout: 120_000 }, async () => {
+  it('fssconfig', { timeout: 400_000 }, async () => {
     compareGolden('fssconfig.txt', await transcript(sandbox, 'fssconfig', FSSCONFIG_CASES));
   });
 
-  it('fss', { timeout: 120_000 }, async () => {
+  it('fss', { timeout: 400_000 }, async () => {
     compareGolden('fss.txt', await transcript(sandbox, 'fss', FSS_CASES));
   });
 });

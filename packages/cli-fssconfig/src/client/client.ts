@@ -46,7 +46,7 @@ export interface ConnectOptions {
   autostart?: boolean;
   /** How to run fssd (default: the fssd next to this module). */
   daemonCommand?: DaemonCommand;
-  /** How long to wait for a starting daemon (default 15 s). */
+  /** How long to wait for a starting daemon (default 30 s). */
   startTimeoutMs?: number;
 }
 

@@ -38,7 +38,7 @@ export function defaultDaemonCommand(): DaemonCommand {
 export interface StartOptions {
   runDir: string;
   command?: DaemonCommand;
-  /** How long to wait for the control socket (default 15 s). */
+  /** How long to wait for the control socket (default 30 s). */
   timeoutMs?: number;
   /** Resolves true once the daemon answers. */
   probe: () => Promise<boolean>;
@@ -65,7 +65,7 @@ export async function startDaemon(options: StartOptions): Promise<void> {
   child.on('exit', (code, signal) => {
     exit = { code, signal };
   });
-  const deadline = Date.now() + (options.timeoutMs ?? 15_000);
+  const deadline = Date.now() + (options.timeoutMs ?? 30_000);
   try {
     for (;;) {
       if (await options.probe()) return;

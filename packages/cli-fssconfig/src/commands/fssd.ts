@@ -58,8 +58,12 @@ export async function runFssd(argv: readonly string[]): Promise<void> {
     process.stderr.write(`${args}\n`);
     process.exit(2);
   }
-  const daemon = new Fssd({ runDir: args.runDir, unitCount: args.unitCount });
   const bootLog = createLog(undefined);
+  const daemon: Fssd = new Fssd({
+    runDir: args.runDir,
+    unitCount: args.unitCount,
+    onUnreachable: () => stop('run directory removed'),
+  });
   process.on('uncaughtException', (error) =>
     bootLog(`uncaught exception (kept running): ${error.stack ?? error}`),
   );
@@ -77,7 +81,7 @@ export async function runFssd(argv: readonly string[]): Promise<void> {
     process.stderr.write(`fssd: cannot start: ${text}\n`);
     process.exit(1);
   }
-  const stop = (signal: string): void => {
+  function stop(signal: string): void {
     bootLog(`${signal} received`);
     daemon.stop().then(
       () => process.exit(0),
@@ -86,7 +90,7 @@ export async function runFssd(argv: readonly string[]): Promise<void> {
         process.exit(1);
       },
     );
-  };
+  }
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => undefined);

@@ -11,6 +11,7 @@
  * closed, claims dropped), remove the control socket and the pid file, release the lock.
  * The log file stays: it is the record of what happened.
  */
+import { existsSync } from 'node:fs';
 import { chmod, lstat, mkdir, readdir, realpath, rm, writeFile } from 'node:fs/promises';
 import { FssError, toFssError } from '@fss/core';
 import { UNIT_COUNT_DEFAULT, UNIT_COUNT_MAX } from '../names';
@@ -34,6 +35,11 @@ export interface FssdOptions {
   log?: Log;
   backends?: Backends;
   exporter?: Exporter;
+  /**
+   * Called when the control socket disappeared from the run directory (someone removed the
+   * directory): nobody can reach this daemon any more, so it should stop. Default: nothing.
+   */
+  onUnreachable?: () => void;
 }
 
 export class Fssd {
@@ -92,6 +98,11 @@ export class Fssd {
       await control.listen(paths.control);
       this.control = control;
       this.sweeper = setInterval(() => {
+        if (!existsSync(paths.control) && this.stopping === undefined) {
+          this.log(`control socket ${paths.control} is gone; nobody can reach this daemon`);
+          this.options.onUnreachable?.();
+          return;
+        }
         units.sweep().catch((error: unknown) => this.log(`sweep: ${String(error)}`));
       }, SWEEP_INTERVAL_MS);
       this.sweeper.unref();
