@@ -87,6 +87,24 @@ describe('fssd', () => {
     expect(second.stderr).toContain(`fssd: another fssd is running for ${sandbox.runDir}`);
   });
 
+  it('a client says why a daemon it started could not start, and exits 1', async () => {
+    const tooLong = sandbox.path('r'.repeat(120));
+    const result = await sandbox.run('fssconfig', ['-l'], { env: { ...sandbox.env, FSS_RUNDIR: tooLong } });
+    expect(result.status).toBe(1);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toBe(
+      'fssconfig: fssd: fssd exited (status 1) before it was ready: fssd: cannot start: ENAMETOOLONG: ' +
+        `socket path longer than 107 bytes, bind '${tooLong}/fssd.sock'\n`,
+    );
+    const notADirectory = await sandbox.run('fss', ['status'], {
+      env: { ...sandbox.env, FSS_RUNDIR: sandbox.path('image') },
+    });
+    expect(notADirectory).toMatchObject({ status: 1, stdout: '' });
+    expect(notADirectory.stderr).toContain(
+      `fss: fssd: cannot reach fssd at ${sandbox.path('image')}/fssd.sock: Not a directory`,
+    );
+  });
+
   it('answers the ioctls with NetBSD 1.63 errnos', async () => {
     const client = await connect();
     const errno = (promise: Promise<unknown>) =>

@@ -20,6 +20,7 @@ import {
   type FssIoctlName,
   type FssSet,
   isErrnoCode,
+  strerror,
   toFssError,
 } from '@fss/core';
 import { LineSplitter } from '../protocol/lines';
@@ -85,7 +86,12 @@ export class FssClient {
     } catch (error) {
       const code = (error as { code?: string }).code;
       if (options.autostart === false || (code !== 'ENOENT' && code !== 'ECONNREFUSED')) {
-        throw toFssError(error, { syscall: 'connect', path });
+        const failure = toFssError(error);
+        throw new FssError(failure.code, `cannot reach fssd at ${path}: ${strerror(failure.code)}`, {
+          syscall: 'connect',
+          path,
+          cause: error,
+        });
       }
     }
     let socket: Socket | undefined;

@@ -142,6 +142,8 @@ export class UnitTable {
 
   /** Unconfigures every unit (shutdown). */
   async clearAll(): Promise<void> {
+    // Let a configure in progress finish first, so its unit is cleared below, not leaked.
+    await this.options.mutex.run(async () => undefined);
     for (const unit of this.units) {
       if (unit.state === 'active') {
         unit.state = 'destroying';
