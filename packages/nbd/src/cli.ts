@@ -72,6 +72,14 @@ function parseArguments(argv: string[]): Arguments | undefined {
   };
 }
 
+/**
+ * Reads and writes of the image run on libuv's thread pool, 4 threads by default: too few to
+ * keep several connections with dozens of requests in flight busy. libuv sizes the pool when
+ * it is first used, which is after this line runs (module loading reads files synchronously).
+ */
+const THREAD_POOL_SIZE_DEFAULT = '16';
+process.env['UV_THREADPOOL_SIZE'] ??= THREAD_POOL_SIZE_DEFAULT;
+
 async function main(): Promise<number> {
   let args: Arguments | undefined;
   try {

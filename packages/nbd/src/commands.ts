@@ -18,7 +18,7 @@ import { assert, type BlockDevice } from '@fss/core';
 import { nbdErrnoOf } from './errors';
 import type { NbdExport } from './export';
 import { Command, CommandFlag, NbdErrno, SIMPLE_REPLY_BYTES } from './protocol';
-import { ReplyWriter } from './reply-writer';
+import type { ReplyWriter } from './reply-writer';
 import type { NbdRequest } from './request';
 
 /** Largest zero buffer WRITE_ZEROES writes at a time on a device without writeZeroes. */
@@ -59,9 +59,14 @@ async function executeRead(request: NbdRequest, device: BlockDevice, writer: Rep
     writer.sendSplit(request.cookie, target);
     return;
   }
-  const reply = ReplyWriter.replyBuffer(length);
-  const bytesRead = await device.read(reply.subarray(SIMPLE_REPLY_BYTES), offset);
-  checkFullRead(bytesRead, length);
+  const reply = writer.replyBuffer(length);
+  try {
+    const bytesRead = await device.read(reply.subarray(SIMPLE_REPLY_BYTES), offset);
+    checkFullRead(bytesRead, length);
+  } catch (error) {
+    writer.discard(reply);
+    throw error;
+  }
   writer.sendWithPayload(request.cookie, reply);
 }
 

@@ -11,8 +11,9 @@
  * up to `inFlightMax` requests run concurrently (replies may go out of order, as NBD allows).
  * Before reading the next request the loop waits for a free slot and for the socket to drain;
  * while it waits it reads nothing, the SocketReader's queue fills and pauses the socket, and
- * the client is held back by the kernel's flow control. Memory per connection is therefore
- * bounded by inFlightMax × (maximum payload) plus the reader's high-water mark.
+ * the client is held back by the kernel's flow control. A second limit counts the READ/WRITE
+ * bytes in flight, so memory per connection stays below inFlightBytesMax plus one maximal
+ * request plus the reader's high-water mark, whatever sizes the client asks for.
  *
  * Shutdown (server.close()): requests already read run to completion and are answered;
  * requests that arrive afterwards are answered ESHUTDOWN; once nothing is in flight the
@@ -22,6 +23,7 @@
  */
 import type { Socket } from 'node:net';
 import { assert } from '@fss/core';
+import type { BufferPool } from './buffer-pool';
 import { execute } from './commands';
 import type { NbdExport } from './export';
 import { negotiate } from './handshake';
@@ -30,12 +32,24 @@ import { ReplyWriter } from './reply-writer';
 import { hasPayload, judgeRequest, type NbdRequest, parseRequest } from './request';
 import { EndOfStream, SocketReader } from './socket-reader';
 
+/** WRITE payloads up to this size are used where they arrived; larger ones are pooled. */
+const POOLED_PAYLOAD_BYTES_MIN = 65536;
+
+/** Buffer bytes a request holds while it runs: its READ reply or WRITE payload. */
+function dataBytes(request: NbdRequest): number {
+  return request.type === Command.READ || request.type === Command.WRITE ? request.length : 0;
+}
+
 export type ConnectionState = 'handshake' | 'transmission' | 'draining' | 'closed';
 
 export interface ConnectionOptions {
   readonly exports: readonly NbdExport[];
   /** Requests of one connection executing at once. */
   readonly inFlightMax: number;
+  /** READ/WRITE bytes of one connection executing at once (one request may exceed it alone). */
+  readonly inFlightBytesMax: number;
+  /** Reply and payload buffers, shared by the server's connections. */
+  readonly pool: BufferPool;
   readonly isClosing: () => boolean;
   readonly log: (message: string) => void;
   readonly debug?: (message: string) => void;
@@ -48,6 +62,7 @@ export class Connection {
   private readonly reader: SocketReader;
   private readonly writer: ReplyWriter;
   private inFlight = 0;
+  private inFlightBytes = 0;
   private slotFreed: (() => void) | undefined;
   private idle: (() => void) | undefined;
 
@@ -58,7 +73,7 @@ export class Connection {
     assert(options.inFlightMax >= 1, 'at least one request in flight');
     // Enough for one maximal WRITE plus its header to arrive while we wait for a slot.
     this.reader = new SocketReader(socket, Limits.PAYLOAD_BYTES_MAX + REQUEST_BYTES);
-    this.writer = new ReplyWriter(socket);
+    this.writer = new ReplyWriter(socket, options.pool);
     socket.setNoDelay?.(true);
   }
 
@@ -121,26 +136,43 @@ export class Connection {
         this.writer.send(request.cookie, NbdErrno.ESHUTDOWN);
       } else if (verdict.kind === 'reply') {
         this.writer.send(request.cookie, verdict.error);
+        this.releasePayload(payload);
       } else {
+        await this.waitForBytes(dataBytes(request));
         this.start(request, payload, target);
       }
     }
   }
 
-  /** Reads a WRITE payload, into the device's own buffer when it has one. */
+  /**
+   * Reads a WRITE payload: into the device's own buffer when it has one (no bounce copy for
+   * O_DIRECT), else small payloads as a view of the received bytes and large ones into a
+   * pooled buffer (released by releasePayload once the request is answered).
+   */
   private readPayload(request: NbdRequest, target: NbdExport): Promise<Uint8Array> {
     const { length } = request;
     if (target.device.allocateBuffer !== undefined && length > 0) {
       return this.reader.readInto(target.device.allocateBuffer(length).subarray(0, length));
     }
-    return this.reader.read(length);
+    if (length <= POOLED_PAYLOAD_BYTES_MIN) return this.reader.read(length);
+    return this.reader.readInto(this.options.pool.acquire(length));
+  }
+
+  /** Returns a payload from readPayload to the pool (the pool ignores buffers not its own). */
+  private releasePayload(payload: Uint8Array | undefined): void {
+    if (payload instanceof Buffer && payload.length > POOLED_PAYLOAD_BYTES_MIN)
+      this.options.pool.release(payload);
   }
 
   private start(request: NbdRequest, payload: Uint8Array | undefined, target: NbdExport): void {
+    const bytes = dataBytes(request);
     this.inFlight++;
+    this.inFlightBytes += bytes;
     assert(this.inFlight <= this.options.inFlightMax, 'in-flight limit holds');
     void execute(request, payload, target, this.writer).finally(() => {
+      this.releasePayload(payload);
       this.inFlight--;
+      this.inFlightBytes -= bytes;
       assert(this.inFlight >= 0, 'in-flight count stays non-negative');
       const freed = this.slotFreed;
       this.slotFreed = undefined;
@@ -158,6 +190,15 @@ export class Connection {
     return new Promise((resolve) => {
       this.slotFreed = resolve;
     });
+  }
+
+  /** Waits until `bytes` more fit the byte limit, or nothing is in flight. */
+  private async waitForBytes(bytes: number): Promise<void> {
+    while (this.inFlight > 0 && this.inFlightBytes + bytes > this.options.inFlightBytesMax) {
+      await new Promise<void>((resolve) => {
+        this.slotFreed = resolve;
+      });
+    }
   }
 
   private waitForIdle(): Promise<void> {

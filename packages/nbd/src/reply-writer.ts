@@ -15,28 +15,47 @@
  */
 import type { Socket } from 'node:net';
 import { assert } from '@fss/core';
+import type { BufferPool } from './buffer-pool';
 import { type NbdErrnoValue, SIMPLE_REPLY_BYTES, SIMPLE_REPLY_MAGIC } from './protocol';
 
 export class ReplyWriter {
-  constructor(private readonly socket: Socket) {}
+  constructor(
+    private readonly socket: Socket,
+    private readonly pool: BufferPool,
+  ) {}
 
-  /** A buffer for a READ reply: `SIMPLE_REPLY_BYTES` of header room, then `length` of payload. */
-  static replyBuffer(length: number): Buffer {
-    return Buffer.allocUnsafe(SIMPLE_REPLY_BYTES + length);
+  /**
+   * A pooled buffer for a READ reply: `SIMPLE_REPLY_BYTES` of header room, then `length` of
+   * payload. Hand it to sendWithPayload(), or to discard() if the read fails.
+   */
+  replyBuffer(length: number): Buffer {
+    return this.pool.acquire(SIMPLE_REPLY_BYTES + length);
   }
 
-  /** Sends a reply whose header room is at the start of `reply` (from replyBuffer). */
+  /** Returns an unsent reply buffer to the pool. */
+  discard(reply: Buffer): void {
+    this.pool.release(reply);
+  }
+
+  /**
+   * Sends a reply whose header room is at the start of `reply` (from replyBuffer), in one
+   * write; the buffer goes back to the pool once the socket has handed it to the kernel.
+   */
   sendWithPayload(cookie: Uint8Array, reply: Buffer): void {
     assert(reply.length >= SIMPLE_REPLY_BYTES, 'reply buffer needs header room');
     writeHeader(reply, 0, cookie);
-    this.write(reply);
+    if (this.socket.destroyed || this.socket.writableEnded) {
+      this.pool.release(reply);
+      return;
+    }
+    this.socket.write(reply, () => this.pool.release(reply));
   }
 
   /** Sends a successful reply whose payload lives in a separate (device-owned) buffer. */
   sendSplit(cookie: Uint8Array, payload: Uint8Array): void {
     const header = Buffer.allocUnsafe(SIMPLE_REPLY_BYTES);
     writeHeader(header, 0, cookie);
-    if (this.socket.destroyed) return;
+    if (this.socket.destroyed || this.socket.writableEnded) return;
     this.socket.cork();
     this.socket.write(header);
     this.socket.write(payload);

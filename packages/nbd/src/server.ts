@@ -19,14 +19,21 @@
 import { promises as fs } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { assert, FssError, toFssError } from '@fss/core';
+import { BufferPool } from './buffer-pool';
 import { Connection } from './connection';
 import { describeExport, type NbdExport, type NbdExportOptions } from './export';
+import { Limits, SIMPLE_REPLY_BYTES } from './protocol';
+
+/** Idle pooled buffers a server keeps for reuse (see BufferPool). */
+const POOL_RETAINED_BYTES_MAX = 64 * 1024 * 1024;
 
 export interface NbdServerOptions {
   /** The exports, the first being the default (empty name). At least one. */
   exports: readonly NbdExportOptions[];
-  /** Requests one connection may have executing at once (default 16). */
+  /** Requests one connection may have executing at once (default 64, nbdcopy's depth). */
   inFlightMax?: number;
+  /** READ/WRITE bytes one connection may have executing at once (default 64 MiB). */
+  inFlightBytesMax?: number;
   /** Connections served at once (default 256). */
   connectionMax?: number;
   /** Operational messages (malformed requests, failures). Default: none. */
@@ -43,10 +50,15 @@ export type NbdListenAddress =
 export class NbdServer {
   readonly exports: readonly NbdExport[];
   private readonly inFlightMax: number;
+  private readonly inFlightBytesMax: number;
   private readonly connectionMax: number;
   private readonly log: (message: string) => void;
   private readonly debug: ((message: string) => void) | undefined;
   private readonly connections = new Set<Connection>();
+  private readonly pool = new BufferPool(
+    Limits.PAYLOAD_BYTES_MAX + SIMPLE_REPLY_BYTES,
+    POOL_RETAINED_BYTES_MAX,
+  );
   private readonly running = new Set<Promise<void>>();
   private server: Server | undefined;
   private socketPath: string | undefined;
@@ -57,7 +69,9 @@ export class NbdServer {
     this.exports = options.exports.map(describeExport);
     const names = new Set(this.exports.map((each) => each.name));
     assert(names.size === this.exports.length, 'export names must be unique');
-    this.inFlightMax = options.inFlightMax ?? 16;
+    this.inFlightMax = options.inFlightMax ?? 64;
+    this.inFlightBytesMax = options.inFlightBytesMax ?? 64 * 1024 * 1024;
+    assert(this.inFlightBytesMax >= 1, 'inFlightBytesMax must be ≥ 1');
     this.connectionMax = options.connectionMax ?? 256;
     assert(Number.isInteger(this.inFlightMax) && this.inFlightMax >= 1, 'inFlightMax must be ≥ 1');
     assert(Number.isInteger(this.connectionMax) && this.connectionMax >= 1, 'connectionMax must be ≥ 1');
@@ -100,6 +114,8 @@ export class NbdServer {
     const connection = new Connection(socket, {
       exports: this.exports,
       inFlightMax: this.inFlightMax,
+      inFlightBytesMax: this.inFlightBytesMax,
+      pool: this.pool,
       isClosing: () => this.closing,
       log: this.log,
       debug: this.debug,
