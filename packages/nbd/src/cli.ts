@@ -2,7 +2,7 @@
  * fss-nbd: a development server that exports an image file (and, once the engine is there,
  * snapshots of it) over NBD, for tests and benchmarks until fssd takes over.
  *
- *   fss-nbd [-r] [-n NAME] [-s SOCKET | --tcp HOST:PORT] [--snapshot NAME=SOCKET ...] IMAGE
+ *   fss-nbd [-r] [-n NAME] [-s SOCKET | --tcp HOST:PORT] [--snapshot NAME=SOCKET ...] [-v] IMAGE
  *
  * The image is served read-write (read-only with -r) under NAME (default: the image's
  * basename) and the default empty name, on a unix socket (default IMAGE.sock), or on TCP only
@@ -23,7 +23,7 @@ import { attachSnapshots, type SnapshotRequest } from './dev/snapshots';
 import { type NbdListenAddress, NbdServer } from './server';
 
 const USAGE =
-  'usage: fss-nbd [-r] [-n name] [-s socket | --tcp host:port] [--snapshot name=socket ...] image';
+  'usage: fss-nbd [-r] [-n name] [-s socket | --tcp host:port] [--snapshot name=socket ...] [-v] image';
 
 interface Arguments {
   image: string;

@@ -318,6 +318,24 @@ describe('transmission', () => {
     await local.close();
   });
 
+  it('bounds the bytes in flight per connection too', async () => {
+    const slow = new InstrumentedDevice(origin);
+    slow.delayMs = 5;
+    const local = await startServer(dir.path, [{ name: 'x', device: slow }], {
+      socketName: 'bytes.sock',
+      inFlightBytesMax: 8192,
+    });
+    const { client } = await RawClient.go(local.socketPath);
+    for (let index = 0; index < 32; index++) client.sendRequest(Command.READ, index * 4096, 4096);
+    for (let index = 0; index < 32; index++) expect((await client.readReply(4096))!.error).toBe(0);
+    expect(slow.runningMax).toBe(2);
+    // A request larger than the limit still runs, alone.
+    client.sendRequest(Command.READ, 0, 65536);
+    expect((await client.readReply(65536))!.error).toBe(0);
+    client.close();
+    await local.close();
+  });
+
   it('stops reading requests while the client does not read replies (back-pressure)', async () => {
     const counting = new InstrumentedDevice(new MemoryBlockDevice(64 * MiB));
     const local = await startServer(dir.path, [{ name: 'x', device: counting }], { socketName: 'b.sock' });
