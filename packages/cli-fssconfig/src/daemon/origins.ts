@@ -13,7 +13,7 @@
  * daemon's mutex for every method that changes the table.
  */
 import { stat } from 'node:fs/promises';
-import { FssError, Origin, toFssError } from '@fss/core';
+import { assert, FssError, Origin, toFssError } from '@fss/core';
 import { defaultOriginName, isOriginName } from '../names';
 import type { OriginInfo } from '../protocol/messages';
 import { checkSocketPath, type RunPaths } from '../rundir';
@@ -129,6 +129,8 @@ export class OriginTable {
 
   /** Releases an origin: export closed, engine closed, claim dropped. Caller checked `units`. */
   async release(entry: OriginEntry): Promise<void> {
+    assert(entry.units.size === 0, 'an origin is released only without units');
+    assert(this.byName.get(entry.name) === entry, 'an origin is released once');
     this.byName.delete(entry.name);
     await entry.export.close().catch((error: unknown) => this.log(`origin ${entry.name}: ${String(error)}`));
     await entry.engine.close().catch((error: unknown) => this.log(`origin ${entry.name}: ${String(error)}`));

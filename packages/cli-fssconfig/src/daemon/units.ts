@@ -20,6 +20,7 @@
  * FSS_UNCONFIG_ON_CLOSE the unit is unconfigured when the last of them closes.
  */
 import {
+  assert,
   FSS_UNCONFIG_ON_CLOSE,
   FSS_UNLINK_ON_CREATE,
   FssError,
@@ -176,6 +177,8 @@ export class UnitTable {
   /** FSSIOCSET's work. Caller holds the mutex; `unit` is `creating`. */
   private async create(unit: Unit, set: FssSet, backupSize: number | undefined): Promise<SetResult> {
     const { origins, backends, exporter, paths, log } = this.options;
+    assert(unit.state === 'creating', 'create() runs on a creating unit');
+    assert(unit.snapshot === undefined && unit.backup === undefined, 'a creating unit holds nothing yet');
     const name = unitName(unit.index);
     if (!set.fss_mount.startsWith('/')) {
       throw new FssError('EINVAL', 'fss_mount must be an absolute path', { syscall: 'FSSIOCSET' });
@@ -217,6 +220,7 @@ export class UnitTable {
         readOnly: true,
         description: `fss snapshot ${name} of ${origin.path}`,
       });
+      assert(unit.state === 'creating', 'nothing else changes a creating unit');
       Object.assign(unit, {
         state: 'active',
         flags: set.fss_flags,
@@ -243,6 +247,8 @@ export class UnitTable {
   /** FSSIOCCLR's work. Caller holds the mutex; `unit` is `destroying`. */
   private async destroy(unit: Unit, why: string): Promise<void> {
     const { origins, log } = this.options;
+    assert(unit.state === 'destroying', 'destroy() runs on a destroying unit');
+    assert(unit.snapshot !== undefined, 'a destroying unit has a snapshot');
     const name = unitName(unit.index);
     await unit.export?.close().catch((error: unknown) => log(`${name}: export: ${String(error)}`));
     await unit.snapshot?.close().catch((error: unknown) => log(`${name}: close: ${String(error)}`));
