@@ -5,6 +5,11 @@
  *   read   nbdcopy URI null:         the whole image, discarded
  *   write  nbdcopy SOURCE URI        the whole image from a page-cached source file
  *
+ * Two more rows read through the engine, from a second fss-nbd serving the same image as an
+ * origin with one start-up snapshot: the origin export (Origin over the file) and the snapshot
+ * export (nothing copied yet, so every read goes through the snapshot to the origin). They
+ * show the engine's read overhead; the ratio is still against nbdkit file.
+ *
  * Each measurement runs RUNS times, alternating servers so neither gets a warmer cache, and
  * the median is kept. Both servers are separate processes on unix sockets with their default
  * settings (ours: the fss-nbd binary from source; nbdkit: `nbdkit -U SOCKET file IMAGE`), and
@@ -78,16 +83,41 @@ async function main(): Promise<void> {
         stdio: ['ignore', 'ignore', 'inherit'],
       },
     );
+    const engineSocket = join(dir, 'engine.sock');
+    const snapshotSocket = join(dir, 'fss0.sock');
+    const engine = spawn(
+      process.execPath,
+      [
+        '--conditions=@fss/source',
+        '--import',
+        'tsx',
+        cliPath,
+        '-s',
+        engineSocket,
+        '--snapshot',
+        `fss0=${snapshotSocket}`,
+        '-r',
+        image,
+      ],
+      { stdio: ['ignore', 'ignore', 'inherit'] },
+    );
     const nbdkit = spawn('nbdkit', ['-f', '-U', nbdkitSocket, 'file', image], {
       stdio: ['ignore', 'ignore', 'inherit'],
     });
     try {
       await waitForSocket(oursSocket, ours);
       await waitForSocket(nbdkitSocket, nbdkit);
+      await waitForSocket(snapshotSocket, engine);
       const uri = { fss: `nbd+unix:///?socket=${oursSocket}`, nbdkit: `nbd+unix:///?socket=${nbdkitSocket}` };
+      const engineUri = {
+        origin: `nbd+unix:///?socket=${engineSocket}`,
+        snapshot: `nbd+unix:///?socket=${snapshotSocket}`,
+      };
       const results: Record<string, Record<'fss' | 'nbdkit', number[]>> = {
         read: { fss: [], nbdkit: [] },
         write: { fss: [], nbdkit: [] },
+        'read, origin export (1 snapshot)': { fss: [], nbdkit: [] },
+        'read, snapshot export': { fss: [], nbdkit: [] },
       };
       // Warm the page cache for both files once, so the first run is not an outlier.
       seconds('nbdcopy', [uri.nbdkit, 'null:']);
@@ -96,7 +126,13 @@ async function main(): Promise<void> {
         const order: ('fss' | 'nbdkit')[] = run % 2 === 0 ? ['fss', 'nbdkit'] : ['nbdkit', 'fss'];
         for (const server of order) results.read![server].push(seconds('nbdcopy', [uri[server], 'null:']));
         for (const server of order) results.write![server].push(seconds('nbdcopy', [source, uri[server]]));
+        results['read, origin export (1 snapshot)']!.fss.push(
+          seconds('nbdcopy', [engineUri.origin, 'null:']),
+        );
+        results['read, snapshot export']!.fss.push(seconds('nbdcopy', [engineUri.snapshot, 'null:']));
       }
+      results['read, origin export (1 snapshot)']!.nbdkit = results.read!.nbdkit;
+      results['read, snapshot export']!.nbdkit = results.read!.nbdkit;
       const rows = Object.entries(results).map(([operation, times]) => {
         const fss = imageMiB / median(times.fss);
         const kit = imageMiB / median(times.nbdkit);
@@ -116,6 +152,7 @@ async function main(): Promise<void> {
       );
     } finally {
       await stop(ours);
+      await stop(engine);
       await stop(nbdkit);
     }
   } finally {

@@ -117,6 +117,10 @@ async function main(): Promise<number> {
     process.once('SIGINT', resolve);
   });
   await Promise.all(servers.map((server) => server.close()));
+  // Snapshots first: closing the origin under an open snapshot would invalidate it.
+  for (const server of servers) {
+    for (const each of server.exports) if (each.device !== origin) await each.device.close();
+  }
   await origin.close();
   if (origin !== file) await file.close();
   return 0;

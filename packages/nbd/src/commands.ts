@@ -15,6 +15,7 @@
  * the data changes, so by the time we reply the snapshots already hold the old contents.
  */
 import { assert, type BlockDevice } from '@fss/core';
+import type { BufferPool } from './buffer-pool';
 import { nbdErrnoOf } from './errors';
 import type { NbdExport } from './export';
 import { Command, CommandFlag, NbdErrno, SIMPLE_REPLY_BYTES } from './protocol';
@@ -34,10 +35,11 @@ export async function execute(
   payload: Uint8Array | undefined,
   target: NbdExport,
   writer: ReplyWriter,
+  pool: BufferPool,
 ): Promise<void> {
   try {
     if (request.type === Command.READ) {
-      await executeRead(request, target.device, writer);
+      await executeRead(request, target.device, writer, pool);
       return;
     }
     await executeWrite(request, payload, target.device);
@@ -50,24 +52,33 @@ export async function execute(
   }
 }
 
-async function executeRead(request: NbdRequest, device: BlockDevice, writer: ReplyWriter): Promise<void> {
+/**
+ * READ into a pooled buffer. A device with allocateBuffer gets its own (aligned) buffers and
+ * the header goes out corked beside them; otherwise the buffer has header room in front and
+ * the reply is a single write.
+ */
+async function executeRead(
+  request: NbdRequest,
+  device: BlockDevice,
+  writer: ReplyWriter,
+  pool: BufferPool,
+): Promise<void> {
   const { offset, length } = request;
-  if (device.allocateBuffer !== undefined && length > 0) {
-    const target = device.allocateBuffer(length).subarray(0, length);
-    const bytesRead = await device.read(target, offset);
-    checkFullRead(bytesRead, length);
-    writer.sendSplit(request.cookie, target);
+  if (length === 0) {
+    writer.send(request.cookie, NbdErrno.OK);
     return;
   }
-  const reply = writer.replyBuffer(length);
+  const deviceBuffers = device.allocateBuffer !== undefined;
+  const buffer = pool.acquire(deviceBuffers ? length : SIMPLE_REPLY_BYTES + length);
   try {
-    const bytesRead = await device.read(reply.subarray(SIMPLE_REPLY_BYTES), offset);
+    const bytesRead = await device.read(deviceBuffers ? buffer : buffer.subarray(SIMPLE_REPLY_BYTES), offset);
     checkFullRead(bytesRead, length);
   } catch (error) {
-    writer.discard(reply);
+    pool.release(buffer);
     throw error;
   }
-  writer.sendWithPayload(request.cookie, reply);
+  if (deviceBuffers) writer.sendSplit(request.cookie, buffer, pool);
+  else writer.sendWithPayload(request.cookie, buffer, pool);
 }
 
 /** The range was checked against the size, so a short read means the device failed. */

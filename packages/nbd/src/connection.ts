@@ -48,8 +48,8 @@ export interface ConnectionOptions {
   readonly inFlightMax: number;
   /** READ/WRITE bytes of one connection executing at once (one request may exceed it alone). */
   readonly inFlightBytesMax: number;
-  /** Reply and payload buffers, shared by the server's connections. */
-  readonly pool: BufferPool;
+  /** The buffer pool of an export, shared by the server's connections to it. */
+  readonly poolOf: (target: NbdExport) => BufferPool;
   readonly isClosing: () => boolean;
   readonly log: (message: string) => void;
   readonly debug?: (message: string) => void;
@@ -73,7 +73,7 @@ export class Connection {
     assert(options.inFlightMax >= 1, 'at least one request in flight');
     // Enough for one maximal WRITE plus its header to arrive while we wait for a slot.
     this.reader = new SocketReader(socket, Limits.PAYLOAD_BYTES_MAX + REQUEST_BYTES);
-    this.writer = new ReplyWriter(socket, options.pool);
+    this.writer = new ReplyWriter(socket);
     socket.setNoDelay?.(true);
   }
 
@@ -136,7 +136,7 @@ export class Connection {
         this.writer.send(request.cookie, NbdErrno.ESHUTDOWN);
       } else if (verdict.kind === 'reply') {
         this.writer.send(request.cookie, verdict.error);
-        this.releasePayload(payload);
+        this.releasePayload(payload, target);
       } else {
         await this.waitForBytes(dataBytes(request));
         this.start(request, payload, target);
@@ -145,23 +145,22 @@ export class Connection {
   }
 
   /**
-   * Reads a WRITE payload: into the device's own buffer when it has one (no bounce copy for
-   * O_DIRECT), else small payloads as a view of the received bytes and large ones into a
-   * pooled buffer (released by releasePayload once the request is answered).
+   * Reads a WRITE payload: into a pooled device buffer when the device has allocateBuffer (no
+   * bounce copy for O_DIRECT), else small payloads as a view of the received bytes and large
+   * ones into a pooled buffer. releasePayload() returns pooled ones once answered.
    */
   private readPayload(request: NbdRequest, target: NbdExport): Promise<Uint8Array> {
     const { length } = request;
-    if (target.device.allocateBuffer !== undefined && length > 0) {
-      return this.reader.readInto(target.device.allocateBuffer(length).subarray(0, length));
+    if (length === 0) return Promise.resolve(new Uint8Array(0));
+    if (target.device.allocateBuffer === undefined && length <= POOLED_PAYLOAD_BYTES_MIN) {
+      return this.reader.read(length);
     }
-    if (length <= POOLED_PAYLOAD_BYTES_MIN) return this.reader.read(length);
-    return this.reader.readInto(this.options.pool.acquire(length));
+    return this.reader.readInto(this.options.poolOf(target).acquire(length));
   }
 
-  /** Returns a payload from readPayload to the pool (the pool ignores buffers not its own). */
-  private releasePayload(payload: Uint8Array | undefined): void {
-    if (payload instanceof Buffer && payload.length > POOLED_PAYLOAD_BYTES_MIN)
-      this.options.pool.release(payload);
+  /** Returns a payload to its pool (the pool ignores buffers that are not its own). */
+  private releasePayload(payload: Uint8Array | undefined, target: NbdExport): void {
+    if (payload !== undefined) this.options.poolOf(target).release(payload);
   }
 
   private start(request: NbdRequest, payload: Uint8Array | undefined, target: NbdExport): void {
@@ -169,8 +168,8 @@ export class Connection {
     this.inFlight++;
     this.inFlightBytes += bytes;
     assert(this.inFlight <= this.options.inFlightMax, 'in-flight limit holds');
-    void execute(request, payload, target, this.writer).finally(() => {
-      this.releasePayload(payload);
+    void execute(request, payload, target, this.writer, this.options.poolOf(target)).finally(() => {
+      this.releasePayload(payload, target);
       this.inFlight--;
       this.inFlightBytes -= bytes;
       assert(this.inFlight >= 0, 'in-flight count stays non-negative');

@@ -19,46 +19,36 @@ import type { BufferPool } from './buffer-pool';
 import { type NbdErrnoValue, SIMPLE_REPLY_BYTES, SIMPLE_REPLY_MAGIC } from './protocol';
 
 export class ReplyWriter {
-  constructor(
-    private readonly socket: Socket,
-    private readonly pool: BufferPool,
-  ) {}
+  constructor(private readonly socket: Socket) {}
 
   /**
-   * A pooled buffer for a READ reply: `SIMPLE_REPLY_BYTES` of header room, then `length` of
-   * payload. Hand it to sendWithPayload(), or to discard() if the read fails.
+   * Sends a READ reply whose first SIMPLE_REPLY_BYTES are header room (a buffer from `pool`),
+   * in one write; the buffer goes back to the pool once the socket has handed it to the kernel.
    */
-  replyBuffer(length: number): Buffer {
-    return this.pool.acquire(SIMPLE_REPLY_BYTES + length);
-  }
-
-  /** Returns an unsent reply buffer to the pool. */
-  discard(reply: Buffer): void {
-    this.pool.release(reply);
-  }
-
-  /**
-   * Sends a reply whose header room is at the start of `reply` (from replyBuffer), in one
-   * write; the buffer goes back to the pool once the socket has handed it to the kernel.
-   */
-  sendWithPayload(cookie: Uint8Array, reply: Buffer): void {
+  sendWithPayload(cookie: Uint8Array, reply: Uint8Array, pool: BufferPool): void {
     assert(reply.length >= SIMPLE_REPLY_BYTES, 'reply buffer needs header room');
     writeHeader(reply, 0, cookie);
     if (this.socket.destroyed || this.socket.writableEnded) {
-      this.pool.release(reply);
+      pool.release(reply);
       return;
     }
-    this.socket.write(reply, () => this.pool.release(reply));
+    this.socket.write(reply, () => pool.release(reply));
   }
 
-  /** Sends a successful reply whose payload lives in a separate (device-owned) buffer. */
-  sendSplit(cookie: Uint8Array, payload: Uint8Array): void {
+  /**
+   * Sends a successful READ reply whose payload is a device buffer from `pool`: header and
+   * payload corked, which libuv sends as one writev; the payload returns to the pool after.
+   */
+  sendSplit(cookie: Uint8Array, payload: Uint8Array, pool: BufferPool): void {
     const header = Buffer.allocUnsafe(SIMPLE_REPLY_BYTES);
     writeHeader(header, 0, cookie);
-    if (this.socket.destroyed || this.socket.writableEnded) return;
+    if (this.socket.destroyed || this.socket.writableEnded) {
+      pool.release(payload);
+      return;
+    }
     this.socket.cork();
     this.socket.write(header);
-    this.socket.write(payload);
+    this.socket.write(payload, () => pool.release(payload));
     this.socket.uncork();
   }
 
@@ -90,9 +80,10 @@ export class ReplyWriter {
   }
 }
 
-function writeHeader(target: Buffer, error: NbdErrnoValue, cookie: Uint8Array): void {
+function writeHeader(target: Uint8Array, error: NbdErrnoValue, cookie: Uint8Array): void {
   assert(cookie.length === 8, 'a cookie is 8 bytes');
-  target.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
-  target.writeUInt32BE(error, 4);
+  const view = new DataView(target.buffer, target.byteOffset, SIMPLE_REPLY_BYTES);
+  view.setUint32(0, SIMPLE_REPLY_MAGIC);
+  view.setUint32(4, error);
   target.set(cookie, 8);
 }

@@ -22,9 +22,8 @@ import { assert, FssError, toFssError } from '@fss/core';
 import { BufferPool } from './buffer-pool';
 import { Connection } from './connection';
 import { describeExport, type NbdExport, type NbdExportOptions } from './export';
-import { Limits, SIMPLE_REPLY_BYTES } from './protocol';
 
-/** Idle pooled buffers a server keeps for reuse (see BufferPool). */
+/** Idle pooled buffers a server keeps per export for reuse (see BufferPool). */
 const POOL_RETAINED_BYTES_MAX = 64 * 1024 * 1024;
 
 export interface NbdServerOptions {
@@ -55,10 +54,7 @@ export class NbdServer {
   private readonly log: (message: string) => void;
   private readonly debug: ((message: string) => void) | undefined;
   private readonly connections = new Set<Connection>();
-  private readonly pool = new BufferPool(
-    Limits.PAYLOAD_BYTES_MAX + SIMPLE_REPLY_BYTES,
-    POOL_RETAINED_BYTES_MAX,
-  );
+  private readonly pools = new Map<NbdExport, BufferPool>();
   private readonly running = new Set<Promise<void>>();
   private server: Server | undefined;
   private socketPath: string | undefined;
@@ -67,6 +63,14 @@ export class NbdServer {
   constructor(options: NbdServerOptions) {
     assert(options.exports.length > 0, 'a server needs at least one export');
     this.exports = options.exports.map(describeExport);
+    for (const each of this.exports) {
+      const { device } = each;
+      const pool =
+        device.allocateBuffer === undefined
+          ? BufferPool.ofBuffers(POOL_RETAINED_BYTES_MAX)
+          : new BufferPool((length) => device.allocateBuffer!(length), POOL_RETAINED_BYTES_MAX);
+      this.pools.set(each, pool);
+    }
     const names = new Set(this.exports.map((each) => each.name));
     assert(names.size === this.exports.length, 'export names must be unique');
     this.inFlightMax = options.inFlightMax ?? 64;
@@ -115,7 +119,7 @@ export class NbdServer {
       exports: this.exports,
       inFlightMax: this.inFlightMax,
       inFlightBytesMax: this.inFlightBytesMax,
-      pool: this.pool,
+      poolOf: (target) => this.pools.get(target)!,
       isClosing: () => this.closing,
       log: this.log,
       debug: this.debug,
