@@ -159,6 +159,41 @@ describe('fssd', () => {
     watcher.close();
   });
 
+  it('FSS_UNCONFIG_ON_CLOSE waits for the last NBD client of the export, and an implicit origin for its own', async () => {
+    const holder = await connect();
+    const { export: unitSocket } = await holder.set('fss4', {
+      fss_mount: sandbox.path('image'),
+      fss_bstore: sandbox.path('b'),
+      fss_csize: 0,
+      fss_flags: FSS_UNCONFIG_ON_CLOSE,
+    });
+    const nbdClient = createConnection({ path: unitSocket });
+    const originClient = createConnection({ path: join(sandbox.runDir, 'origin', 'image.sock') });
+    await Promise.all(
+      [nbdClient, originClient].map((socket) => new Promise((resolve) => socket.once('connect', resolve))),
+    );
+    const watcher = await connect();
+    holder.close();
+    await new Promise((resolve) => setTimeout(resolve, 2500)); // two sweeps
+    expect((await watcher.status()).units[4]).toMatchObject({ state: 'active', exportClients: 1 });
+    nbdClient.destroy();
+    const stateAfter = async (predicate: () => Promise<boolean>) => {
+      for (let tries = 0; tries < 100; tries += 1) {
+        if (await predicate()) return true;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      return false;
+    };
+    expect(await stateAfter(async () => (await watcher.status()).units[4]?.state === 'idle')).toBe(true);
+    // The origin was claimed implicitly: it stays while a client is on its export.
+    expect(await watcher.originList()).toMatchObject([
+      { name: 'image', explicit: false, units: [], exportClients: 1 },
+    ]);
+    originClient.destroy();
+    expect(await stateAfter(async () => (await watcher.originList()).length === 0)).toBe(true);
+    watcher.close();
+  });
+
   it('survives junk on the control socket and answers EINVAL', async () => {
     (await connect()).close();
     const cases = [
