@@ -26,11 +26,14 @@ import { assert } from '@fss/core';
 import type { BufferPool } from './buffer-pool';
 import { execute } from './commands';
 import type { NbdExport } from './export';
-import { negotiate } from './handshake';
+import { type HandshakeResult, negotiate } from './handshake';
 import { Command, commandName, Limits, NbdErrno, REQUEST_BYTES } from './protocol';
 import { ReplyWriter } from './reply-writer';
 import { hasPayload, judgeRequest, type NbdRequest, parseRequest } from './request';
 import { EndOfStream, SocketReader } from './socket-reader';
+
+/** How long an ending connection waits for the client to close before it is destroyed. */
+const SHUTDOWN_GRACE_MS = 5000;
 
 /** WRITE payloads up to this size are used where they arrived; larger ones are pooled. */
 const POOLED_PAYLOAD_BYTES_MIN = 65536;
@@ -50,6 +53,8 @@ export interface ConnectionOptions {
   readonly inFlightBytesMax: number;
   /** The buffer pool of an export, shared by the server's connections to it. */
   readonly poolOf: (target: NbdExport) => BufferPool;
+  /** A client that has not finished the handshake by then is disconnected. */
+  readonly handshakeTimeoutMs: number;
   readonly isClosing: () => boolean;
   readonly log: (message: string) => void;
   readonly debug?: (message: string) => void;
@@ -80,13 +85,7 @@ export class Connection {
   /** Serves the connection until it closes; never rejects. */
   async run(): Promise<void> {
     try {
-      const result = await negotiate({
-        socket: this.socket,
-        reader: this.reader,
-        exports: this.options.exports,
-        isClosing: this.options.isClosing,
-        debug: this.options.debug,
-      });
+      const result = await this.negotiateInTime();
       if (result.kind === 'close') {
         this.options.debug?.(`handshake ended: ${result.reason}`);
         await this.endGracefully();
@@ -110,10 +109,31 @@ export class Connection {
     }
   }
 
+  /** The handshake, cut off after handshakeTimeoutMs (a silent client holds no slot forever). */
+  private async negotiateInTime(): Promise<HandshakeResult> {
+    const timer = setTimeout(() => {
+      this.options.log(`closing connection: no handshake within ${this.options.handshakeTimeoutMs} ms`);
+      this.socket.destroy();
+    }, this.options.handshakeTimeoutMs);
+    try {
+      return await negotiate({
+        socket: this.socket,
+        reader: this.reader,
+        exports: this.options.exports,
+        isClosing: this.options.isClosing,
+        debug: this.options.debug,
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Begins a graceful close: in-flight requests finish, then the socket ends. */
   shutdown(): void {
     if (this.state === 'handshake') {
+      // Nothing to answer: say goodbye, and do not wait long for the client to agree.
       this.socket.end();
+      setTimeout(() => this.socket.destroy(), SHUTDOWN_GRACE_MS).unref();
       return;
     }
     if (this.state === 'transmission') void this.drainAndEnd();
@@ -226,7 +246,7 @@ export class Connection {
       const timer = setTimeout(() => {
         this.socket.destroy();
         resolve();
-      }, 5000);
+      }, SHUTDOWN_GRACE_MS);
       timer.unref();
       this.socket.once('close', () => {
         clearTimeout(timer);

@@ -35,6 +35,8 @@ export interface NbdServerOptions {
   inFlightBytesMax?: number;
   /** Connections served at once (default 256). */
   connectionMax?: number;
+  /** Clients must finish the handshake within this many ms (default 30 000). */
+  handshakeTimeoutMs?: number;
   /** Operational messages (malformed requests, failures). Default: none. */
   log?: (message: string) => void;
   /** Per-option and per-request tracing. Default: none. */
@@ -51,6 +53,7 @@ export class NbdServer {
   private readonly inFlightMax: number;
   private readonly inFlightBytesMax: number;
   private readonly connectionMax: number;
+  private readonly handshakeTimeoutMs: number;
   private readonly log: (message: string) => void;
   private readonly debug: ((message: string) => void) | undefined;
   private readonly connections = new Set<Connection>();
@@ -77,6 +80,7 @@ export class NbdServer {
     this.inFlightBytesMax = options.inFlightBytesMax ?? 64 * 1024 * 1024;
     assert(this.inFlightBytesMax >= 1, 'inFlightBytesMax must be ≥ 1');
     this.connectionMax = options.connectionMax ?? 256;
+    this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? 30_000;
     assert(Number.isInteger(this.inFlightMax) && this.inFlightMax >= 1, 'inFlightMax must be ≥ 1');
     assert(Number.isInteger(this.connectionMax) && this.connectionMax >= 1, 'connectionMax must be ≥ 1');
     this.log = options.log ?? (() => {});
@@ -120,6 +124,7 @@ export class NbdServer {
       inFlightMax: this.inFlightMax,
       inFlightBytesMax: this.inFlightBytesMax,
       poolOf: (target) => this.pools.get(target)!,
+      handshakeTimeoutMs: this.handshakeTimeoutMs,
       isClosing: () => this.closing,
       log: this.log,
       debug: this.debug,

@@ -162,6 +162,20 @@ describe('handshake', () => {
     }
   });
 
+  it('disconnects a client that does not finish the handshake in time', async () => {
+    const local = await startServer(dir.path, [{ name: 'x', device: origin }], {
+      socketName: 't.sock',
+      handshakeTimeoutMs: 100,
+    });
+    const { client } = await RawClient.handshake(local.socketPath);
+    expect(await client.raw.closed()).toBe(true);
+    for (let wait = 0; wait < 50 && local.server.connectionCount > 0; wait++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(local.server.connectionCount).toBe(0);
+    await local.close();
+  });
+
   it('EXPORT_NAME of an unknown export closes (the option has no error reply)', async () => {
     const { client } = await RawClient.handshake(running.socketPath);
     client.sendOption(Option.EXPORT_NAME, Buffer.from('nope'));
