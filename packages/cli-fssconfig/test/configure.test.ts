@@ -101,6 +101,20 @@ describe('fssconfig -c', () => {
   });
 });
 
+describe('unit count', () => {
+  it('FSS_UNITS sets N for a daemon started on demand: fss0 … fss(N-1)', async () => {
+    const env = { ...sandbox.env, FSS_UNITS: '3' };
+    const listed = await sandbox.run('fssconfig', ['-l'], { env });
+    expect(listed).toMatchObject({
+      status: 0,
+      stdout: 'fss0: not in use\nfss1: not in use\nfss2: not in use\n',
+    });
+    const beyond = await sandbox.run('fssconfig', ['fss3', 'image', 'backup'], { env });
+    expect(beyond).toMatchObject({ status: 1, stderr: 'fssconfig: open: fss3: No such device or address\n' });
+    expect(existsSync(sandbox.path('backup'))).toBe(false);
+  });
+});
+
 describe('origins used outside fss', () => {
   it('an image locked by another process is EBUSY, says what to do, and nothing is created', async () => {
     const holder = spawn('flock', ['--exclusive', sandbox.path('image'), 'sleep', '60'], { stdio: 'ignore' });
