@@ -37,6 +37,12 @@ export interface NbdServerOptions {
   connectionMax?: number;
   /** Clients must finish the handshake within this many ms (default 30 000). */
   handshakeTimeoutMs?: number;
+  /**
+   * Called with the new count whenever a client connects or its connection ends (after its
+   * in-flight requests were answered), e.g. to unconfigure a unit when its last client goes
+   * (FSS_UNCONFIG_ON_CLOSE).
+   */
+  onConnectionCountChange?: (count: number) => void;
   /** Operational messages (malformed requests, failures). Default: none. */
   log?: (message: string) => void;
   /** Per-option and per-request tracing. Default: none. */
@@ -56,6 +62,7 @@ export class NbdServer {
   private readonly handshakeTimeoutMs: number;
   private readonly log: (message: string) => void;
   private readonly debug: ((message: string) => void) | undefined;
+  private readonly onConnectionCountChange: ((count: number) => void) | undefined;
   private readonly connections = new Set<Connection>();
   private readonly pools = new Map<NbdExport, BufferPool>();
   private readonly running = new Set<Promise<void>>();
@@ -85,6 +92,7 @@ export class NbdServer {
     assert(Number.isInteger(this.connectionMax) && this.connectionMax >= 1, 'connectionMax must be ≥ 1');
     this.log = options.log ?? (() => {});
     this.debug = options.debug;
+    this.onConnectionCountChange = options.onConnectionCountChange;
   }
 
   /** Clients connected right now. */
@@ -133,8 +141,10 @@ export class NbdServer {
     const running = connection.run().finally(() => {
       this.connections.delete(connection);
       this.running.delete(running);
+      this.onConnectionCountChange?.(this.connections.size);
     });
     this.running.add(running);
+    this.onConnectionCountChange?.(this.connections.size);
   }
 
   /** Stops accepting, lets every connection answer what it has in flight, and unlinks the socket. */

@@ -404,6 +404,22 @@ describe('transmission', () => {
     await expect(RawClient.handshake(local.socketPath)).rejects.toThrow(/ENOENT/);
   });
 
+  it('reports every change of the connection count', async () => {
+    const counts: number[] = [];
+    const local = await startServer(dir.path, [{ name: 'x', device: origin }], {
+      socketName: 'n.sock',
+      onConnectionCountChange: (count) => counts.push(count),
+    });
+    const first = (await RawClient.go(local.socketPath)).client;
+    const second = (await RawClient.go(local.socketPath)).client;
+    first.sendRequest(Command.DISC, 0, 0);
+    expect(await first.raw.closed()).toBe(true);
+    second.close();
+    for (let wait = 0; wait < 50 && counts.at(-1) !== 0; wait++) await new Promise((r) => setTimeout(r, 10));
+    expect(counts).toEqual([1, 2, 1, 0]);
+    await local.close();
+  });
+
   it('serves many connections at once', async () => {
     const clients = await Promise.all(Array.from({ length: 32 }, () => RawClient.go(running.socketPath)));
     await Promise.all(
