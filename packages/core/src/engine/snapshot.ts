@@ -352,13 +352,16 @@ export class Snapshot implements BlockDevice {
     storeClusters: number[],
   ): Promise<void>[] {
     const { clusterSize } = this.geometry;
+    // Check every entry before issuing any read: a throw after the first read was issued
+    // would leave that read without an owner.
+    const missing = storeClusters.indexOf(0);
+    if (missing !== -1) {
+      // Copied but never stored: only possible once the snapshot is invalid.
+      this.checkReadable();
+      assert(false, `copied cluster ${clusters[missing]} has no store entry`);
+    }
     const reads: Promise<void>[] = [];
     for (let i = 0; i < clusters.length; ) {
-      if (storeClusters[i] === 0) {
-        // Copied but never stored: only possible once the snapshot is invalid.
-        this.checkReadable();
-        assert(false, `copied cluster ${clusters[i]} has no store entry`);
-      }
       let j = i;
       while (
         j + 1 < clusters.length &&
