@@ -11,7 +11,7 @@ pnpm typecheck
 snapshot_system_state() {
   {
     losetup -a -n -O NAME,BACK-FILE 2>/dev/null | sort || true
-    findmnt -rn -o TARGET 2>/dev/null | sort || true
+    findmnt -rn -o TARGET 2>/dev/null | grep -vE '^/(sys|proc|dev)(/|$)' | sort || true
     pgrep -a -f 'fssd|nbdfuse|nbdkit|fss-nbd' 2>/dev/null | grep -v pgrep | sed 's/^[0-9]* //' | sort || true
   } > "$1"
 }
