@@ -39,11 +39,23 @@ export function createLoop(sizeBytes: number, sectorSize?: number): LoopFixture 
   try {
     run('truncate', ['-s', String(sizeBytes), image]);
     const args = ['--show', '-f', ...(sectorSize === undefined ? [] : ['--sector-size', String(sectorSize)])];
-    device = run('losetup', [...args, image]);
+    device = attachLoop([...args, image]);
     return { device, image, release };
   } catch (error) {
     release();
     throw error;
+  }
+}
+
+/** losetup --show -f, retried: test files run in parallel and may race for the same free device. */
+function attachLoop(args: string[]): string {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return run('losetup', args);
+    } catch (error) {
+      if (attempt >= 5) throw error;
+      execFileSync('sleep', ['0.2']);
+    }
   }
 }
 

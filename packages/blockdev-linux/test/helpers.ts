@@ -46,7 +46,7 @@ export async function withLoop<T>(options: LoopOptions, use: (loop: Loop) => Pro
     const args = ['--show', '-f'];
     if (options.sectorSize !== undefined) args.push('--sector-size', String(options.sectorSize));
     if (options.readOnly) args.push('-r');
-    const device = run('losetup', [...args, image]);
+    const device = attachLoop([...args, image]);
     try {
       return await use({ device, image });
     } finally {
@@ -55,6 +55,18 @@ export async function withLoop<T>(options: LoopOptions, use: (loop: Loop) => Pro
   } finally {
     rmSync(image, { force: true });
     dir?.remove();
+  }
+}
+
+/** losetup --show -f, retried: test files run in parallel and may race for the same free device. */
+export function attachLoop(args: string[]): string {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return run('losetup', args);
+    } catch (error) {
+      if (attempt >= 5) throw error;
+      execFileSync('sleep', ['0.2']);
+    }
   }
 }
 
@@ -87,13 +99,17 @@ export async function withExt4Mount<T>(device: string, use: (mountPoint: string)
   }
 }
 
+/** umount by mount point, retrying while busy; as a last resort a lazy unmount, so nothing stays mounted. */
 export function unmount(mountPoint: string): void {
   for (let attempt = 0; ; attempt++) {
     try {
       run('umount', [mountPoint]);
       return;
     } catch (error) {
-      if (attempt >= 20) throw error;
+      if (attempt >= 20) {
+        run('umount', ['-l', mountPoint]);
+        throw error;
+      }
       execFileSync('sleep', ['0.1']);
     }
   }
