@@ -8,9 +8,11 @@
  * and it keeps working under the V8 sandbox. V8 never moves ArrayBuffer backing stores, so
  * the alignment holds for the buffer's lifetime.
  *
- * The pool is allocated once when a device opens and never grows: requests that cannot use
- * the caller's buffer directly borrow a bounce buffer and queue when all are out, so the hot
- * path allocates nothing and the memory a device can use is bounded.
+ * The pool has a fixed number of buffers: requests that cannot use the caller's buffer
+ * directly borrow a bounce buffer and queue when all are out, so the memory a device can use
+ * is bounded. Buffers are made on first need (a device that only ever sees aligned requests
+ * never pays for them) and then reused for the device's lifetime, so once warm the hot path
+ * allocates nothing.
  */
 import { assert } from '@fss/core';
 import { addressOf } from './libc';
@@ -39,21 +41,28 @@ export function isAddressAligned(bytes: Uint8Array, alignment: number): boolean 
 export class BufferPool {
   readonly bufferBytes: number;
   readonly bufferCount: number;
+  private readonly alignment: number;
   private readonly free: Buffer[] = [];
   private readonly waiters: Array<(buffer: Buffer) => void> = [];
+  /** Buffers made so far (free or lent out); never more than bufferCount. */
+  private made = 0;
 
   constructor(bufferCount: number, bufferBytes: number, alignment: number) {
     assert(bufferCount >= 1, 'a pool needs at least one buffer');
     assert(bufferBytes % alignment === 0, 'pool buffers must be a multiple of the alignment');
     this.bufferBytes = bufferBytes;
     this.bufferCount = bufferCount;
-    for (let index = 0; index < bufferCount; index++) this.free.push(alignedBuffer(bufferBytes, alignment));
+    this.alignment = alignment;
   }
 
   /** A buffer for exclusive use until `release`; waits when all are out. */
   acquire(): Promise<Buffer> {
     const buffer = this.free.pop();
     if (buffer !== undefined) return Promise.resolve(buffer);
+    if (this.made < this.bufferCount) {
+      this.made++;
+      return Promise.resolve(alignedBuffer(this.bufferBytes, this.alignment));
+    }
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
@@ -63,7 +72,7 @@ export class BufferPool {
     if (waiter !== undefined) waiter(buffer);
     else {
       this.free.push(buffer);
-      assert(this.free.length <= this.bufferCount, 'pool buffer released twice');
+      assert(this.free.length <= this.made, 'pool buffer released twice');
     }
   }
 
