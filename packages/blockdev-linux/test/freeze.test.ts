@@ -13,6 +13,7 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { freezeFilesystem, withFrozenFilesystem } from '../src';
 import { isRoot, ROOT_REASON, withExt4Mount, withLoop } from './helpers';
@@ -127,6 +128,23 @@ describe.skipIf(!isRoot)(`FIFREEZE / FITHAW (${ROOT_REASON})`, () => {
       // Thawed: a write completes at once.
       const writer = startWriter(join(mountPoint, 'after'), 'y');
       expect(await writer.exited).toBe(0);
+    });
+  });
+
+  it('thaws when the freezing process exits without thawing (exit hook)', async () => {
+    await onFrozenExt4(async (mountPoint) => {
+      const fixture = fileURLToPath(new URL('./fixtures/freeze-and-exit.ts', import.meta.url));
+      const output = execFileSync(
+        process.execPath,
+        ['--conditions=@fss/source', '--import', 'tsx', fixture, mountPoint],
+        { encoding: 'utf8', timeout: 30_000, cwd: fileURLToPath(new URL('..', import.meta.url)) },
+      );
+      expect(output).toBe('frozen\n');
+      // The child is gone and its watchdog (120 s) never fired: only the exit hook can have thawed.
+      const writer = startWriter(join(mountPoint, 'after-exit'), 'z');
+      const finished = await Promise.race([writer.exited, sleep(5000).then(() => 'still blocked')]);
+      writer.child.kill();
+      expect(finished).toBe(0);
     });
   });
 
