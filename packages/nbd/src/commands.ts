@@ -5,6 +5,7 @@
  * (errors.ts). A device error never closes the connection.
  *
  *   READ          read into the reply buffer (or the device's own buffer), then reply with it
+ *   BLOCK_STATUS  one extent, status 0 (allocated data): we keep no allocation map
  *   WRITE         write the payload; FUA: flush before the reply
  *   FLUSH         device.flush(): every write replied before this FLUSH began has completed,
  *                 so it is covered (NBD's FLUSH rule), on every connection (CAN_MULTI_CONN)
@@ -18,7 +19,7 @@ import { assert, type BlockDevice } from '@fss/core';
 import type { BufferPool } from './buffer-pool';
 import { nbdErrnoOf } from './errors';
 import type { NbdExport } from './export';
-import { Command, CommandFlag, NbdErrno, SIMPLE_REPLY_BYTES } from './protocol';
+import { BASE_ALLOCATION_CONTEXT_ID, Command, CommandFlag, NbdErrno } from './protocol';
 import type { ReplyWriter } from './reply-writer';
 import type { NbdRequest } from './request';
 
@@ -40,6 +41,12 @@ export async function execute(
   try {
     if (request.type === Command.READ) {
       await executeRead(request, target.device, writer, pool);
+      return;
+    }
+    if (request.type === Command.BLOCK_STATUS) {
+      // base:allocation: everything is "allocated, data" (status 0), always a correct answer;
+      // one extent up to the end of the request (the range was checked against the size).
+      writer.sendBlockStatus(request.cookie, BASE_ALLOCATION_CONTEXT_ID, request.length);
       return;
     }
     await executeWrite(request, payload, target.device);
@@ -69,16 +76,17 @@ async function executeRead(
     return;
   }
   const deviceBuffers = device.allocateBuffer !== undefined;
-  const buffer = pool.acquire(deviceBuffers ? length : SIMPLE_REPLY_BYTES + length);
+  const headerBytes = deviceBuffers ? 0 : writer.readHeaderBytes;
+  const buffer = pool.acquire(headerBytes + length);
   try {
-    const bytesRead = await device.read(deviceBuffers ? buffer : buffer.subarray(SIMPLE_REPLY_BYTES), offset);
+    const bytesRead = await device.read(headerBytes === 0 ? buffer : buffer.subarray(headerBytes), offset);
     checkFullRead(bytesRead, length);
   } catch (error) {
     pool.release(buffer);
     throw error;
   }
-  if (deviceBuffers) writer.sendSplit(request.cookie, buffer, pool);
-  else writer.sendWithPayload(request.cookie, buffer, pool);
+  if (deviceBuffers) writer.sendReadSplit(request.cookie, offset, buffer, pool);
+  else writer.sendRead(request.cookie, offset, buffer, pool);
 }
 
 /** The range was checked against the size, so a short read means the device failed. */

@@ -65,7 +65,8 @@ export class Connection {
   /** The export chosen in the handshake. */
   export: NbdExport | undefined;
   private readonly reader: SocketReader;
-  private readonly writer: ReplyWriter;
+  /** Set when the handshake ends: its mode depends on STRUCTURED_REPLY. */
+  private writer: ReplyWriter;
   private inFlight = 0;
   private inFlightBytes = 0;
   private slotFreed: (() => void) | undefined;
@@ -78,7 +79,7 @@ export class Connection {
     assert(options.inFlightMax >= 1, 'at least one request in flight');
     // Enough for one maximal WRITE plus its header to arrive while we wait for a slot.
     this.reader = new SocketReader(socket, Limits.PAYLOAD_BYTES_MAX + REQUEST_BYTES);
-    this.writer = new ReplyWriter(socket);
+    this.writer = new ReplyWriter(socket, false);
     socket.setNoDelay?.(true);
   }
 
@@ -92,8 +93,9 @@ export class Connection {
         return;
       }
       this.export = result.export;
+      this.writer = new ReplyWriter(this.socket, result.structured);
       this.transition('handshake', 'transmission');
-      await this.transmit(result.export);
+      await this.transmit(result.export, result.baseAllocation);
     } catch (error) {
       if (error instanceof EndOfStream && this.state !== 'handshake') {
         // The client stopped sending (half-close or a plain close): it may still be waiting
@@ -139,14 +141,14 @@ export class Connection {
     if (this.state === 'transmission') void this.drainAndEnd();
   }
 
-  private async transmit(target: NbdExport): Promise<void> {
+  private async transmit(target: NbdExport, baseAllocation: boolean): Promise<void> {
     for (;;) {
       await this.waitForSlot();
       await this.writer.drained();
       const header = await this.reader.read(REQUEST_BYTES);
       const request = parseRequest(header);
       if (request === undefined) return this.abort('request without the request magic');
-      const verdict = judgeRequest(request, target);
+      const verdict = judgeRequest(request, target, baseAllocation);
       if (verdict.kind === 'close') return this.abort(verdict.reason);
       const payload = hasPayload(request) ? await this.readPayload(request, target) : undefined;
       this.options.debug?.(`${commandName(request.type)} ${request.offset}+${request.length}`);

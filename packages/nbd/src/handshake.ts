@@ -10,9 +10,10 @@
  * Each option gets exactly one final reply before the next is read (the client waits for it).
  * INFO and GO answer INFO_EXPORT, BLOCK_SIZE always (nbdkit does too: a client that asks must
  * obey it, one that did not ask learns the same limits), NAME and DESCRIPTION when asked.
- * Options we do not implement (STRUCTURED_REPLY, the meta-context ones, STARTTLS, unknown
- * numbers) get ERR_UNSUP and the handshake goes on: every client here then falls back to
- * simple replies. EXPORT_NAME of an unknown export can only be answered by closing (the option
+ * STRUCTURED_REPLY is acknowledged (replies become chunks); LIST/SET_META_CONTEXT know one
+ * context, base:allocation (SET needs structured replies first, else ERR_INVALID). Options we
+ * do not implement (STARTTLS, EXTENDED_HEADERS, unknown numbers) get ERR_UNSUP and the
+ * handshake goes on. EXPORT_NAME of an unknown export can only be answered by closing (the option
  * has no error reply). Malformed option data is ERR_INVALID; an option header without the
  * magic, or longer than we accept, closes the connection.
  */
@@ -20,6 +21,8 @@ import type { Socket } from 'node:net';
 import { assert } from '@fss/core';
 import type { NbdExport } from './export';
 import {
+  BASE_ALLOCATION,
+  BASE_ALLOCATION_CONTEXT_ID,
   ClientFlag,
   EXPORT_NAME_PADDING_BYTES,
   HandshakeFlag,
@@ -47,14 +50,16 @@ export interface HandshakeContext {
 
 /** How the handshake ended. */
 export type HandshakeResult =
-  | { readonly kind: 'transmission'; readonly export: NbdExport }
+  | {
+      readonly kind: 'transmission';
+      readonly export: NbdExport;
+      /** Replies are structured chunks (STRUCTURED_REPLY was acknowledged). */
+      readonly structured: boolean;
+      /** base:allocation was selected: BLOCK_STATUS is allowed. */
+      readonly baseAllocation: boolean;
+    }
   /** The client aborted or was refused; the connection is to be closed. */
   | { readonly kind: 'close'; readonly reason: string };
-
-/** A protocol violation that ends the connection. */
-export class ProtocolError extends Error {
-  override readonly name = 'ProtocolError';
-}
 
 const KNOWN_CLIENT_FLAGS = ClientFlag.FIXED_NEWSTYLE | ClientFlag.NO_ZEROES;
 
@@ -66,7 +71,11 @@ export async function negotiate(context: HandshakeContext): Promise<HandshakeRes
   if ((clientFlags & ~KNOWN_CLIENT_FLAGS) !== 0) {
     return { kind: 'close', reason: `unknown client flags 0x${clientFlags.toString(16)}` };
   }
-  const noZeroes = (clientFlags & ClientFlag.NO_ZEROES) !== 0;
+  const state: NegotiationState = {
+    noZeroes: (clientFlags & ClientFlag.NO_ZEROES) !== 0,
+    structured: false,
+    baseAllocationFor: undefined,
+  };
 
   for (let count = 0; count < Limits.OPTION_COUNT_MAX; count++) {
     const header = await context.reader.read(OPTION_HEADER_BYTES);
@@ -80,10 +89,18 @@ export async function negotiate(context: HandshakeContext): Promise<HandshakeRes
     // Copy: the reader may hand out a view of a socket chunk, and we keep the data a while.
     const data = Buffer.from(await context.reader.read(length));
     context.debug?.(`option ${option} (${length} bytes)`);
-    const result = answerOption(context, option, data, noZeroes);
+    const result = answerOption(context, option, data, state);
     if (result !== undefined) return result;
   }
   return { kind: 'close', reason: `more than ${Limits.OPTION_COUNT_MAX} options` };
+}
+
+/** What the options so far have negotiated. */
+interface NegotiationState {
+  readonly noZeroes: boolean;
+  structured: boolean;
+  /** The export base:allocation was selected for by SET_META_CONTEXT, if any. */
+  baseAllocationFor: NbdExport | undefined;
 }
 
 /** Answers one option; returns a result when the handshake is over. */
@@ -91,7 +108,7 @@ function answerOption(
   context: HandshakeContext,
   option: number,
   data: Buffer,
-  noZeroes: boolean,
+  state: NegotiationState,
 ): HandshakeResult | undefined {
   const { socket } = context;
   if (option === Option.ABORT) {
@@ -104,13 +121,25 @@ function answerOption(
   }
   switch (option) {
     case Option.EXPORT_NAME:
-      return answerExportName(context, data, noZeroes);
+      return answerExportName(context, data, state);
     case Option.LIST:
       answerList(context, data);
       return undefined;
     case Option.INFO:
     case Option.GO:
-      return answerInfo(context, option, data);
+      return answerInfo(context, option, data, state);
+    case Option.STRUCTURED_REPLY:
+      if (data.length !== 0) {
+        sendReply(socket, option, Reply.ERR_INVALID, text('STRUCTURED_REPLY takes no data'));
+      } else {
+        state.structured = true;
+        sendReply(socket, option, Reply.ACK);
+      }
+      return undefined;
+    case Option.LIST_META_CONTEXT:
+    case Option.SET_META_CONTEXT:
+      answerMetaContext(context, option, data, state);
+      return undefined;
     default:
       sendReply(socket, option, Reply.ERR_UNSUP, text(`option ${option} is not supported`));
       return undefined;
@@ -118,14 +147,82 @@ function answerOption(
 }
 
 /** EXPORT_NAME: size and flags, no option reply; an unknown name can only close. */
-function answerExportName(context: HandshakeContext, data: Buffer, noZeroes: boolean): HandshakeResult {
+function answerExportName(context: HandshakeContext, data: Buffer, state: NegotiationState): HandshakeResult {
   const found = findExport(context.exports, data.toString('utf8'));
   if (found === undefined) return { kind: 'close', reason: 'EXPORT_NAME of an unknown export' };
-  const reply = Buffer.alloc(10 + (noZeroes ? 0 : EXPORT_NAME_PADDING_BYTES));
+  const reply = Buffer.alloc(10 + (state.noZeroes ? 0 : EXPORT_NAME_PADDING_BYTES));
   reply.writeBigUInt64BE(BigInt(found.size), 0);
   reply.writeUInt16BE(found.transmissionFlags, 8);
   context.socket.write(reply);
-  return { kind: 'transmission', export: found };
+  return transmission(found, state);
+}
+
+/** Enters transmission with what was negotiated; base:allocation counts for its export only. */
+function transmission(found: NbdExport, state: NegotiationState): HandshakeResult {
+  return {
+    kind: 'transmission',
+    export: found,
+    structured: state.structured,
+    baseAllocation: state.structured && state.baseAllocationFor === found,
+  };
+}
+
+/**
+ * LIST_META_CONTEXT and SET_META_CONTEXT. Data: u32 name length, export name, u32 query count,
+ * count × (u32 length, query). base:allocation is answered to the queries `base:allocation`
+ * and `base:` (and, for LIST, to no query at all); anything else matches nothing. SET replaces
+ * the previous selection, and needs structured replies first.
+ */
+function answerMetaContext(
+  context: HandshakeContext,
+  option: number,
+  data: Buffer,
+  state: NegotiationState,
+): void {
+  const { socket } = context;
+  const request = parseMetaContextRequest(data);
+  if (request === undefined) {
+    sendReply(socket, option, Reply.ERR_INVALID, text('malformed meta context data'));
+    return;
+  }
+  if (option === Option.SET_META_CONTEXT && !state.structured) {
+    sendReply(socket, option, Reply.ERR_INVALID, text('SET_META_CONTEXT needs structured replies first'));
+    return;
+  }
+  const found = findExport(context.exports, request.name);
+  if (found === undefined) {
+    sendReply(socket, option, Reply.ERR_UNKNOWN, text(`no export named '${request.name}'`));
+    return;
+  }
+  const listAll = option === Option.LIST_META_CONTEXT && request.queries.length === 0;
+  const matches = listAll || request.queries.some((query) => query === BASE_ALLOCATION || query === 'base:');
+  const selects = option === Option.SET_META_CONTEXT;
+  if (selects) state.baseAllocationFor = matches ? found : undefined;
+  if (matches) {
+    const id = selects ? BASE_ALLOCATION_CONTEXT_ID : 0;
+    const payload = Buffer.concat([u32(id), text(BASE_ALLOCATION)]);
+    sendReply(socket, option, Reply.META_CONTEXT, payload);
+  }
+  sendReply(socket, option, Reply.ACK);
+}
+
+/** Parses meta-context option data; undefined when the lengths disagree with the data. */
+export function parseMetaContextRequest(data: Buffer): { name: string; queries: string[] } | undefined {
+  if (data.length < 8) return undefined;
+  const nameLength = data.readUInt32BE(0);
+  if (nameLength > Limits.NAME_BYTES_MAX || 4 + nameLength + 4 > data.length) return undefined;
+  const name = data.toString('utf8', 4, 4 + nameLength);
+  const count = data.readUInt32BE(4 + nameLength);
+  const queries: string[] = [];
+  let at = 4 + nameLength + 4;
+  for (let index = 0; index < count; index++) {
+    if (at + 4 > data.length) return undefined;
+    const length = data.readUInt32BE(at);
+    if (at + 4 + length > data.length) return undefined;
+    queries.push(data.toString('utf8', at + 4, at + 4 + length));
+    at += 4 + length;
+  }
+  return at === data.length ? { name, queries } : undefined;
 }
 
 /** LIST: one SERVER reply per export (name, then description), then ACK. */
@@ -148,7 +245,12 @@ function answerList(context: HandshakeContext, data: Buffer): void {
  * INFO and GO. Data: u32 name length, name, u16 count, count × u16 info type. A length that
  * disagrees with the data is ERR_INVALID; an unknown name ERR_UNKNOWN.
  */
-function answerInfo(context: HandshakeContext, option: number, data: Buffer): HandshakeResult | undefined {
+function answerInfo(
+  context: HandshakeContext,
+  option: number,
+  data: Buffer,
+  state: NegotiationState,
+): HandshakeResult | undefined {
   const { socket } = context;
   const request = parseInfoRequest(data);
   if (request === undefined) {
@@ -180,7 +282,7 @@ function answerInfo(context: HandshakeContext, option: number, data: Buffer): Ha
     sendReply(socket, option, Reply.INFO, Buffer.concat([u16(Info.DESCRIPTION), text(found.description)]));
   }
   sendReply(socket, option, Reply.ACK);
-  return option === Option.GO ? { kind: 'transmission', export: found } : undefined;
+  return option === Option.GO ? transmission(found, state) : undefined;
 }
 
 /** Parses INFO/GO data; undefined when the lengths disagree with the data. */
@@ -223,6 +325,12 @@ function sendReply(socket: Socket, option: number, type: number, data: Buffer = 
 
 function text(value: string): Buffer {
   return Buffer.from(value, 'utf8');
+}
+
+function u32(value: number): Buffer {
+  const bytes = Buffer.alloc(4);
+  bytes.writeUInt32BE(value, 0);
+  return bytes;
 }
 
 function u16(value: number): Buffer {

@@ -15,9 +15,16 @@
  *                            | [8,16) u64 cookie | [16,24) u64 offset | [24,28) u32 length | payload
  *   simple reply   S→C 16 B  [0,4) u32 SIMPLE_REPLY_MAGIC | [4,8) u32 error | [8,16) u64 cookie
  *                            | payload (READ with error 0 only)
+ *   structured     S→C 20 B  [0,4) u32 STRUCTURED_REPLY_MAGIC | [4,6) u16 flags (DONE)
+ *   reply chunk              | [6,8) u16 type | [8,16) u64 cookie | [16,20) u32 length | payload
+ *     OFFSET_DATA            payload: u64 offset, data
+ *     BLOCK_STATUS           payload: u32 context id, n × (u32 extent length, u32 status flags)
+ *     ERROR                  payload: u32 error, u16 message length, message
  *
  * Only the fixed newstyle handshake is implemented; oldstyle and TLS are not (STARTTLS is
  * refused with ERR_UNSUP: we serve unix sockets owned by the user, and TCP only when asked).
+ * Structured replies are offered (libnbd and qemu ask for them) with one metadata context,
+ * `base:allocation`; extended headers are not.
  */
 
 /** "NBDMAGIC": the first 8 bytes the server sends. */
@@ -30,6 +37,8 @@ export const OPTION_REPLY_MAGIC = 0x0003e889045565a9n;
 export const REQUEST_MAGIC = 0x25609513;
 /** Prefix of every simple reply. */
 export const SIMPLE_REPLY_MAGIC = 0x67446698;
+/** Prefix of every structured reply chunk. */
+export const STRUCTURED_REPLY_MAGIC = 0x668e33ef;
 
 /** Byte lengths of the fixed-size messages. */
 export const GREETING_BYTES = 18;
@@ -38,6 +47,9 @@ export const OPTION_HEADER_BYTES = 16;
 export const OPTION_REPLY_HEADER_BYTES = 20;
 export const REQUEST_BYTES = 28;
 export const SIMPLE_REPLY_BYTES = 16;
+export const STRUCTURED_REPLY_HEADER_BYTES = 20;
+/** A structured READ reply before its data: the chunk header and the u64 offset. */
+export const STRUCTURED_READ_HEADER_BYTES = 28;
 /** The zero padding after the EXPORT_NAME reply unless NO_ZEROES was negotiated. */
 export const EXPORT_NAME_PADDING_BYTES = 124;
 
@@ -69,10 +81,11 @@ export const Option = {
   INFO: 6,
   /** As INFO, and on ACK the connection enters transmission. */
   GO: 7,
-  /** Structured replies; refused (ERR_UNSUP): simple replies are all any client needs. */
+  /** No data. ACK: from now on replies are structured chunks. */
   STRUCTURED_REPLY: 8,
-  /** Metadata contexts; need structured replies, so refused with ERR_UNSUP. */
+  /** Data: u32 name length, name, u32 n, n × (u32 length, query). META_CONTEXT…, then ACK. */
   LIST_META_CONTEXT: 9,
+  /** As LIST_META_CONTEXT, and selects the contexts (structured replies first). */
   SET_META_CONTEXT: 10,
   /** Experimental 64-bit headers; refused. */
   EXTENDED_HEADERS: 11,
@@ -86,6 +99,8 @@ export const Reply = {
   SERVER: 2,
   /** INFO/GO: u16 info type, then its body. */
   INFO: 3,
+  /** LIST/SET_META_CONTEXT: u32 context id, context name. */
+  META_CONTEXT: 4,
   ERR_UNSUP: 0x80000001,
   ERR_POLICY: 0x80000002,
   /** The option's data is malformed. */
@@ -159,6 +174,29 @@ export const CommandFlag = {
   REQ_ONE: 0x0008,
   FAST_ZERO: 0x0010,
 } as const;
+
+/** Structured reply chunk flags (u16). */
+export const ReplyFlag = {
+  /** The last chunk of this request's reply. */
+  DONE: 0x0001,
+} as const;
+
+/** Structured reply chunk types (u16). Bit 15 marks errors. */
+export const ChunkType = {
+  /** No payload; only with DONE (a success without data). */
+  NONE: 0,
+  /** u64 offset, then data. */
+  OFFSET_DATA: 1,
+  /** u32 context id, then (u32 length, u32 flags) extents. */
+  BLOCK_STATUS: 5,
+  /** u32 error, u16 message length, message. */
+  ERROR: 0x8001,
+} as const;
+
+/** The one metadata context we serve. Every extent reports status 0 ("allocated, data"). */
+export const BASE_ALLOCATION = 'base:allocation';
+/** The id SET_META_CONTEXT gives base:allocation (any non-zero u32 would do). */
+export const BASE_ALLOCATION_CONTEXT_ID = 1;
 
 /** The only error values allowed on the wire (simple reply `error`). */
 export const NbdErrno = {

@@ -1,12 +1,20 @@
 /**
- * ReplyWriter: simple replies, each written contiguously, with write back-pressure.
+ * ReplyWriter: replies to transmission requests, each written contiguously, with write
+ * back-pressure. Two modes, fixed per connection at the end of the handshake:
  *
- * Replies may go out in any order, but each one (16-byte header + READ payload) must reach
- * the socket uninterrupted. Node runs our code on one thread, so any reply handed to the
- * socket in one synchronous step stays contiguous. The fast path is one buffer holding header
- * and payload (the READ handler reads the device straight into `replyBuffer(length)`), so a
- * reply is one `socket.write`. When the device wants its own buffer (O_DIRECT alignment), the
- * header and payload are written corked, which libuv sends as one writev.
+ *   simple      16-byte header (+ READ data)                       no STRUCTURED_REPLY
+ *   structured  one chunk per reply, always with DONE:             after STRUCTURED_REPLY
+ *                 READ ok        OFFSET_DATA (u64 offset + data)
+ *                 BLOCK_STATUS   BLOCK_STATUS (context id + extents)
+ *                 other ok       NONE
+ *                 any error      ERROR (u32 error, u16 0: no message)
+ *
+ * Replies may go out in any order, but each one must reach the socket uninterrupted. Node
+ * runs our code on one thread, so any reply handed to the socket in one synchronous step stays
+ * contiguous. The fast path is one buffer holding header and data (the READ handler reads the
+ * device straight into a pooled buffer with `readHeaderBytes` of room in front), so a reply is
+ * one `socket.write`. When the device wants its own buffers (O_DIRECT alignment), the header
+ * and data are written corked, which libuv sends as one writev.
  *
  * Back-pressure: `socket.write` returning false means the kernel buffer and Node's queue are
  * full. The request loop awaits `drained()` before reading the next request, so a slow reader
@@ -16,19 +24,37 @@
 import type { Socket } from 'node:net';
 import { assert } from '@fss/core';
 import type { BufferPool } from './buffer-pool';
-import { type NbdErrnoValue, SIMPLE_REPLY_BYTES, SIMPLE_REPLY_MAGIC } from './protocol';
+import {
+  ChunkType,
+  type NbdErrnoValue,
+  ReplyFlag,
+  SIMPLE_REPLY_BYTES,
+  SIMPLE_REPLY_MAGIC,
+  STRUCTURED_READ_HEADER_BYTES,
+  STRUCTURED_REPLY_HEADER_BYTES,
+  STRUCTURED_REPLY_MAGIC,
+} from './protocol';
 
 export class ReplyWriter {
-  constructor(private readonly socket: Socket) {}
+  /** Bytes of header in front of READ data. */
+  readonly readHeaderBytes: number;
+
+  constructor(
+    private readonly socket: Socket,
+    readonly structured: boolean,
+  ) {
+    this.readHeaderBytes = structured ? STRUCTURED_READ_HEADER_BYTES : SIMPLE_REPLY_BYTES;
+  }
 
   /**
-   * Sends a READ reply whose first SIMPLE_REPLY_BYTES are header room (a buffer from `pool`),
-   * in one write; the buffer goes back to the pool once the socket has handed it to the kernel.
+   * Sends a successful READ reply whose first `readHeaderBytes` are header room (a buffer from
+   * `pool`), in one write; the buffer goes back to the pool once the socket has handed it to
+   * the kernel.
    */
-  sendWithPayload(cookie: Uint8Array, reply: Uint8Array, pool: BufferPool): void {
-    assert(reply.length >= SIMPLE_REPLY_BYTES, 'reply buffer needs header room');
-    writeHeader(reply, 0, cookie);
-    if (this.socket.destroyed || this.socket.writableEnded) {
+  sendRead(cookie: Uint8Array, offset: number, reply: Uint8Array, pool: BufferPool): void {
+    assert(reply.length > this.readHeaderBytes, 'reply buffer needs header room and data');
+    this.writeReadHeader(reply, cookie, offset, reply.length - this.readHeaderBytes);
+    if (!this.writable()) {
       pool.release(reply);
       return;
     }
@@ -36,27 +62,56 @@ export class ReplyWriter {
   }
 
   /**
-   * Sends a successful READ reply whose payload is a device buffer from `pool`: header and
-   * payload corked, which libuv sends as one writev; the payload returns to the pool after.
+   * Sends a successful READ reply whose data is a device buffer from `pool`: header and data
+   * corked, which libuv sends as one writev; the data returns to the pool after.
    */
-  sendSplit(cookie: Uint8Array, payload: Uint8Array, pool: BufferPool): void {
-    const header = Buffer.allocUnsafe(SIMPLE_REPLY_BYTES);
-    writeHeader(header, 0, cookie);
-    if (this.socket.destroyed || this.socket.writableEnded) {
-      pool.release(payload);
+  sendReadSplit(cookie: Uint8Array, offset: number, data: Uint8Array, pool: BufferPool): void {
+    const header = Buffer.allocUnsafe(this.readHeaderBytes);
+    this.writeReadHeader(header, cookie, offset, data.length);
+    if (!this.writable()) {
+      pool.release(data);
       return;
     }
     this.socket.cork();
     this.socket.write(header);
-    this.socket.write(payload, () => pool.release(payload));
+    this.socket.write(data, () => pool.release(data));
     this.socket.uncork();
   }
 
-  /** Sends a reply without payload (errors, and every command but READ). */
+  /** Sends a reply without data: success (0) or an error, for any command. */
   send(cookie: Uint8Array, error: NbdErrnoValue): void {
-    const header = Buffer.allocUnsafe(SIMPLE_REPLY_BYTES);
-    writeHeader(header, error, cookie);
-    this.write(header);
+    if (!this.structured) {
+      const header = Buffer.allocUnsafe(SIMPLE_REPLY_BYTES);
+      writeSimpleHeader(header, error, cookie);
+      this.write(header);
+      return;
+    }
+    if (error === 0) {
+      const chunk = Buffer.allocUnsafe(STRUCTURED_REPLY_HEADER_BYTES);
+      writeChunkHeader(chunk, ChunkType.NONE, cookie, 0);
+      this.write(chunk);
+      return;
+    }
+    // ERROR: u32 error, u16 message length (0: the error value says it all).
+    const chunk = Buffer.alloc(STRUCTURED_REPLY_HEADER_BYTES + 6);
+    writeChunkHeader(chunk, ChunkType.ERROR, cookie, 6);
+    chunk.writeUInt32BE(error, STRUCTURED_REPLY_HEADER_BYTES);
+    this.write(chunk);
+  }
+
+  /**
+   * Sends a BLOCK_STATUS chunk: one extent of `length` bytes with status 0 (allocated data,
+   * which is always a correct answer) for context `contextId`. Structured mode only.
+   */
+  sendBlockStatus(cookie: Uint8Array, contextId: number, length: number): void {
+    assert(this.structured, 'BLOCK_STATUS needs structured replies');
+    assert(length > 0 && length <= 0xffffffff, 'an extent length is a non-zero u32');
+    const chunk = Buffer.alloc(STRUCTURED_REPLY_HEADER_BYTES + 12);
+    writeChunkHeader(chunk, ChunkType.BLOCK_STATUS, cookie, 12);
+    chunk.writeUInt32BE(contextId, STRUCTURED_REPLY_HEADER_BYTES);
+    chunk.writeUInt32BE(length, STRUCTURED_REPLY_HEADER_BYTES + 4);
+    chunk.writeUInt32BE(0, STRUCTURED_REPLY_HEADER_BYTES + 8);
+    this.write(chunk);
   }
 
   /** Resolves once the socket can take more (at once when it can already). */
@@ -73,17 +128,44 @@ export class ReplyWriter {
     });
   }
 
+  private writeReadHeader(target: Uint8Array, cookie: Uint8Array, offset: number, dataLength: number): void {
+    if (!this.structured) {
+      writeSimpleHeader(target, 0, cookie);
+      return;
+    }
+    writeChunkHeader(target, ChunkType.OFFSET_DATA, cookie, 8 + dataLength);
+    new DataView(target.buffer, target.byteOffset, STRUCTURED_READ_HEADER_BYTES).setBigUint64(
+      STRUCTURED_REPLY_HEADER_BYTES,
+      BigInt(offset),
+    );
+  }
+
+  /** A socket the peer already closed, or that we ended, has no one to read the reply. */
+  private writable(): boolean {
+    return !this.socket.destroyed && !this.socket.writableEnded;
+  }
+
   private write(bytes: Buffer): void {
-    // A socket the peer already closed has no one to read the reply: drop it.
-    if (this.socket.destroyed || this.socket.writableEnded) return;
-    this.socket.write(bytes);
+    if (this.writable()) this.socket.write(bytes);
   }
 }
 
-function writeHeader(target: Uint8Array, error: NbdErrnoValue, cookie: Uint8Array): void {
+function writeSimpleHeader(target: Uint8Array, error: NbdErrnoValue, cookie: Uint8Array): void {
   assert(cookie.length === 8, 'a cookie is 8 bytes');
   const view = new DataView(target.buffer, target.byteOffset, SIMPLE_REPLY_BYTES);
   view.setUint32(0, SIMPLE_REPLY_MAGIC);
   view.setUint32(4, error);
   target.set(cookie, 8);
+}
+
+/** A structured chunk header, always the last chunk (DONE): we never split a reply. */
+function writeChunkHeader(target: Uint8Array, type: number, cookie: Uint8Array, payloadLength: number): void {
+  assert(cookie.length === 8, 'a cookie is 8 bytes');
+  assert(payloadLength >= 0 && payloadLength <= 0xffffffff, 'a chunk payload length is a u32');
+  const view = new DataView(target.buffer, target.byteOffset, STRUCTURED_REPLY_HEADER_BYTES);
+  view.setUint32(0, STRUCTURED_REPLY_MAGIC);
+  view.setUint16(4, ReplyFlag.DONE);
+  view.setUint16(6, type);
+  target.set(cookie, 8);
+  view.setUint32(16, payloadLength);
 }

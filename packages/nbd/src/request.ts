@@ -6,11 +6,12 @@
  *   malformed → close        bad magic; a WRITE payload longer than the advertised maximum
  *                            (we cannot skip 4 GiB of junk safely); a READ longer than it
  *                            (the reply would be as large)
- *   refused   → error reply  unknown command or flag (EINVAL); a write-type command on a
- *                            read-only export (EPERM); an offset past 2^53 (EINVAL); a range
- *                            crossing the end: READ/TRIM EINVAL, WRITE/WRITE_ZEROES ENOSPC
- *                            (spec "Size constraints"); TRIM on a device without discard
- *                            (EINVAL: it was never advertised)
+ *   refused   → error reply  unknown command or flag (EINVAL); BLOCK_STATUS without
+ *                            base:allocation selected, or of length 0 (EINVAL); a write-type
+ *                            command on a read-only export (EPERM); an offset past 2^53
+ *                            (EINVAL); a range crossing the end: READ/TRIM/BLOCK_STATUS
+ *                            EINVAL, WRITE/WRITE_ZEROES ENOSPC (spec "Size constraints"); TRIM
+ *                            on a device without discard (EINVAL: it was never advertised)
  *
  * The order of the checks matters only for which error a doubly-bad request gets; it mirrors
  * nbdkit's server/protocol.c validate_request (flags, read-only, range).
@@ -40,6 +41,7 @@ export type Verdict =
 
 const FLAGS_ALLOWED: Readonly<Record<number, number>> = {
   [Command.READ]: CommandFlag.FUA,
+  [Command.BLOCK_STATUS]: CommandFlag.REQ_ONE,
   [Command.WRITE]: CommandFlag.FUA,
   [Command.FLUSH]: CommandFlag.FUA,
   [Command.TRIM]: CommandFlag.FUA,
@@ -67,8 +69,11 @@ export function hasPayload(request: NbdRequest): boolean {
   return request.type === Command.WRITE;
 }
 
-/** Decides what to do with a request to `target`; see the table at the top of the file. */
-export function judgeRequest(request: NbdRequest, target: NbdExport): Verdict {
+/**
+ * Decides what to do with a request to `target`; see the table at the top of the file.
+ * `baseAllocation`: the client selected base:allocation, so BLOCK_STATUS is allowed.
+ */
+export function judgeRequest(request: NbdRequest, target: NbdExport, baseAllocation = false): Verdict {
   const { type, length } = request;
   if ((type === Command.WRITE || type === Command.READ) && length > Limits.PAYLOAD_BYTES_MAX) {
     return {
@@ -78,13 +83,15 @@ export function judgeRequest(request: NbdRequest, target: NbdExport): Verdict {
   }
   const allowed = FLAGS_ALLOWED[type];
   if (allowed === undefined) return refuse(NbdErrno.EINVAL);
+  if (type === Command.BLOCK_STATUS && (!baseAllocation || length === 0)) return refuse(NbdErrno.EINVAL);
   if ((request.flags & ~allowed) !== 0) return refuse(NbdErrno.EINVAL);
   const writes = type === Command.WRITE || type === Command.TRIM || type === Command.WRITE_ZEROES;
   if (writes && target.readOnly) return refuse(NbdErrno.EPERM);
   if (type === Command.FLUSH || type === Command.DISC) return { kind: 'execute' };
   if (request.offset < 0) return refuse(NbdErrno.EINVAL);
   if (request.offset + length > target.size) {
-    return refuse(type === Command.READ || type === Command.TRIM ? NbdErrno.EINVAL : NbdErrno.ENOSPC);
+    const readLike = type === Command.READ || type === Command.TRIM || type === Command.BLOCK_STATUS;
+    return refuse(readLike ? NbdErrno.EINVAL : NbdErrno.ENOSPC);
   }
   if (type === Command.TRIM && target.device.discard === undefined) return refuse(NbdErrno.EINVAL);
   return { kind: 'execute' };

@@ -92,6 +92,7 @@ describe('nbdinfo', () => {
     expect(origin.code, origin.stderr).toBe(0);
     const originInfo = JSON.parse(origin.stdout);
     expect(originInfo.protocol).toBe('newstyle-fixed');
+    expect(originInfo.structured).toBe(true);
     expect(originInfo.exports[0]).toMatchObject({
       'export-size': IMAGE_BYTES,
       is_read_only: false,
@@ -119,6 +120,12 @@ describe('nbdinfo', () => {
     });
     const plain = await run('nbdinfo', ['--size', engine.snapshotServer.uri()]);
     expect(plain).toMatchObject({ code: 0, stdout: `${IMAGE_BYTES}\n` });
+  });
+
+  it('--map reports base:allocation (all data)', async () => {
+    const map = await run('nbdinfo', ['--map', engine.snapshotServer.uri()]);
+    expect(map.code, map.stderr).toBe(0);
+    expect(map.stdout.trim().split(/\s+/)).toEqual(['0', `${IMAGE_BYTES}`, '0', 'data']);
   });
 
   it('--list shows every export of a server, by name and description', async () => {

@@ -61,6 +61,17 @@ function request(random: SeededRandom): Buffer {
   return message;
 }
 
+/** SET_META_CONTEXT data for the default export and base:allocation. */
+function baseAllocationQuery(): Buffer {
+  const query = Buffer.from('base:allocation');
+  const data = Buffer.alloc(4 + 4 + 4 + query.length);
+  data.writeUInt32BE(0, 0);
+  data.writeUInt32BE(1, 4);
+  data.writeUInt32BE(query.length, 8);
+  query.copy(data, 12);
+  return data;
+}
+
 /** One fuzz session's bytes, after the server's greeting. */
 function session(random: SeededRandom): Buffer {
   const shape = random.integer(0, 4);
@@ -75,6 +86,11 @@ function session(random: SeededRandom): Buffer {
       parts.push(option(random, random.integer(0, 12), bytes(random, random.integer(0, 64))));
     }
   } else {
+    if (random.next() < 0.5) {
+      // Structured replies (and sometimes base:allocation), so BLOCK_STATUS and chunks get fuzzed.
+      parts.push(option(random, Option.STRUCTURED_REPLY, Buffer.alloc(0)));
+      if (random.next() < 0.7) parts.push(option(random, Option.SET_META_CONTEXT, baseAllocationQuery()));
+    }
     parts.push(option(random, Option.GO, goData(random.next() < 0.9 ? '' : 'fss0', [3])));
     if (shape === 3) parts.push(bytes(random, random.integer(0, 4000)));
     else for (let count = random.integer(1, 20); count > 0; count--) parts.push(request(random));

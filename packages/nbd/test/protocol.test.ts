@@ -10,6 +10,7 @@ import { FssError, MemoryBlockDevice } from '@fss/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { nbdErrnoOf } from '../src/errors';
 import {
+  BASE_ALLOCATION,
   Command,
   CommandFlag,
   HandshakeFlag,
@@ -125,7 +126,7 @@ describe('handshake', () => {
     expect((await client.readOptionReplies()).at(-1)!.type).toBe(Reply.ERR_UNKNOWN);
     client.sendOption(Option.GO, Buffer.from([0, 0, 0, 9, 1]));
     expect((await client.readOptionReplies()).at(-1)!.type).toBe(Reply.ERR_INVALID);
-    for (const option of [Option.STRUCTURED_REPLY, Option.LIST_META_CONTEXT, Option.STARTTLS, 4242]) {
+    for (const option of [Option.STARTTLS, Option.EXTENDED_HEADERS, 4242]) {
       client.sendOption(option);
       const reply = (await client.readOptionReplies()).at(-1)!;
       expect(reply.type).toBe(Reply.ERR_UNSUP);
@@ -195,6 +196,95 @@ describe('handshake', () => {
     header.writeUInt32BE(1_000_000, 12);
     second.raw.write(header);
     expect(await second.raw.closed()).toBe(true);
+  });
+});
+
+describe('structured replies and base:allocation', () => {
+  /** Meta-context option data: export name, then the queries. */
+  function metaData(name: string, queries: string[]): Buffer {
+    const parts = [Buffer.alloc(4), Buffer.from(name), Buffer.alloc(4)];
+    parts[0]!.writeUInt32BE(Buffer.byteLength(name), 0);
+    parts[2]!.writeUInt32BE(queries.length, 0);
+    for (const query of queries) {
+      const length = Buffer.alloc(4);
+      length.writeUInt32BE(Buffer.byteLength(query), 0);
+      parts.push(length, Buffer.from(query));
+    }
+    return Buffer.concat(parts);
+  }
+
+  /** Reads one structured chunk. */
+  async function readChunk(client: RawClient) {
+    const header = (await client.raw.read(20))!;
+    expect(header.readUInt32BE(0)).toBe(0x668e33ef);
+    const payload = (await client.raw.read(header.readUInt32BE(16)))!;
+    return {
+      flags: header.readUInt16BE(4),
+      type: header.readUInt16BE(6),
+      cookie: header.readBigUInt64BE(8),
+      payload,
+    };
+  }
+
+  it('negotiates them, then answers READ, errors, writes and BLOCK_STATUS in chunks', async () => {
+    const { client } = await RawClient.handshake(running.socketPath);
+    client.sendOption(Option.SET_META_CONTEXT, metaData('', [BASE_ALLOCATION]));
+    expect((await client.readOptionReplies()).at(-1)!.type).toBe(Reply.ERR_INVALID); // not yet structured
+    client.sendOption(Option.STRUCTURED_REPLY);
+    expect((await client.readOptionReplies()).map((r) => r.type)).toEqual([Reply.ACK]);
+    client.sendOption(Option.LIST_META_CONTEXT, metaData('origin', []));
+    const listed = await client.readOptionReplies();
+    expect(listed.map((r) => r.type)).toEqual([Reply.META_CONTEXT, Reply.ACK]);
+    expect(listed[0]!.data.subarray(4).toString()).toBe(BASE_ALLOCATION);
+    client.sendOption(Option.SET_META_CONTEXT, metaData('', ['qemu:dirty-bitmap:x', BASE_ALLOCATION]));
+    const set = await client.readOptionReplies();
+    expect(set.map((r) => r.type)).toEqual([Reply.META_CONTEXT, Reply.ACK]);
+    const contextId = set[0]!.data.readUInt32BE(0);
+    expect(contextId).not.toBe(0);
+    client.sendOption(Option.SET_META_CONTEXT, metaData('nope', [BASE_ALLOCATION]));
+    expect((await client.readOptionReplies()).at(-1)!.type).toBe(Reply.ERR_UNKNOWN);
+    client.sendOption(Option.GO, goData('', []));
+    expect((await client.readOptionReplies()).at(-1)!.type).toBe(Reply.ACK);
+
+    client.sendRequest(Command.READ, 8192, 4096, { cookie: 5n });
+    const read = await readChunk(client);
+    expect(read).toMatchObject({ flags: 1, type: 1, cookie: 5n });
+    expect(Number(read.payload.readBigUInt64BE(0))).toBe(8192);
+    expect(Buffer.compare(read.payload.subarray(8), origin.bytes.subarray(8192, 8192 + 4096))).toBe(0);
+
+    client.sendRequest(Command.READ, 4 * MiB, 512, { cookie: 6n });
+    const error = await readChunk(client);
+    expect(error).toMatchObject({ flags: 1, type: 0x8001, cookie: 6n });
+    expect(error.payload.readUInt32BE(0)).toBe(NbdErrno.EINVAL);
+
+    client.sendRequest(Command.WRITE, 0, 512, { cookie: 7n, payload: new Uint8Array(512).fill(3) });
+    expect(await readChunk(client)).toMatchObject({ flags: 1, type: 0, cookie: 7n });
+    expect(origin.bytes[0]).toBe(3);
+
+    client.sendRequest(Command.BLOCK_STATUS, 4096, 65536, { cookie: 8n, flags: CommandFlag.REQ_ONE });
+    const status = await readChunk(client);
+    expect(status).toMatchObject({ flags: 1, type: 5, cookie: 8n });
+    expect([
+      status.payload.readUInt32BE(0),
+      status.payload.readUInt32BE(4),
+      status.payload.readUInt32BE(8),
+    ]).toEqual([contextId, 65536, 0]);
+    client.sendRequest(Command.BLOCK_STATUS, 4 * MiB - 512, 1024, { cookie: 9n });
+    expect((await readChunk(client)).payload.readUInt32BE(0)).toBe(NbdErrno.EINVAL);
+    client.close();
+  });
+
+  it('refuses BLOCK_STATUS when base:allocation was not selected', async () => {
+    const { client } = await RawClient.handshake(running.socketPath);
+    client.sendOption(Option.STRUCTURED_REPLY);
+    await client.readOptionReplies();
+    client.sendOption(Option.GO, goData('', []));
+    await client.readOptionReplies();
+    client.sendRequest(Command.BLOCK_STATUS, 0, 4096);
+    const chunk = await readChunk(client);
+    expect(chunk.type).toBe(0x8001);
+    expect(chunk.payload.readUInt32BE(0)).toBe(NbdErrno.EINVAL);
+    client.close();
   });
 });
 
