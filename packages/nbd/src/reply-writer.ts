@@ -16,10 +16,12 @@
  * one `socket.write`. When the device wants its own buffers (O_DIRECT alignment), the header
  * and data are written corked, which libuv sends as one writev.
  *
- * Back-pressure: `socket.write` returning false means the kernel buffer and Node's queue are
- * full. The request loop awaits `drained()` before reading the next request, so a slow reader
- * stops us reading requests, and the socket reader's own high-water mark then stops the
- * client sending them.
+ * Back-pressure: the request loop awaits `drained()` before reading the next request, so a
+ * slow reader stops us reading requests, and the socket reader's own high-water mark then
+ * stops the client sending them. drained() waits only once more than REPLY_QUEUE_BYTES_MAX is
+ * queued in Node (not at Node's 16 KiB mark: a single 256 KiB reply passes that, and waiting
+ * for the queue to empty after every reply would leave the socket idle while the next reads
+ * start); then it waits for 'drain', which Node emits once the queue is empty.
  */
 import type { Socket } from 'node:net';
 import { assert } from '@fss/core';
@@ -34,6 +36,9 @@ import {
   STRUCTURED_REPLY_HEADER_BYTES,
   STRUCTURED_REPLY_MAGIC,
 } from './protocol';
+
+/** Reply bytes queued in Node beyond which we stop reading requests (see drained()). */
+const REPLY_QUEUE_BYTES_MAX = 8 * 1024 * 1024;
 
 export class ReplyWriter {
   /** Bytes of header in front of READ data. */
@@ -116,7 +121,8 @@ export class ReplyWriter {
 
   /** Resolves once the socket can take more (at once when it can already). */
   drained(): Promise<void> {
-    if (!this.socket.writableNeedDrain || this.socket.destroyed) return Promise.resolve();
+    if (this.socket.writableLength <= REPLY_QUEUE_BYTES_MAX || this.socket.destroyed)
+      return Promise.resolve();
     return new Promise((resolve) => {
       const done = (): void => {
         this.socket.off('drain', done);
