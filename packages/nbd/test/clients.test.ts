@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { MemoryBackingStore, MemoryBlockDevice, Origin, type Snapshot } from '@fss/core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { FileBlockDevice } from '../src/dev/file-device';
+import { NbdServer } from '../src/server';
 import { patterned, type RunningServer, run, startServer, temporaryDirectory } from './helpers';
 
 const MiB = 1024 * 1024;
@@ -120,6 +121,18 @@ describe('nbdinfo', () => {
     });
     const plain = await run('nbdinfo', ['--size', engine.snapshotServer.uri()]);
     expect(plain).toMatchObject({ code: 0, stdout: `${IMAGE_BYTES}\n` });
+  });
+
+  it('reaches a TCP listener only on the address it was bound to', async () => {
+    const server = new NbdServer({ exports: [{ name: 'fss0', device: engine.snapshot }] });
+    const address = await server.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const port = 'port' in address ? address.port : 0;
+      const info = await run('nbdinfo', ['--size', `nbd://127.0.0.1:${port}/fss0`]);
+      expect(info).toMatchObject({ code: 0, stdout: `${IMAGE_BYTES}\n` });
+    } finally {
+      await server.close();
+    }
   });
 
   it('--map reports base:allocation (all data)', async () => {
