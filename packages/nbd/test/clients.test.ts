@@ -57,11 +57,10 @@ async function startEngineExports(): Promise<EngineExports> {
   const originServer = await startServer(dir.path, [{ name: `image${serial}`, device: origin }], {
     socketName: `origin${serial}.sock`,
   });
-  const snapshotServer = await startServer(
-    dir.path,
-    [{ name: 'fss0', device: snapshot, preferredBlockSize: snapshot.geometry.clusterSize }],
-    { socketName: `fss0-${serial}.sock` },
-  );
+  // No preferredBlockSize: a Snapshot's cluster size is the default.
+  const snapshotServer = await startServer(dir.path, [{ name: 'fss0', device: snapshot }], {
+    socketName: `fss0-${serial}.sock`,
+  });
   return {
     imagePath,
     copyPath,

@@ -31,7 +31,6 @@ export async function attachSnapshots(
         name: request.name,
         device: snapshot,
         description: `snapshot ${request.name}`,
-        preferredBlockSize: snapshot.geometry.clusterSize,
       },
       socketPath: request.socketPath,
     });
