@@ -12,7 +12,8 @@
  *
  * Each measurement runs RUNS times, alternating servers so neither gets a warmer cache, and
  * the median is kept. Both servers are separate processes on unix sockets with their default
- * settings (ours: the fss-nbd binary from source; nbdkit: `nbdkit -U SOCKET file IMAGE`), and
+ * settings (ours: the fss-nbd binary from source, with UV_THREADPOOL_SIZE=16 as the built
+ * binary sets it, i.e. nbdkit's default of 16 threads; nbdkit: `nbdkit -U SOCKET file IMAGE`), and
  * nbdcopy picks its own connection count from CAN_MULTI_CONN, which both advertise.
  * Environment: FSS_BENCH_MIB (image size, default 1024), FSS_BENCH_RUNS (default 3).
  */
@@ -26,6 +27,8 @@ const MiB = 1024 * 1024;
 const imageMiB = Number(process.env['FSS_BENCH_MIB'] ?? 1024);
 const runs = Number(process.env['FSS_BENCH_RUNS'] ?? 3);
 const cliPath = fileURLToPath(new URL('../src/cli.ts', import.meta.url));
+/** From source (tsx) the binary cannot size libuv's pool itself: see src/cli.ts. */
+const serverEnvironment = { ...process.env, UV_THREADPOOL_SIZE: process.env['UV_THREADPOOL_SIZE'] ?? '16' };
 
 function makeImage(path: string, seed: number): void {
   const chunk = Buffer.alloc(16 * MiB);
@@ -79,9 +82,7 @@ async function main(): Promise<void> {
     const ours = spawn(
       process.execPath,
       ['--conditions=@fss/source', '--import', 'tsx', cliPath, '-s', oursSocket, image],
-      {
-        stdio: ['ignore', 'ignore', 'inherit'],
-      },
+      { stdio: ['ignore', 'ignore', 'inherit'], env: serverEnvironment },
     );
     const engineSocket = join(dir, 'engine.sock');
     const snapshotSocket = join(dir, 'fss0.sock');
@@ -99,7 +100,7 @@ async function main(): Promise<void> {
         '-r',
         image,
       ],
-      { stdio: ['ignore', 'ignore', 'inherit'] },
+      { stdio: ['ignore', 'ignore', 'inherit'], env: serverEnvironment },
     );
     const nbdkit = spawn('nbdkit', ['-f', '-U', nbdkitSocket, 'file', image], {
       stdio: ['ignore', 'ignore', 'inherit'],

@@ -74,8 +74,10 @@ function parseArguments(argv: string[]): Arguments | undefined {
 
 /**
  * Reads and writes of the image run on libuv's thread pool, 4 threads by default: too few to
- * keep several connections with dozens of requests in flight busy. libuv sizes the pool when
- * it is first used, which is after this line runs (module loading reads files synchronously).
+ * keep several connections with dozens of requests in flight busy (nbdkit runs 16 threads).
+ * libuv sizes the pool when it is first used. The built binary is CommonJS, whose loading
+ * reads files synchronously, so this line runs first; run from source through an ESM loader
+ * (tsx), the pool already exists and only UV_THREADPOOL_SIZE in the environment counts.
  */
 const THREAD_POOL_SIZE_DEFAULT = '16';
 process.env['UV_THREADPOOL_SIZE'] ??= THREAD_POOL_SIZE_DEFAULT;

@@ -85,7 +85,7 @@ async function executeRead(
     pool.release(buffer);
     throw error;
   }
-  if (deviceBuffers) writer.sendReadSplit(request.cookie, offset, buffer, pool);
+  if (deviceBuffers) writer.sendReadSplit(request.cookie, offset, buffer, () => pool.release(buffer));
   else writer.sendRead(request.cookie, offset, buffer, pool);
 }
 

@@ -28,6 +28,7 @@ import { execute } from './commands';
 import type { NbdExport } from './export';
 import { type HandshakeResult, negotiate } from './handshake';
 import { Command, commandName, Limits, NbdErrno, REQUEST_BYTES } from './protocol';
+import { ReadMerger } from './read-merger';
 import { ReplyWriter } from './reply-writer';
 import { hasPayload, judgeRequest, type NbdRequest, parseRequest } from './request';
 import { EndOfStream, SocketReader } from './socket-reader';
@@ -67,6 +68,8 @@ export class Connection {
   private readonly reader: SocketReader;
   /** Set when the handshake ends: its mode depends on STRUCTURED_REPLY. */
   private writer: ReplyWriter;
+  /** Set when the handshake ends, with the writer. */
+  private merger: ReadMerger | undefined;
   private inFlight = 0;
   private inFlightBytes = 0;
   private slotFreed: (() => void) | undefined;
@@ -94,6 +97,12 @@ export class Connection {
       }
       this.export = result.export;
       this.writer = new ReplyWriter(this.socket, result.structured);
+      this.merger = new ReadMerger(
+        result.export,
+        this.writer,
+        this.options.poolOf(result.export),
+        (request) => this.finish(request),
+      );
       this.transition('handshake', 'transmission');
       await this.transmit(result.export, result.baseAllocation);
     } catch (error) {
@@ -185,25 +194,35 @@ export class Connection {
     if (payload !== undefined) this.options.poolOf(target).release(payload);
   }
 
+  /** Starts a request; READs go through the merger, everything else runs on its own. */
   private start(request: NbdRequest, payload: Uint8Array | undefined, target: NbdExport): void {
-    const bytes = dataBytes(request);
     this.inFlight++;
-    this.inFlightBytes += bytes;
+    this.inFlightBytes += dataBytes(request);
     assert(this.inFlight <= this.options.inFlightMax, 'in-flight limit holds');
+    if (request.type === Command.READ && request.length > 0 && this.merger !== undefined) {
+      this.merger.add(request);
+      return;
+    }
     void execute(request, payload, target, this.writer, this.options.poolOf(target)).finally(() => {
       this.releasePayload(payload, target);
-      this.inFlight--;
-      this.inFlightBytes -= bytes;
-      assert(this.inFlight >= 0, 'in-flight count stays non-negative');
-      const freed = this.slotFreed;
-      this.slotFreed = undefined;
-      freed?.();
-      if (this.inFlight === 0) {
-        const idle = this.idle;
-        this.idle = undefined;
-        idle?.();
-      }
+      this.finish(request);
     });
+  }
+
+  /** A request was answered: frees its slot and wakes whoever waits for one, or for idle. */
+  private finish(request: NbdRequest): void {
+    this.inFlight--;
+    this.inFlightBytes -= dataBytes(request);
+    assert(this.inFlight >= 0, 'in-flight count stays non-negative');
+    assert(this.inFlightBytes >= 0, 'in-flight bytes stay non-negative');
+    const freed = this.slotFreed;
+    this.slotFreed = undefined;
+    freed?.();
+    if (this.inFlight === 0) {
+      const idle = this.idle;
+      this.idle = undefined;
+      idle?.();
+    }
   }
 
   private waitForSlot(): Promise<void> {

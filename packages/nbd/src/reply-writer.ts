@@ -67,20 +67,31 @@ export class ReplyWriter {
   }
 
   /**
-   * Sends a successful READ reply whose data is a device buffer from `pool`: header and data
-   * corked, which libuv sends as one writev; the data returns to the pool after.
+   * Sends a successful READ reply whose data lives in a separate buffer (a device buffer, or a
+   * slice of a merged read): header and data corked, which libuv sends as one writev. `sent`
+   * runs once the socket no longer needs `data` (at once if the socket is gone).
    */
-  sendReadSplit(cookie: Uint8Array, offset: number, data: Uint8Array, pool: BufferPool): void {
+  sendReadSplit(cookie: Uint8Array, offset: number, data: Uint8Array, sent: () => void): void {
     const header = Buffer.allocUnsafe(this.readHeaderBytes);
     this.writeReadHeader(header, cookie, offset, data.length);
     if (!this.writable()) {
-      pool.release(data);
+      sent();
       return;
     }
     this.socket.cork();
     this.socket.write(header);
-    this.socket.write(data, () => pool.release(data));
+    this.socket.write(data, () => sent());
     this.socket.uncork();
+  }
+
+  /** Runs `send` with the socket corked, so the replies it sends leave in one writev. */
+  corked(send: () => void): void {
+    this.socket.cork();
+    try {
+      send();
+    } finally {
+      this.socket.uncork();
+    }
   }
 
   /** Sends a reply without data: success (0) or an error, for any command. */

@@ -404,14 +404,15 @@ describe('transmission', () => {
     });
     const { client } = await RawClient.go(local.socketPath);
     const count = 64;
+    // Gaps between the ranges, so the reads are not merged (see the merging test).
     for (let index = 0; index < count; index++) {
-      client.sendRequest(Command.READ, index * 4096, 4096, { cookie: BigInt(index) });
+      client.sendRequest(Command.READ, index * 8192, 4096, { cookie: BigInt(index) });
     }
     const cookies = new Set<bigint>();
     for (let index = 0; index < count; index++) {
       const reply = (await client.readReply(4096))!;
       expect(reply.error).toBe(0);
-      const at = Number(reply.cookie) * 4096;
+      const at = Number(reply.cookie) * 8192;
       expect(Buffer.compare(reply.payload, origin.bytes.subarray(at, at + 4096))).toBe(0);
       cookies.add(reply.cookie);
     }
@@ -422,6 +423,71 @@ describe('transmission', () => {
     await local.close();
   });
 
+  it('merges READs of back-to-back ranges into one device read, and isolates errors', async () => {
+    const counting = new InstrumentedDevice(origin);
+    const local = await startServer(dir.path, [{ name: 'x', device: counting }], { socketName: 'm.sock' });
+    const { client } = await RawClient.go(local.socketPath);
+    // 16 consecutive 64 KiB reads (1 MiB), sent in one burst.
+    const burst = Buffer.concat(
+      Array.from({ length: 16 }, (_, index) => {
+        const header = Buffer.alloc(28);
+        header.writeUInt32BE(0x25609513, 0);
+        header.writeUInt16BE(Command.READ, 6);
+        header.writeBigUInt64BE(BigInt(index), 8);
+        header.writeBigUInt64BE(BigInt(index * 65536), 16);
+        header.writeUInt32BE(65536, 24);
+        return header;
+      }),
+    );
+    client.raw.write(burst);
+    for (let index = 0; index < 16; index++) {
+      const reply = (await client.readReply(65536))!;
+      const at = Number(reply.cookie) * 65536;
+      expect(Buffer.compare(reply.payload, origin.bytes.subarray(at, at + 65536))).toBe(0);
+    }
+    expect(counting.calls['read']).toBeLessThan(16);
+
+    // A merged read that fails: each request is retried alone and gets its own answer.
+    const failing = new MemoryBlockDevice(patterned(MiB, 4));
+    const read = failing.read.bind(failing);
+    failing.read = async (target, offset) => {
+      if (offset <= 3 * 4096 && offset + target.length > 3 * 4096) throw new FssError('EIO');
+      return read(target, offset);
+    };
+    const second = await startServer(dir.path, [{ name: 'y', device: failing }], { socketName: 'm2.sock' });
+    const other = (await RawClient.go(second.socketPath)).client;
+    other.raw.write(
+      Buffer.concat(
+        Array.from({ length: 6 }, (_, index) => {
+          const header = Buffer.alloc(28);
+          header.writeUInt32BE(0x25609513, 0);
+          header.writeUInt16BE(Command.READ, 6);
+          header.writeBigUInt64BE(BigInt(index), 8);
+          header.writeBigUInt64BE(BigInt(index * 4096), 16);
+          header.writeUInt32BE(4096, 24);
+          return header;
+        }),
+      ),
+    );
+    const errors = new Map<bigint, number>();
+    for (let index = 0; index < 6; index++) {
+      const reply = (await other.readReply())!;
+      if (reply.error === 0) {
+        const payload = (await other.raw.read(4096))!;
+        const at = Number(reply.cookie) * 4096;
+        expect(Buffer.compare(payload, failing.bytes.subarray(at, at + 4096))).toBe(0);
+      }
+      errors.set(reply.cookie, reply.error);
+    }
+    expect([...errors].sort((a, b) => Number(a[0] - b[0])).map(([, error]) => error)).toEqual([
+      0, 0, 0, 5, 0, 0,
+    ]);
+    client.close();
+    other.close();
+    await local.close();
+    await second.close();
+  });
+
   it('bounds the bytes in flight per connection too', async () => {
     const slow = new InstrumentedDevice(origin);
     slow.delayMs = 5;
@@ -430,7 +496,7 @@ describe('transmission', () => {
       inFlightBytesMax: 8192,
     });
     const { client } = await RawClient.go(local.socketPath);
-    for (let index = 0; index < 32; index++) client.sendRequest(Command.READ, index * 4096, 4096);
+    for (let index = 0; index < 32; index++) client.sendRequest(Command.READ, index * 8192, 4096);
     for (let index = 0; index < 32; index++) expect((await client.readReply(4096))!.error).toBe(0);
     expect(slow.runningMax).toBe(2);
     // A request larger than the limit still runs, alone.
@@ -446,7 +512,8 @@ describe('transmission', () => {
     const { client } = await RawClient.go(local.socketPath);
     client.raw.socket.pause();
     const requests = 256; // 256 × 1 MiB of replies: far more than the socket buffers hold
-    for (let index = 0; index < requests; index++) client.sendRequest(Command.READ, (index % 64) * MiB, MiB);
+    for (let index = 0; index < requests; index++)
+      client.sendRequest(Command.READ, (index % 32) * 2 * MiB, MiB);
     await new Promise((resolve) => setTimeout(resolve, 500));
     const readsWhilePaused = counting.calls['read'] ?? 0;
     expect(readsWhilePaused).toBeLessThan(requests);
