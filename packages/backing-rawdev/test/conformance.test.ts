@@ -7,9 +7,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { testBackingStore } from '@fss/core/testing';
+import { createLoop, isRoot, ROOT_REASON } from '@fss/test-utils';
 import { describe, expect, it } from 'vitest';
 import { openRawDeviceBackingStore } from '../src';
-import { createLoop, isRoot, ROOT_REASON } from './loop';
 
 // Sparse, so it costs nothing; past 5 GiB so the suite's large-offset cases run.
 const DEVICE_BYTES = 6 * 1024 ** 3;

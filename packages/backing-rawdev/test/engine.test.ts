@@ -13,9 +13,9 @@
 import { readFileSync } from 'node:fs';
 import { openBlockDevice } from '@fss/blockdev-linux';
 import { Origin, SeededRandom } from '@fss/core';
+import { createLoop, isRoot, ROOT_REASON } from '@fss/test-utils';
 import { describe, expect, it } from 'vitest';
 import { openRawDeviceBackingStore } from '../src';
-import { createLoop, isRoot, ROOT_REASON } from './loop';
 
 /** Not a multiple of the cluster size: the last cluster is partial. */
 const ORIGIN_BYTES = 24 * 1024 * 1024 + 7 * 512;
