@@ -116,6 +116,7 @@ export class MemoryBackingStore implements BackingStore {
 
   async write(source: Uint8Array, offset: number): Promise<void> {
     this.checkOpen('write');
+    checkStoreOffset(offset, this.path);
     if (offset + source.length > this.capacityBytes) {
       throw new FssError('ENOSPC', undefined, { syscall: 'write', path: this.path });
     }
@@ -154,9 +155,7 @@ export class MemoryBackingStore implements BackingStore {
       pageIndex: number,
     ) => void,
   ): void {
-    if (!Number.isSafeInteger(offset) || offset < 0) {
-      throw new FssError('EINVAL', `offset ${offset} is not a byte offset`, { path: this.path });
-    }
+    checkStoreOffset(offset, this.path);
     let at = 0;
     while (at < length) {
       const position = offset + at;
@@ -170,5 +169,11 @@ export class MemoryBackingStore implements BackingStore {
 
   private checkOpen(syscall: string): void {
     if (this.closed) throw new FssError('EBADF', 'backing store is closed', { syscall, path: this.path });
+  }
+}
+
+function checkStoreOffset(offset: number, path: string | undefined): void {
+  if (!Number.isSafeInteger(offset) || offset < 0) {
+    throw new FssError('EINVAL', `offset ${offset} is not a byte offset`, { path });
   }
 }

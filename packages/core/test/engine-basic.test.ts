@@ -183,3 +183,12 @@ describe('engine: the store header', () => {
     expect(header.invalidReason).toMatch(/write error on backing store: ENOSPC/);
   });
 });
+
+describe('MemoryBackingStore', () => {
+  it('says EINVAL, not ENOSPC, for an offset that is not a byte offset, even with a capacity', async () => {
+    const store = new MemoryBackingStore({ capacityBytes: 4096 });
+    await expect(store.write(new Uint8Array(1), 2 ** 53)).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(store.write(new Uint8Array(1), -1)).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(store.write(new Uint8Array(1), 4096)).rejects.toMatchObject({ code: 'ENOSPC' });
+  });
+});
