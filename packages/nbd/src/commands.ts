@@ -86,7 +86,7 @@ async function executeRead(
     throw error;
   }
   if (deviceBuffers) writer.sendReadSplit(request.cookie, offset, buffer, () => pool.release(buffer));
-  else writer.sendRead(request.cookie, offset, buffer, pool);
+  else writer.sendRead(request.cookie, offset, buffer, () => pool.release(buffer));
 }
 
 /** The range was checked against the size, so a short read means the device failed. */

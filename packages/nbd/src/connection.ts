@@ -256,6 +256,9 @@ export class Connection {
   private async drainAndEnd(): Promise<void> {
     if (this.state !== 'transmission') return;
     this.transition('transmission', 'draining');
+    // Reads waiting for buffers to come back start now: a client that stopped reading its
+    // replies must not hold up the close (the socket is destroyed after the grace period).
+    this.merger?.unlimit();
     await this.waitForIdle();
     await this.endGracefully();
   }

@@ -18,21 +18,37 @@
  * If the merged read fails, each request is retried on its own, so every reply carries the
  * error of its own range, exactly as without merging.
  *
+ * Hot buffers: at most READ_HELD_BYTES_MAX of read buffers per connection are held at once,
+ * counted from the start of a run's device read until the socket has handed its last reply to
+ * the kernel (the buffer is back in the pool); further closed runs wait, in order, and start as
+ * buffers come back (a run alone always starts). Without the limit a sequential reader with
+ * 64 × 256 KiB in flight on each of its connections has every request's buffer acquired at
+ * once, tens of MiB that cycle through the caches: the device read then writes, and the socket
+ * write reads, memory that is cold, and perf showed the page-cache → buffer copy costing us
+ * three times what it costs nbdkit, whose few per-thread buffers stay in cache. A few MiB in
+ * rotation through the LIFO pool stay in L2/L3, and two runs still overlap (one being read
+ * while the previous one is sent). The limit only delays when a run's read starts; once the
+ * connection drains (DISC, EOF, server close) it is lifted, so waiting runs never hold up a
+ * shutdown behind a client that stopped reading.
+ *
  * Every request still gets exactly one reply, and `done(request)` is called once per request
  * after its reply was handed to the socket (the connection's in-flight accounting).
  */
 import { assert } from '@fss/core';
 import type { BufferPool } from './buffer-pool';
 import { execute } from './commands';
+import { nbdErrnoOf } from './errors';
 import type { NbdExport } from './export';
 import { Command } from './protocol';
 import type { ReplyWriter } from './reply-writer';
 import type { NbdRequest } from './request';
 
 /** Largest merged read. */
-const MERGED_BYTES_MAX = 2 * 1024 * 1024;
+const MERGED_BYTES_MAX = 512 * 1024;
 /** Most requests in one merged read. */
 const MERGED_COUNT_MAX = 64;
+/** Read-buffer bytes one connection holds at once (see "Hot buffers" above). */
+const READ_HELD_BYTES_MAX = 2 * 1024 * 1024;
 
 interface Run {
   readonly offset: number;
@@ -43,6 +59,12 @@ interface Run {
 export class ReadMerger {
   private open: Run | undefined;
   private flushScheduled = false;
+  /** Closed runs waiting for held bytes to come back, oldest first. */
+  private readonly waiting: Run[] = [];
+  /** Bytes of read buffers acquired and not yet back in the pool. */
+  private heldBytes = 0;
+  /** Set once the connection drains: runs start at once. */
+  private unlimited = false;
 
   constructor(
     private readonly target: NbdExport,
@@ -51,7 +73,7 @@ export class ReadMerger {
     private readonly done: (request: NbdRequest) => void,
   ) {}
 
-  /** Takes a validated READ of at least one byte; its reply follows within one loop turn. */
+  /** Takes a validated READ of at least one byte; its reply follows once its run is read. */
   add(request: NbdRequest): void {
     assert(request.type === Command.READ, 'only READs are merged');
     assert(request.length > 0 && request.offset >= 0, 'a merged READ has a range');
@@ -66,33 +88,65 @@ export class ReadMerger {
       run.end += request.length;
       return;
     }
-    this.flush();
+    this.close();
     this.open = { offset: request.offset, end: request.offset + request.length, requests: [request] };
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => {
         this.flushScheduled = false;
-        this.flush();
+        this.startRuns(true);
       });
     }
   }
 
-  /** Closes the open run, if any, and starts its read. */
-  flush(): void {
+  /** Lifts the held-bytes limit for good (the connection is draining) and starts every run. */
+  unlimit(): void {
+    this.unlimited = true;
+    this.startRuns(true);
+  }
+
+  /** Closes the open run, if any: it waits for its turn behind the runs closed before it. */
+  private close(): void {
     const run = this.open;
     this.open = undefined;
-    if (run !== undefined) void this.read(run);
+    if (run === undefined) return;
+    this.waiting.push(run);
+    this.startRuns(false);
+  }
+
+  /**
+   * Starts closed runs, oldest first, and then (with `andOpen`) the open one, while they fit
+   * the held-bytes limit (a run alone always fits). An open run that does not fit stays open
+   * and keeps taking the requests that continue it until it can start.
+   */
+  private startRuns(andOpen: boolean): void {
+    for (;;) {
+      const fromOpen = this.waiting.length === 0;
+      const run = fromOpen ? (andOpen ? this.open : undefined) : this.waiting[0];
+      if (run === undefined) return;
+      const length = run.end - run.offset;
+      if (!this.unlimited && this.heldBytes > 0 && this.heldBytes + length > READ_HELD_BYTES_MAX) return;
+      if (fromOpen) this.open = undefined;
+      else this.waiting.shift();
+      this.heldBytes += length;
+      void this.read(run);
+    }
+  }
+
+  /** A run's buffer is back in the pool (or was never kept): its bytes count no more. */
+  private unhold(length: number): void {
+    this.heldBytes -= length;
+    assert(this.heldBytes >= 0, 'held bytes stay non-negative');
+    this.startRuns(true);
   }
 
   /** Reads a run and replies to each of its requests. Never rejects. */
   private async read(run: Run): Promise<void> {
+    const length = run.end - run.offset;
     if (run.requests.length === 1) {
-      const request = run.requests[0]!;
-      await execute(request, undefined, this.target, this.writer, this.pool);
-      this.done(request);
+      await this.readOne(run.requests[0]!);
       return;
     }
-    const length = run.end - run.offset;
     const buffer = this.pool.acquire(length);
     let bytesRead = -1;
     try {
@@ -103,6 +157,7 @@ export class ReadMerger {
     if (bytesRead !== length) {
       // Let each request find (and report) its own error.
       this.pool.release(buffer);
+      this.unhold(length);
       await Promise.all(
         run.requests.map(async (request) => {
           await execute(request, undefined, this.target, this.writer, this.pool);
@@ -114,13 +169,50 @@ export class ReadMerger {
     this.reply(run, buffer);
   }
 
+  /**
+   * A run of one request: read into a pooled buffer (with header room in front unless the
+   * device wants its own buffers) and reply with it, or with the error of the read.
+   */
+  private async readOne(request: NbdRequest): Promise<void> {
+    const { length, offset } = request;
+    const deviceBuffers = this.target.device.allocateBuffer !== undefined;
+    const headerBytes = deviceBuffers ? 0 : this.writer.readHeaderBytes;
+    const buffer = this.pool.acquire(headerBytes + length);
+    const released = (): void => {
+      this.pool.release(buffer);
+      this.unhold(length);
+    };
+    let failure: unknown;
+    try {
+      const bytesRead = await this.target.device.read(
+        headerBytes === 0 ? buffer : buffer.subarray(headerBytes),
+        offset,
+      );
+      if (bytesRead !== length) failure = new Error(`short read: ${bytesRead} of ${length} bytes`);
+    } catch (error) {
+      failure = error;
+    }
+    if (failure !== undefined) {
+      released();
+      this.writer.send(request.cookie, nbdErrnoOf(failure));
+    } else if (deviceBuffers) {
+      this.writer.sendReadSplit(request.cookie, offset, buffer, released);
+    } else {
+      this.writer.sendRead(request.cookie, offset, buffer, released);
+    }
+    this.done(request);
+  }
+
   /** One reply per request, each with its slice; the buffer returns after the last is sent. */
   private reply(run: Run, buffer: Uint8Array): void {
     let unsent = run.requests.length;
     const sent = (): void => {
       unsent--;
       assert(unsent >= 0, 'each slice is sent once');
-      if (unsent === 0) this.pool.release(buffer);
+      if (unsent === 0) {
+        this.pool.release(buffer);
+        this.unhold(buffer.length);
+      }
     };
     this.writer.corked(() => {
       for (const request of run.requests) {

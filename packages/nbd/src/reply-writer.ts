@@ -25,7 +25,6 @@
  */
 import type { Socket } from 'node:net';
 import { assert } from '@fss/core';
-import type { BufferPool } from './buffer-pool';
 import {
   ChunkType,
   type NbdErrnoValue,
@@ -52,18 +51,17 @@ export class ReplyWriter {
   }
 
   /**
-   * Sends a successful READ reply whose first `readHeaderBytes` are header room (a buffer from
-   * `pool`), in one write; the buffer goes back to the pool once the socket has handed it to
-   * the kernel.
+   * Sends a successful READ reply whose first `readHeaderBytes` are header room, in one write.
+   * `sent` runs once the socket no longer needs `reply` (at once if the socket is gone).
    */
-  sendRead(cookie: Uint8Array, offset: number, reply: Uint8Array, pool: BufferPool): void {
+  sendRead(cookie: Uint8Array, offset: number, reply: Uint8Array, sent: () => void): void {
     assert(reply.length > this.readHeaderBytes, 'reply buffer needs header room and data');
     this.writeReadHeader(reply, cookie, offset, reply.length - this.readHeaderBytes);
     if (!this.writable()) {
-      pool.release(reply);
+      sent();
       return;
     }
-    this.socket.write(reply, () => pool.release(reply));
+    this.socket.write(reply, () => sent());
   }
 
   /**

@@ -524,6 +524,24 @@ describe('transmission', () => {
     await local.close();
   });
 
+  it('holds few read buffers while the client does not read replies, and close() still ends it', async () => {
+    const counting = new InstrumentedDevice(new MemoryBlockDevice(64 * MiB));
+    const local = await startServer(dir.path, [{ name: 'x', device: counting }], { socketName: 'h.sock' });
+    const { client } = await RawClient.go(local.socketPath);
+    client.raw.socket.pause();
+    // 48 consecutive 1 MiB READs: without the held-bytes limit all 48 would be read at once.
+    for (let index = 0; index < 48; index++) client.sendRequest(Command.READ, index * MiB, MiB);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // 2 MiB held (two 1 MiB reads); without the limit, ~10 (the 8 MiB reply queue stops it).
+    expect(counting.calls['read'] ?? 0).toBeLessThanOrEqual(4);
+    // The reads waiting for buffers start when the connection drains, so close() does not wait
+    // for a client that never reads: the connection is destroyed after the grace period.
+    await local.close();
+    expect(counting.calls['read']).toBe(48);
+    expect(local.server.connectionCount).toBe(0);
+    client.close();
+  });
+
   it('DISC answers what is in flight, then closes', async () => {
     const slow = new InstrumentedDevice(origin);
     slow.delayMs = 50;
