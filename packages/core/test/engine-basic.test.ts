@@ -192,3 +192,34 @@ describe('MemoryBackingStore', () => {
     await expect(store.write(new Uint8Array(1), 4096)).rejects.toMatchObject({ code: 'ENOSPC' });
   });
 });
+
+describe('engine: closing the origin', () => {
+  it('fails a snapshot still waiting for the write gate with EBADF and closes its store', async () => {
+    const device = new HeldWritesDevice(65536);
+    const origin = new Origin(device);
+    device.holdWrites = true;
+    const inFlight = origin.write(new Uint8Array(512), 0);
+    const closing = origin.close(); // queues for the gate first: waits for the write in flight
+    const store = new MemoryBackingStore();
+    const creating = origin.createSnapshot(store); // queues behind the close
+    creating.catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    device.holdWrites = false;
+    device.release();
+    await inFlight;
+    await closing;
+    await expect(creating).rejects.toMatchObject({ code: 'EBADF' });
+    expect(store.isClosed).toBe(true);
+    expect(origin.snapshots).toEqual([]);
+  });
+
+  it('invalidates open snapshots: their reads say ENXIO', async () => {
+    const origin = new Origin(new MemoryBlockDevice(65536));
+    const snapshot = await origin.createSnapshot(new MemoryBackingStore(), { logger: () => undefined });
+    await origin.close();
+    expect(snapshot.valid).toBe(false);
+    expect(snapshot.invalidReason).toBe('origin went away');
+    await expect(snapshot.read(new Uint8Array(1), 0)).rejects.toMatchObject({ code: 'ENXIO' });
+    await expect(origin.write(new Uint8Array(1), 0)).rejects.toMatchObject({ code: 'EBADF' });
+  });
+});

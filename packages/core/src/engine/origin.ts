@@ -126,13 +126,16 @@ export class Origin implements BlockDevice {
     }
     const now = options.now ?? this.options.now ?? Date.now;
     const resume = await this.gate.suspend();
-    try {
-      this.checkOpen('snapshot');
+    const originOpen = !this.closed; // it may have closed while we waited for the gate
+    if (originOpen) {
       snapshot.activate(now());
       this.active.push(snapshot);
       this.open.add(snapshot);
-    } finally {
-      resume();
+    }
+    resume();
+    if (!originOpen) {
+      await store.close().catch(() => undefined);
+      this.checkOpen('snapshot');
     }
     await this.commitHeader(snapshot);
     return snapshot;
