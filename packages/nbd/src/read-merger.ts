@@ -10,18 +10,22 @@
  *
  * How: the request loop hands every READ to add(). A READ that continues the open run (its
  * offset is the run's end) joins it; anything else closes the run and opens a new one. A run
- * is also closed when it reaches MERGED_BYTES_MAX or MERGED_COUNT_MAX, and at the latest in the
- * next check phase of the event loop (setImmediate), i.e. once every request that arrived in
- * this I/O round has been parsed: waiting never costs more than one loop turn. A closed run is
- * read into one pooled buffer, and each request gets its own reply with its slice of it (all
- * corked into one writev); the buffer returns to the pool when the last reply has been sent.
+ * is closed when a READ cannot join it (it reached MERGED_BYTES_MAX or MERGED_COUNT_MAX, or
+ * the READ does not continue it). The open run starts in the next check phase of the event
+ * loop (setImmediate), i.e. once every request that arrived in this I/O round has been parsed,
+ * if the held-bytes limit below lets it; otherwise it stays open, keeps absorbing the READs
+ * that continue it, and starts when buffers come back. A run is read into one pooled buffer,
+ * and each request gets its own reply with its slice of it (all corked into one writev); the
+ * buffer returns to the pool when the last reply has been sent.
  * If the merged read fails, each request is retried on its own, so every reply carries the
  * error of its own range, exactly as without merging.
  *
  * Hot buffers: at most READ_HELD_BYTES_MAX of read buffers per connection are held at once,
  * counted from the start of a run's device read until the socket has handed its last reply to
  * the kernel (the buffer is back in the pool); further closed runs wait, in order, and start as
- * buffers come back (a run alone always starts). Without the limit a sequential reader with
+ * buffers come back (a run alone always starts: a READ larger than the limit still runs,
+ * alone). The limit is per connection, so a client that stops reading holds up only its own
+ * reads. Without the limit a sequential reader with
  * 64 × 256 KiB in flight on each of its connections has every request's buffer acquired at
  * once, tens of MiB that cycle through the caches: the device read then writes, and the socket
  * write reads, memory that is cold, and perf showed the page-cache → buffer copy costing us
@@ -205,25 +209,9 @@ export class ReadMerger {
 
   /** One reply per request, each with its slice; the buffer returns after the last is sent. */
   private reply(run: Run, buffer: Uint8Array): void {
-    let unsent = run.requests.length;
-    const sent = (): void => {
-      unsent--;
-      assert(unsent >= 0, 'each slice is sent once');
-      if (unsent === 0) {
-        this.pool.release(buffer);
-        this.unhold(buffer.length);
-      }
-    };
-    this.writer.corked(() => {
-      for (const request of run.requests) {
-        const at = request.offset - run.offset;
-        this.writer.sendReadSplit(
-          request.cookie,
-          request.offset,
-          buffer.subarray(at, at + request.length),
-          sent,
-        );
-      }
+    this.writer.sendReadRun(run.requests, run.offset, buffer, () => {
+      this.pool.release(buffer);
+      this.unhold(buffer.length);
     });
     for (const request of run.requests) this.done(request);
   }
