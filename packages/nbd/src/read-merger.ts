@@ -174,24 +174,20 @@ export class ReadMerger {
   }
 
   /**
-   * A run of one request: read into a pooled buffer (with header room in front unless the
-   * device wants its own buffers) and reply with it, or with the error of the read.
+   * A run of one request: read into a pooled buffer and reply with it (the header goes out
+   * corked beside it, so the data keeps the buffer's page alignment; see BufferPool), or with
+   * the error of the read.
    */
   private async readOne(request: NbdRequest): Promise<void> {
     const { length, offset } = request;
-    const deviceBuffers = this.target.device.allocateBuffer !== undefined;
-    const headerBytes = deviceBuffers ? 0 : this.writer.readHeaderBytes;
-    const buffer = this.pool.acquire(headerBytes + length);
+    const buffer = this.pool.acquire(length);
     const released = (): void => {
       this.pool.release(buffer);
       this.unhold(length);
     };
     let failure: unknown;
     try {
-      const bytesRead = await this.target.device.read(
-        headerBytes === 0 ? buffer : buffer.subarray(headerBytes),
-        offset,
-      );
+      const bytesRead = await this.target.device.read(buffer, offset);
       if (bytesRead !== length) failure = new Error(`short read: ${bytesRead} of ${length} bytes`);
     } catch (error) {
       failure = error;
@@ -199,10 +195,8 @@ export class ReadMerger {
     if (failure !== undefined) {
       released();
       this.writer.send(request.cookie, nbdErrnoOf(failure));
-    } else if (deviceBuffers) {
-      this.writer.sendReadSplit(request.cookie, offset, buffer, released);
     } else {
-      this.writer.sendRead(request.cookie, offset, buffer, released);
+      this.writer.sendReadRun([request], offset, buffer, released);
     }
     this.done(request);
   }
