@@ -11,10 +11,11 @@
  *
  * Replies may go out in any order, but each one must reach the socket uninterrupted. Node
  * runs our code on one thread, so any reply handed to the socket in one synchronous step stays
- * contiguous. The fast path is one buffer holding header and data (the READ handler reads the
- * device straight into a pooled buffer with `readHeaderBytes` of room in front), so a reply is
- * one `socket.write`. When the device wants its own buffers (O_DIRECT alignment), the header
- * and data are written corked, which libuv sends as one writev.
+ * contiguous. READ data is read into page-aligned pooled buffers (or the device's own), so the
+ * header is a separate small buffer and header and data are written corked, which libuv sends
+ * as one writev; a merged run's replies all go out in one corked batch (sendReadRun).
+ * sendRead (one buffer with `readHeaderBytes` of room in front of the data, one write) remains
+ * for the per-request retry path.
  *
  * Back-pressure: the request loop awaits `drained()` before reading the next request, so a
  * slow reader stops us reading requests, and the socket reader's own high-water mark then
