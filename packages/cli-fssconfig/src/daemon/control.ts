@@ -12,6 +12,7 @@
  */
 import { chmod } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
+import type { Mutex } from '@fss/core';
 import { AssertionError, FssError, toFssError } from '@fss/core';
 import { parseUnitName } from '../names';
 import { LineSplitter } from '../protocol/lines';
@@ -26,7 +27,6 @@ import {
   validateRequest,
 } from '../protocol/messages';
 import type { Log } from './log';
-import type { Mutex } from './mutex';
 import type { OriginTable } from './origins';
 import type { UnitTable } from './units';
 

@@ -13,7 +13,7 @@
  */
 import { existsSync } from 'node:fs';
 import { chmod, lstat, mkdir, readdir, realpath, rm, writeFile } from 'node:fs/promises';
-import { FssError, toFssError } from '@fss/core';
+import { FssError, Mutex, toFssError } from '@fss/core';
 import { UNIT_COUNT_DEFAULT, UNIT_COUNT_MAX } from '../names';
 import type { DaemonStatus } from '../protocol/messages';
 import { checkSocketPath, type RunPaths, runPaths } from '../rundir';
@@ -22,7 +22,6 @@ import { ControlServer } from './control';
 import { type Exporter, nbdExporter } from './exports';
 import { lockRunDir, type RunDirLock } from './lock';
 import { createLog, type Log } from './log';
-import { Mutex } from './mutex';
 import { OriginTable } from './origins';
 import { UnitTable } from './units';
 
@@ -73,6 +72,9 @@ export class Fssd {
       await mkdir(paths.originDir, { mode: 0o700, recursive: true });
       await removeLeftovers(paths);
       await writeFile(paths.pid, `${process.pid}\n`, { mode: 0o644 });
+      // One state change at a time (configure, unconfigure, origin add/remove, the close-time
+      // sweeper), as NetBSD serialises snapshot creation (fss_creating); it also makes the
+      // "is this backup in use?" checks race-free.
       const mutex = new Mutex();
       const exporter = this.options.exporter ?? nbdExporter(this.log);
       const backends = this.options.backends ?? linuxBackends;

@@ -19,6 +19,8 @@
  * like a descriptor on /dev/fssN; NBD clients of the unit's export have it open too. With
  * FSS_UNCONFIG_ON_CLOSE the unit is unconfigured when the last of them closes.
  */
+
+import type { Mutex } from '@fss/core';
 import {
   assert,
   FSS_UNCONFIG_ON_CLOSE,
@@ -36,7 +38,6 @@ import type { Backends } from './backends';
 import { discardBackup, type OpenedBackup, openBackup, planBackup } from './backup';
 import type { Export, Exporter } from './exports';
 import type { Log } from './log';
-import type { Mutex } from './mutex';
 import { identityOf, type OriginEntry, type OriginTable } from './origins';
 
 type UnitState = 'idle' | 'creating' | 'active' | 'destroying';

@@ -1,3 +1,4 @@
+export { Mutex } from './mutex';
 export { Origin, type OriginOptions } from './origin';
 export {
   type Logger,
