@@ -53,7 +53,17 @@ function exportedFiles(exports: unknown): string[] {
 }
 
 it('finds the packages of the design card', () => {
-  for (const name of ['core', 'cache', 'backing-file']) expect(packageDirs).toContain(name);
+  for (const name of [
+    'core',
+    'cache',
+    'backing-file',
+    'backing-rawdev',
+    'blockdev-linux',
+    'cli-fssconfig',
+    'nbd',
+  ]) {
+    expect(packageDirs).toContain(name);
+  }
 });
 
 describe.each(packageDirs)('package %s', (dir) => {

@@ -51,9 +51,6 @@ export const ERRNO = {
 
 export type ErrnoCode = keyof typeof ERRNO;
 
-/** ENOTSUP and EOPNOTSUPP are the same number on Linux; we name it ENOTSUP in messages. */
-export const ENOTSUP = 'EOPNOTSUPP' satisfies ErrnoCode;
-
 export function isErrnoCode(code: unknown): code is ErrnoCode {
   return typeof code === 'string' && Object.hasOwn(ERRNO, code);
 }

@@ -1,10 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import {
+  byteToCluster,
   CLUSTER_COUNT_MAX,
   cacheSlotCountFor,
   clusterBytes,
   clusterCountFor,
   clusterShiftFor,
+  clusterToByte,
   computeGeometry,
   isPowerOfTwo,
   lastClusterBytesFor,
@@ -121,5 +123,16 @@ describe('cache slots and table size', () => {
   it('recognises powers of two', () => {
     expect([1, 2, 512, 2 ** 40].every(isPowerOfTwo)).toBe(true);
     expect([0, 3, 513, -2, 0.5].some(isPowerOfTwo)).toBe(false);
+  });
+});
+
+describe('byte and cluster conversions', () => {
+  it('map bytes to clusters and back, beyond 32-bit offsets', () => {
+    const geometry = computeGeometry({ deviceBytes: 2 ** 40, clusterSize: 65536, storeBlockSize: 512 });
+    expect(byteToCluster(geometry, 0)).toBe(0);
+    expect(byteToCluster(geometry, 65535)).toBe(0);
+    expect(byteToCluster(geometry, 65536)).toBe(1);
+    expect(byteToCluster(geometry, 2 ** 40 - 1)).toBe(2 ** 24 - 1); // a 32-bit shift would wrap here
+    expect(clusterToByte(geometry, 2 ** 24 - 1)).toBe(2 ** 40 - 65536);
   });
 });

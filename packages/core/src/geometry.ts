@@ -158,21 +158,10 @@ export function clusterToByte(geometry: SnapshotGeometry, cluster: number): numb
   return cluster * geometry.clusterSize;
 }
 
-/** A byte's offset inside its cluster (FSS_CLOFF). */
-export function clusterOffset(geometry: SnapshotGeometry, offsetInDevice: number): number {
-  return offsetInDevice % geometry.clusterSize;
-}
-
 /** Bytes of the origin in a cluster: clusterSize, or lastClusterBytes for the last one. */
 export function clusterBytes(geometry: SnapshotGeometry, cluster: number): number {
   assert(cluster >= 0 && cluster < geometry.clusterCount, `cluster ${cluster} out of range`);
   return cluster === geometry.clusterCount - 1 ? geometry.lastClusterBytes : geometry.clusterSize;
-}
-
-/** Memory a snapshot of this geometry pins: bitmap, one table cluster, cache slots. */
-export function snapshotMemoryBytes(geometry: SnapshotGeometry): number {
-  const bitmapBytes = Math.ceil(geometry.clusterCount / 8);
-  return bitmapBytes + geometry.clusterSize * (1 + geometry.cacheSlotCount);
 }
 
 function assertByteCount(value: number, what: string): void {

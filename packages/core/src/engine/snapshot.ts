@@ -32,7 +32,13 @@ import { CopiedBitmap } from '../bitmap';
 import { type BackingStore, type BlockDevice, writeAll } from '../device';
 import { FssError, toFssError } from '../errors';
 import { encodeHeader, HEADER_BYTES, headerFromGeometry, storeClusterOffset } from '../format';
-import { clusterBytes, computeGeometry, type SnapshotGeometry } from '../geometry';
+import {
+  byteToCluster,
+  clusterBytes,
+  clusterToByte,
+  computeGeometry,
+  type SnapshotGeometry,
+} from '../geometry';
 import { type FssGet, timeValFromMs } from '../ioctl';
 import { readableLength } from '../range';
 import { IndirectTable } from './indirect-table';
@@ -108,8 +114,13 @@ export class Snapshot implements BlockDevice {
     });
     this.nextCluster = this.geometry.firstDataCluster;
     this.copied = new CopiedBitmap(this.geometry.clusterCount);
-    this.table = new IndirectTable(this.geometry, store, this.allocate(this.geometry.clusterSize), (error) =>
-      this.invalidate(`write error on backing store: ${describe(error)}`),
+    const onStoreWriteError = (error: unknown) =>
+      this.invalidate(`write error on backing store: ${describe(error)}`);
+    this.table = new IndirectTable(
+      this.geometry,
+      store,
+      this.allocate(this.geometry.clusterSize),
+      onStoreWriteError,
     );
     this.cache = new ClusterCache({
       slotCount: this.geometry.cacheSlotCount,
@@ -118,7 +129,7 @@ export class Snapshot implements BlockDevice {
       allocate: (bytes) => this.allocate(bytes),
       load: (cluster, target) => this.loadFromOrigin(cluster, target),
       writeBack: (batch) => this.writeBack(batch),
-      onWriteBackError: (error) => this.invalidate(`write error on backing store: ${describe(error)}`),
+      onWriteBackError: onStoreWriteError,
     });
   }
 
@@ -182,9 +193,7 @@ export class Snapshot implements BlockDevice {
     const length = readableLength(this.size, offset, target.length, this.name);
     if (length === 0) return 0;
     const view = length === target.length ? target : target.subarray(0, length);
-    const { clusterSize } = this.geometry;
-    const first = Math.floor(offset / clusterSize);
-    const end = Math.floor((offset + length - 1) / clusterSize) + 1;
+    const { first, end } = this.clusterRange(offset, length);
     try {
       if (!this.copied.allSet(first, end)) {
         const read = await this.host.device.read(view, offset);
@@ -200,15 +209,19 @@ export class Snapshot implements BlockDevice {
   }
 
   async write(_source: Uint8Array, _offset: number): Promise<void> {
-    throw new FssError('EROFS', 'a snapshot is read-only', { syscall: 'write', path: this.name });
+    throw this.readOnlyError('write');
   }
 
   async writeZeroes(_offset: number, _length: number): Promise<void> {
-    throw new FssError('EROFS', 'a snapshot is read-only', { syscall: 'write', path: this.name });
+    throw this.readOnlyError('write');
   }
 
   async discard(_offset: number, _length: number): Promise<void> {
-    throw new FssError('EROFS', 'a snapshot is read-only', { syscall: 'discard', path: this.name });
+    throw this.readOnlyError('discard');
+  }
+
+  private readOnlyError(syscall: string): FssError {
+    return new FssError('EROFS', 'a snapshot is read-only', { syscall, path: this.name });
   }
 
   async flush(): Promise<void> {
@@ -289,9 +302,7 @@ export class Snapshot implements BlockDevice {
    */
   preserve(offset: number, length: number): Promise<unknown> | undefined {
     if (this.currentState !== 'active' || length === 0) return undefined;
-    const { clusterSize } = this.geometry;
-    const first = Math.floor(offset / clusterSize);
-    const end = Math.floor((offset + length - 1) / clusterSize) + 1;
+    const { first, end } = this.clusterRange(offset, length);
     let cluster = this.copied.nextClear(first, end);
     if (cluster === -1) return undefined;
     const waits: Promise<void>[] = [];
@@ -306,7 +317,7 @@ export class Snapshot implements BlockDevice {
 
   private async loadFromOrigin(cluster: number, target: Uint8Array): Promise<void> {
     const bytes = clusterBytes(this.geometry, cluster);
-    const offset = cluster * this.geometry.clusterSize;
+    const offset = clusterToByte(this.geometry, cluster);
     const read = await this.host.device.read(
       bytes === target.length ? target : target.subarray(0, bytes),
       offset,
@@ -351,7 +362,6 @@ export class Snapshot implements BlockDevice {
     clusters: number[],
     storeClusters: number[],
   ): Promise<void>[] {
-    const { clusterSize } = this.geometry;
     // Check every entry before issuing any read: a throw after the first read was issued
     // would leave that read without an owner.
     const missing = storeClusters.indexOf(0);
@@ -370,9 +380,9 @@ export class Snapshot implements BlockDevice {
       ) {
         j += 1;
       }
-      const runStart = clusters[i]! * clusterSize;
+      const runStart = clusterToByte(this.geometry, clusters[i]!);
       const from = Math.max(offset, runStart);
-      const to = Math.min(offset + view.length, (clusters[j]! + 1) * clusterSize);
+      const to = Math.min(offset + view.length, clusterToByte(this.geometry, clusters[j]! + 1));
       const storeOffset = storeClusterOffset(this.geometry, storeClusters[i]!) + (from - runStart);
       reads.push(this.store.read(view.subarray(from - offset, to - offset), storeOffset));
       i = j + 1;
@@ -381,10 +391,18 @@ export class Snapshot implements BlockDevice {
   }
 
   private copyClusterPiece(view: Uint8Array, offset: number, cluster: number, saved: Uint8Array): void {
-    const clusterStart = cluster * this.geometry.clusterSize;
+    const clusterStart = clusterToByte(this.geometry, cluster);
     const from = Math.max(offset, clusterStart);
     const to = Math.min(offset + view.length, clusterStart + this.geometry.clusterSize);
     view.set(saved.subarray(from - clusterStart, to - clusterStart), from - offset);
+  }
+
+  /** The clusters [first, end) that `length` bytes at `offset` touch (length > 0). */
+  private clusterRange(offset: number, length: number): { first: number; end: number } {
+    return {
+      first: byteToCluster(this.geometry, offset),
+      end: byteToCluster(this.geometry, offset + length - 1) + 1,
+    };
   }
 
   private checkReadable(): void {
