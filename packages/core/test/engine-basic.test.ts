@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { FssError, MemoryBackingStore, MemoryBlockDevice, Origin } from '../src/index';
 
+/** Waits (at most 5 s) for background work such as write-back to make `condition` true. */
+async function until(condition: () => boolean | Promise<boolean>): Promise<void> {
+  for (const start = Date.now(); !(await condition()); ) {
+    if (Date.now() - start > 5000) throw new Error('condition not reached within 5 s');
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
 function patterned(size: number, seed: number): Uint8Array {
   const bytes = new Uint8Array(size);
   for (let i = 0; i < size; i++) bytes[i] = (i * 31 + seed) & 0xff;
@@ -70,8 +78,7 @@ describe('engine: copy-on-write', () => {
     for (let offset = 0; offset < 1 << 20; offset += 65536) {
       await origin.write(patterned(65536, offset), offset);
     }
-    await new Promise((resolve) => setTimeout(resolve, 10));
-    expect(snapshot.valid).toBe(false);
+    await until(() => !snapshot.valid);
     expect(lines.length).toBe(1);
     expect(lines[0]).toMatch(/^fss3: snapshot invalid: write error on backing store/);
     await expect(snapshot.read(new Uint8Array(512), 0)).rejects.toMatchObject({ code: 'ENXIO' });
@@ -176,10 +183,9 @@ describe('engine: the store header', () => {
     });
     store.faults.failNext('write', 'ENOSPC');
     await origin.write(new Uint8Array(100).fill(9), 0);
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await until(async () => (await read()).state === 'invalid'); // written in the background
     expect(snapshot.valid).toBe(false);
     const header = await read();
-    expect(header.state).toBe('invalid');
     expect(header.invalidReason).toMatch(/write error on backing store: ENOSPC/);
   });
 });
