@@ -18,4 +18,5 @@ fi
 echo "== workspace dependencies"
 pnpm install --frozen-lockfile
 echo "== build"
-pnpm -r build >/dev/null
+build_log="$(mktemp)"
+pnpm -r build >"$build_log" 2>&1 || { cat "$build_log"; exit 1; } # quiet unless it fails
