@@ -292,6 +292,8 @@ export class LinuxBlockDevice implements BlockDevice {
   private readonly pool: BufferPool;
   private readonly writeLock = new RangeLock();
   private readonly inFlight = new Set<Promise<unknown>>();
+  /** Zeroes for writeZeroes where the device cannot zero by itself; read from, never written. */
+  private zeroes: Uint8Array | undefined;
   private closing: Promise<void> | undefined;
 
   constructor(properties: LinuxBlockDeviceProperties, fd: number, options: OpenBlockDeviceOptions = {}) {
@@ -376,9 +378,13 @@ export class LinuxBlockDevice implements BlockDevice {
     const start = roundUp(offset, sector);
     const end = roundDown(offset + length, sector);
     if (end <= start) return;
+    await this.track(this.discardSectors(start, end));
+  }
+
+  private async discardSectors(start: number, end: number): Promise<void> {
     const unlock = await this.writeLock.lock(start, end);
     try {
-      await this.track(rangeIoctl(this.fd, BLKDISCARD, start, end - start, this.path));
+      await rangeIoctl(this.fd, BLKDISCARD, start, end - start, this.path);
     } finally {
       unlock();
     }
@@ -393,6 +399,11 @@ export class LinuxBlockDevice implements BlockDevice {
     this.checkOpen('write');
     if (this.readOnly) throw new FssError('EROFS', undefined, { syscall: 'write', path: this.path });
     checkWriteRange(this.size, offset, length, this.path);
+    // Tracked as a whole, so close() waits for every piece of it, not only the ioctl.
+    await this.track(this.zeroRange(offset, length));
+  }
+
+  private async zeroRange(offset: number, length: number): Promise<void> {
     const requestEnd = offset + length;
     const unit = this.properties.kind === 'file' ? 1 : this.logicalSectorSize;
     const start = Math.min(roundUp(offset, unit), requestEnd);
@@ -538,9 +549,9 @@ export class LinuxBlockDevice implements BlockDevice {
     const unlock = await this.writeLock.lock(start, end);
     try {
       if (this.properties.kind === 'file') {
-        await this.track(this.fallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, start, end - start));
+        await this.fallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, start, end - start);
       } else {
-        await this.track(rangeIoctl(this.fd, BLKZEROOUT, start, end - start, this.path));
+        await rangeIoctl(this.fd, BLKZEROOUT, start, end - start, this.path);
       }
       return true;
     } catch (error) {
@@ -551,15 +562,18 @@ export class LinuxBlockDevice implements BlockDevice {
     }
   }
 
+  /**
+   * Writes zeroes from one shared, never-written zero buffer. Not from the bounce pool:
+   * writeRange may need a bounce buffer itself for an unaligned piece, and holding one here
+   * while waiting for another deadlocks once the pool is empty (8 concurrent WRITE_ZEROES).
+   */
   private async writeZeroBytes(offset: number, length: number): Promise<void> {
-    const zeroes = this.pool.bufferBytes;
-    await this.pool.with(async (bounce) => {
-      bounce.fill(0);
-      for (let done = 0; done < length; done += zeroes) {
-        const piece = Math.min(zeroes, length - done);
-        await this.writeRange(bounce.subarray(0, piece), offset + done);
-      }
-    });
+    this.zeroes ??= this.allocateBuffer(this.pool.bufferBytes).fill(0);
+    const zeroes = this.zeroes;
+    for (let done = 0; done < length; done += zeroes.length) {
+      const piece = Math.min(zeroes.length, length - done);
+      await this.writeRange(zeroes.subarray(0, piece), offset + done);
+    }
   }
 
   private async fallocate(mode: number, offset: number, length: number): Promise<void> {

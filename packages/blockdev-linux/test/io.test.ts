@@ -108,3 +108,34 @@ describe.skipIf(!isRoot)(`O_DIRECT round trips on loop devices (${ROOT_REASON})`
     });
   });
 });
+
+describe.skipIf(!isRoot)(`writeZeroes and close on loop devices (${ROOT_REASON})`, () => {
+  it('zeroes unaligned ranges, many at once, even with a one-buffer bounce pool, and close waits for them', async () => {
+    await withLoop({ sizeBytes: 1024 * 1024 }, async ({ device }) => {
+      // Regression: writeZeroes held a pool buffer while its unaligned pieces waited for another.
+      const opened = await openBlockDevice(device, { bounceBufferCount: 1 });
+      try {
+        expect(opened.ioMode).toBe('direct');
+        const filled = pattern(1024 * 1024, 7);
+        await opened.write(filled, 0);
+        const ranges = Array.from({ length: 8 }, (_, i) => ({
+          offset: i * 65536 + 1000 + i,
+          length: 100 + 700 * i,
+        }));
+        const zeroing = Promise.all(ranges.map(({ offset, length }) => opened.writeZeroes(offset, length)));
+        const outcome = await Promise.race([
+          zeroing.then(() => 'done'),
+          new Promise((resolve) => setTimeout(() => resolve('hung'), 5000)),
+        ]);
+        expect(outcome).toBe('done');
+        const model = filled.slice();
+        for (const { offset, length } of ranges) model.fill(0, offset, offset + length);
+        const back = new Uint8Array(model.length);
+        await opened.read(back, 0);
+        expect(Buffer.from(back).equals(model)).toBe(true);
+      } finally {
+        await opened.close();
+      }
+    });
+  });
+});
