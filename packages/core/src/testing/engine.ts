@@ -6,54 +6,21 @@
  * for what the engine actually does with it (header block, indirect table, clusters written
  * back in batches, reads overlaid from it). The workload writes far more clusters than the
  * cache has slots, so saved clusters must travel through the store and back.
- *
- * The engine (`Origin`) is looked up on `@fss/core` at run time rather than imported, so this
- * suite does not depend on the engine's module layout; when `@fss/core` does not export an
- * `Origin`, the case is skipped and says so.
  */
-import type { BackingStore, BlockDevice } from '@fss/core';
-import { MemoryBlockDevice } from '@fss/core';
+import type { BackingStore } from '@fss/core';
+import { MemoryBlockDevice, Origin } from '@fss/core';
 import { expect, it } from 'vitest';
 import type { BackingStoreTestContext } from './backing-store';
 import { assertSameBytes, patternBytes } from './bytes';
-
-/** The slice of the engine API this case uses. */
-interface EngineSnapshot {
-  readonly state?: string;
-  read(target: Uint8Array, offset: number): Promise<number>;
-  close(): Promise<void>;
-}
-
-interface EngineOrigin {
-  write(source: Uint8Array, offset: number): Promise<void>;
-  read(target: Uint8Array, offset: number): Promise<number>;
-  createSnapshot(store: BackingStore, options?: { clusterSize?: number }): Promise<EngineSnapshot>;
-  close(): Promise<void>;
-}
-
-type OriginConstructor = new (
-  device: BlockDevice,
-  options?: { logger?: (line: string) => void },
-) => EngineOrigin;
 
 /** 4 MiB and a partial last cluster: the size is no multiple of any cluster size. */
 const DEVICE_BYTES = 4 * 1024 * 1024 + 3584;
 const CLUSTER_BYTES = 16 * 1024;
 
-async function loadOrigin(): Promise<OriginConstructor | undefined> {
-  const core = (await import('@fss/core')) as unknown as { Origin?: OriginConstructor };
-  return core.Origin;
-}
-
 export function defineEngineTests(context: BackingStoreTestContext): void {
   it.skipIf(context.capabilities.engine === false)(
     'keeps a snapshot on this store that reads back the pre-write origin',
-    async (test) => {
-      const Origin = await loadOrigin();
-      if (Origin === undefined) {
-        test.skip('@fss/core exports no Origin yet');
-        return;
-      }
+    async () => {
       const store = countRequests(await context.open());
       const before = patternBytes(DEVICE_BYTES, 600);
       const originModel = before.slice();
@@ -84,7 +51,7 @@ export function defineEngineTests(context: BackingStoreTestContext): void {
  * unaligned writes that cross clusters, one into the partial last cluster, then a concurrent
  * batch of disjoint writes.
  */
-async function writeWorkload(origin: EngineOrigin, model: Uint8Array): Promise<void> {
+async function writeWorkload(origin: Origin, model: Uint8Array): Promise<void> {
   const writes: { offset: number; length: number }[] = [];
   for (let index = 0; index < 96; index++) {
     const offset = (index * 44_111 + 777) % (DEVICE_BYTES - 40_000);
