@@ -4,15 +4,17 @@
  *
  * A path's identity is a set of tokens; two paths overlap when their sets intersect:
  *
- *   block device      "dev:MAJ:MIN", plus its whole disk's "dev:MAJ:MIN" when it is a
- *                     partition, plus "file:DEV:INO" of its backing file when it is a loop
+ *   block device      "dev:MAJ:MIN", plus "file:DEV:INO" of its backing file when it (or the
+ *                     disk it is a partition of) is a loop device
+ *   partition         also "disk:MAJ:MIN" of its whole disk, which overlaps that disk's "dev:"
+ *                     token only: two partitions of one disk do not overlap each other
  *   image file        "file:DEV:INO"
  *
  * Writing the store would then overwrite the origin's data (or the reverse), which a snapshot
  * can never survive: that is EINVAL, not a runtime failure.
  */
 import { readFile, realpath } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { statx } from '@fss/blockdev-linux';
 
 export async function storageIdentity(path: string): Promise<Set<string>> {
@@ -35,10 +37,10 @@ export async function storageIdentity(path: string): Promise<Set<string>> {
     () => false,
   );
   if (isPartition) {
-    const disk = await readFile(`${sysfs}/../dev`, 'utf8').catch(() => undefined);
-    if (disk !== undefined) tokens.add(`dev:${disk.trim()}`);
+    const disk = await readFile(`${dirname(sysfs)}/dev`, 'utf8').catch(() => undefined);
+    if (disk !== undefined) tokens.add(`disk:${disk.trim()}`);
   }
-  const loopName = basename(isPartition ? `${sysfs}/..` : sysfs);
+  const loopName = basename(isPartition ? dirname(sysfs) : sysfs);
   const backing = await readFile(`/sys/block/${loopName}/loop/backing_file`, 'utf8').catch(() => undefined);
   if (backing !== undefined) {
     try {
@@ -54,6 +56,22 @@ export async function storageIdentity(path: string): Promise<Set<string>> {
 /** True when writing one of the two paths could change the other's bytes. */
 export async function sameStorage(a: string, b: string): Promise<boolean> {
   const [first, second] = await Promise.all([storageIdentity(a), storageIdentity(b)]);
-  for (const token of first) if (second.has(token)) return true;
+  return identitiesOverlap(first, second);
+}
+
+/** True when two identities (from storageIdentity) share storage. */
+export function identitiesOverlap(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
+  return overlaps(a, b) || overlaps(b, a);
+}
+
+/** A shared token, or `a` is a partition of the whole disk `b`. */
+function overlaps(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
+  for (const token of a) {
+    if (!token.startsWith('disk:')) {
+      if (b.has(token)) return true;
+    } else if (b.has(`dev:${token.slice('disk:'.length)}`)) {
+      return true; // sharing only a disk (sibling partitions) is no overlap
+    }
+  }
   return false;
 }

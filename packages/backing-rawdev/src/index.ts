@@ -1,2 +1,2 @@
-export { sameStorage, storageIdentity } from './identity';
+export { identitiesOverlap, sameStorage, storageIdentity } from './identity';
 export { openRawDeviceBackingStore, RawDeviceBackingStore, type RawDeviceBackingStoreOptions } from './store';
