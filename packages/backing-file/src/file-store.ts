@@ -49,8 +49,7 @@ export class FileBackingStore implements BackingStore {
     this.blockSize = opened.blockSize;
     this.created = opened.created;
     this.unlinked = opened.unlinked;
-    assert(isPowerOfTwo(this.blockSize), `block size ${this.blockSize} is not a power of two`);
-    assert(this.blockSize >= 512, `block size ${this.blockSize} is below 512`);
+    assert(isPowerOfTwo(this.blockSize) && this.blockSize >= 512, `block size ${this.blockSize}`);
   }
 
   /**

@@ -20,7 +20,7 @@
  */
 import { constants as fsConstants } from 'node:fs';
 import { type FileHandle, lstat, open, statfs, unlink } from 'node:fs/promises';
-import { FssError, toFssError } from '@fss/core';
+import { FssError, isPowerOfTwo, toFssError } from '@fss/core';
 
 /** Whether `open` may create the file, reuse an existing one, or either. */
 export type CreateMode = 'new' | 'existing' | 'either';
@@ -222,12 +222,7 @@ async function fileSystemBlockSize(handle: FileHandle, path: string, statBlockSi
 }
 
 function isBlockSize(value: number): boolean {
-  return (
-    Number.isSafeInteger(value) &&
-    value >= BLOCK_SIZE_MIN &&
-    value < BLOCK_SIZE_MAX &&
-    Number.isInteger(Math.log2(value))
-  );
+  return isPowerOfTwo(value) && value >= BLOCK_SIZE_MIN && value < BLOCK_SIZE_MAX;
 }
 
 interface Identity {

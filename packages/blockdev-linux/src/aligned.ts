@@ -14,16 +14,13 @@
  * never pays for them) and then reused for the device's lifetime, so once warm the hot path
  * allocates nothing.
  */
-import { assert } from '@fss/core';
+import { assert, isPowerOfTwo } from '@fss/core';
 import { addressOf } from './libc';
 
 /** A zeroed buffer of `length` bytes whose address is a multiple of `alignment`. */
 export function alignedBuffer(length: number, alignment: number): Buffer {
   assert(Number.isSafeInteger(length) && length >= 0, `buffer length ${length}`);
-  assert(
-    alignment > 0 && (alignment & (alignment - 1)) === 0,
-    `alignment ${alignment} is not a power of two`,
-  );
+  assert(isPowerOfTwo(alignment), `alignment ${alignment} is not a power of two`);
   const raw = Buffer.alloc(length + alignment);
   const misalignment = Number(addressOf(raw) % BigInt(alignment));
   const skip = misalignment === 0 ? 0 : alignment - misalignment;

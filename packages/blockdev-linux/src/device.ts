@@ -42,10 +42,18 @@ import {
   writev as writevCallback,
 } from 'node:fs';
 import { promisify } from 'node:util';
-import { assert, type BlockDevice, checkWriteRange, FssError, isPowerOfTwo, readableLength } from '@fss/core';
+import {
+  assert,
+  type BlockDevice,
+  checkWriteRange,
+  FssError,
+  isPowerOfTwo,
+  readableLength,
+  toFssError,
+} from '@fss/core';
 import { alignedBuffer, BufferPool, isAddressAligned } from './aligned';
 import { busyDeviceError, lockImage, refuseLoopBacked } from './claim';
-import { errnoError, fsError } from './errors';
+import { errnoError } from './errors';
 import {
   BLKDISCARD,
   BLKZEROOUT,
@@ -232,7 +240,7 @@ async function openWithFallbacks(
     }
   } catch (error) {
     if ((error as { code?: string }).code === 'EBUSY' && isDevice) throw await busyDeviceError(path, error);
-    throw fsError(error, 'open', path);
+    throw toFssError(error, { syscall: 'open', path: path });
   }
 }
 
@@ -356,7 +364,7 @@ export class LinuxBlockDevice implements BlockDevice {
     this.checkOpen('fdatasync');
     await this.track(
       fdatasync(this.fd).catch((error: unknown) => {
-        throw fsError(error, 'fdatasync', this.path);
+        throw toFssError(error, { syscall: 'fdatasync', path: this.path });
       }),
     );
   }
@@ -430,7 +438,7 @@ export class LinuxBlockDevice implements BlockDevice {
       const fd = this.fd;
       this.fd = -1;
       await close(fd).catch((error: unknown) => {
-        throw fsError(error, 'close', this.path);
+        throw toFssError(error, { syscall: 'close', path: this.path });
       });
     })();
     return this.closing;
@@ -597,7 +605,7 @@ function preadFull(fd: number, target: Uint8Array, offset: number, path: string)
     let done = 0;
     const step = () => {
       readCallback(fd, target, done, target.length - done, offset + done, (error, bytesRead) => {
-        if (error) return reject(fsError(error, 'pread', path));
+        if (error) return reject(toFssError(error, { syscall: 'pread', path: path }));
         done += bytesRead;
         if (bytesRead === 0 || done === target.length) resolve(done);
         else step();
@@ -613,7 +621,7 @@ function pwriteFull(fd: number, source: Uint8Array, offset: number, path: string
     let done = 0;
     const step = () => {
       writeCallback(fd, source, done, source.length - done, offset + done, (error, written) => {
-        if (error) return reject(fsError(error, 'pwrite', path));
+        if (error) return reject(toFssError(error, { syscall: 'pwrite', path: path }));
         if (written === 0)
           return reject(new FssError('EIO', 'write made no progress', { syscall: 'pwrite', path }));
         done += written;
@@ -630,7 +638,7 @@ function pwritevFull(fd: number, buffers: Uint8Array[], offset: number, path: st
   const total = buffers.reduce((sum, buffer) => sum + buffer.length, 0);
   return new Promise((resolve, reject) => {
     writevCallback(fd, buffers, offset, (error, written) => {
-      if (error) return reject(fsError(error, 'pwritev', path));
+      if (error) return reject(toFssError(error, { syscall: 'pwritev', path: path }));
       if (written === total) return resolve();
       // Rare (signals, a device that splits I/O): finish the remainder with plain writes.
       let skip = written;

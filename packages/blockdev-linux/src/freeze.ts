@@ -33,8 +33,8 @@
  */
 import { open } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
-import { FssError } from '@fss/core';
-import { errnoError, fsError } from './errors';
+import { FssError, toFssError } from '@fss/core';
+import { errnoError } from './errors';
 import { FIFREEZE, FITHAW } from './ioctl';
 import { koffiEntryPath, libc } from './libc';
 
@@ -109,7 +109,7 @@ export async function freezeFilesystem(
   try {
     handle = await open(mountPoint, 'r');
   } catch (error) {
-    throw fsError(error, 'open', mountPoint);
+    throw toFssError(error, { syscall: 'open', path: mountPoint });
   }
   const fd = handle.fd;
   const state = new Int32Array(new SharedArrayBuffer(4));

@@ -13,7 +13,7 @@
  *   FIFREEZE       0xc0045877   int (ignored)          filesystem frozen (see freeze.ts)
  *   FITHAW         0xc0045878   int (ignored)          filesystem thawed
  */
-import { assert } from '@fss/core';
+import { assert, isPowerOfTwo } from '@fss/core';
 import { errnoError } from './errors';
 import { callAsync, lastErrno, libc } from './libc';
 
@@ -50,7 +50,7 @@ function intIoctl(fd: number, request: number, name: string, path: string): numb
 /** Logical sector size: the unit of addressing and of O_DIRECT alignment (BLKSSZGET). */
 export function logicalSectorSize(fd: number, path: string): number {
   const size = intIoctl(fd, BLKSSZGET, 'BLKSSZGET', path);
-  assert(size >= 512 && (size & (size - 1)) === 0, `BLKSSZGET answered ${size}`);
+  assert(size >= 512 && isPowerOfTwo(size), `BLKSSZGET answered ${size}`);
   return size;
 }
 

@@ -13,8 +13,7 @@
  * devices and `sourceDeviceOf` says so with ENOTBLK.
  */
 import { readFile, realpath, stat } from 'node:fs/promises';
-import { FssError } from '@fss/core';
-import { fsError } from './errors';
+import { FssError, toFssError } from '@fss/core';
 
 export interface MountInfoEntry {
   mountId: number;
@@ -69,7 +68,7 @@ export async function readMountInfo(file = '/proc/self/mountinfo'): Promise<Moun
   try {
     return parseMountInfo(await readFile(file, 'utf8'));
   } catch (error) {
-    throw fsError(error, 'open', file);
+    throw toFssError(error, { syscall: 'open', path: file });
   }
 }
 
@@ -104,7 +103,7 @@ export async function sourceDeviceOf(path: string, mountInfo?: MountInfoEntry[])
     mountPoint = await realpath(path);
     dev = (await stat(mountPoint, { bigint: true })).dev;
   } catch (error) {
-    throw fsError(error, 'stat', path);
+    throw toFssError(error, { syscall: 'stat', path: path });
   }
   const { major, minor } = decodeDeviceNumber(dev);
   const entries = mountInfo ?? (await readMountInfo());
@@ -137,7 +136,7 @@ export async function mountPointsOf(devicePath: string, mountInfo?: MountInfoEnt
     if (!stats.isBlockDevice()) return [];
     rdev = stats.rdev;
   } catch (error) {
-    throw fsError(error, 'stat', devicePath);
+    throw toFssError(error, { syscall: 'stat', path: devicePath });
   }
   const { major, minor } = decodeDeviceNumber(rdev);
   const entries = mountInfo ?? (await readMountInfo());
