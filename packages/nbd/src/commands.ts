@@ -4,7 +4,7 @@
  * Each command ends in exactly one reply: success, or the error value the FssError maps to
  * (errors.ts). A device error never closes the connection.
  *
- *   READ          read into the reply buffer (or the device's own buffer), then reply with it
+ *   READ          only an empty READ comes here (OK at once); the others go through ReadMerger
  *   BLOCK_STATUS  one extent, status 0 (allocated data): we keep no allocation map
  *   WRITE         write the payload; FUA: flush before the reply
  *   FLUSH         device.flush(): every write replied before this FLUSH began has completed,
@@ -16,7 +16,6 @@
  * the data changes, so by the time we reply the snapshots already hold the old contents.
  */
 import { assert, type BlockDevice } from '@fss/core';
-import type { BufferPool } from './buffer-pool';
 import { nbdErrnoOf } from './errors';
 import type { NbdExport } from './export';
 import { BASE_ALLOCATION_CONTEXT_ID, Command, CommandFlag, NbdErrno } from './protocol';
@@ -36,11 +35,12 @@ export async function execute(
   payload: Uint8Array | undefined,
   target: NbdExport,
   writer: ReplyWriter,
-  pool: BufferPool,
 ): Promise<void> {
   try {
     if (request.type === Command.READ) {
-      await executeRead(request, target.device, writer, pool);
+      // READs of at least one byte go through the ReadMerger; an empty one is just answered.
+      assert(request.length === 0, 'only an empty READ reaches execute');
+      writer.send(request.cookie, NbdErrno.OK);
       return;
     }
     if (request.type === Command.BLOCK_STATUS) {
@@ -57,41 +57,6 @@ export async function execute(
   } catch (error) {
     writer.send(request.cookie, nbdErrnoOf(error));
   }
-}
-
-/**
- * READ into a pooled buffer. A device with allocateBuffer gets its own (aligned) buffers and
- * the header goes out corked beside them; otherwise the buffer has header room in front and
- * the reply is a single write.
- */
-async function executeRead(
-  request: NbdRequest,
-  device: BlockDevice,
-  writer: ReplyWriter,
-  pool: BufferPool,
-): Promise<void> {
-  const { offset, length } = request;
-  if (length === 0) {
-    writer.send(request.cookie, NbdErrno.OK);
-    return;
-  }
-  const deviceBuffers = device.allocateBuffer !== undefined;
-  const headerBytes = deviceBuffers ? 0 : writer.readHeaderBytes;
-  const buffer = pool.acquire(headerBytes + length);
-  try {
-    const bytesRead = await device.read(headerBytes === 0 ? buffer : buffer.subarray(headerBytes), offset);
-    checkFullRead(bytesRead, length);
-  } catch (error) {
-    pool.release(buffer);
-    throw error;
-  }
-  if (deviceBuffers) writer.sendReadSplit(request.cookie, offset, buffer, () => pool.release(buffer));
-  else writer.sendRead(request.cookie, offset, buffer, () => pool.release(buffer));
-}
-
-/** The range was checked against the size, so a short read means the device failed. */
-function checkFullRead(bytesRead: number, length: number): void {
-  if (bytesRead !== length) throw new Error(`short read: ${bytesRead} of ${length} bytes`);
 }
 
 async function executeWrite(

@@ -203,7 +203,7 @@ export class Connection {
       this.merger.add(request);
       return;
     }
-    void execute(request, payload, target, this.writer, this.options.poolOf(target)).finally(() => {
+    void execute(request, payload, target, this.writer).finally(() => {
       this.releasePayload(payload, target);
       this.finish(request);
     });

@@ -17,8 +17,9 @@
  * that continue it, and starts when buffers come back. A run is read into one pooled buffer,
  * and each request gets its own reply with its slice of it (all corked into one writev); the
  * buffer returns to the pool when the last reply has been sent.
- * If the merged read fails, each request is retried on its own, so every reply carries the
- * error of its own range, exactly as without merging.
+ * If the merged read fails, each request is retried on its own (readOne, the path of a run of
+ * one), so every reply carries the error of its own range, exactly as without merging; the
+ * retries stay within the run's held bytes.
  *
  * Hot buffers: at most READ_HELD_BYTES_MAX of read buffers per connection are held at once,
  * counted from the start of a run's device read until the socket has handed its last reply to
@@ -40,7 +41,6 @@
  */
 import { assert } from '@fss/core';
 import type { BufferPool } from './buffer-pool';
-import { execute } from './commands';
 import { nbdErrnoOf } from './errors';
 import type { NbdExport } from './export';
 import { Command } from './protocol';
@@ -159,24 +159,20 @@ export class ReadMerger {
       bytesRead = -1;
     }
     if (bytesRead !== length) {
-      // Let each request find (and report) its own error.
+      // Let each request find (and report) its own error. The run's held bytes stay counted:
+      // each single read gives back its own length (they add up to the run's).
       this.pool.release(buffer);
-      this.unhold(length);
-      await Promise.all(
-        run.requests.map(async (request) => {
-          await execute(request, undefined, this.target, this.writer, this.pool);
-          this.done(request);
-        }),
-      );
+      await Promise.all(run.requests.map((request) => this.readOne(request)));
       return;
     }
     this.reply(run, buffer);
   }
 
   /**
-   * A run of one request: read into a pooled buffer and reply with it (the header goes out
-   * corked beside it, so the data keeps the buffer's page alignment; see BufferPool), or with
-   * the error of the read.
+   * A run of one request, or one request of a failed run: read into a pooled buffer and reply
+   * with it (the header goes out corked beside it, so the data keeps the buffer's page
+   * alignment; see BufferPool), or with the error of the read. Gives back its own length of
+   * held bytes once the buffer is back in the pool.
    */
   private async readOne(request: NbdRequest): Promise<void> {
     const { length, offset } = request;

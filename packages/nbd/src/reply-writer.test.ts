@@ -65,16 +65,22 @@ describe('ReplyWriter', () => {
     expect(sent).toBe(1);
   });
 
-  it('writes simple READ headers in place in front of the data', () => {
+  it('sends a simple-mode run as a 16-byte header and the data per request', () => {
     const { socket, writes } = recordingSocket();
     const writer = new ReplyWriter(socket, false);
-    const reply = Buffer.alloc(16 + 4, 0xee);
-    writer.sendRead(cookie(0x0102_0304), 2 ** 45, reply, () => undefined);
-    expect(writes).toHaveLength(1);
-    const [out] = writes;
-    expect(out!.readUInt32BE(0)).toBe(SIMPLE_REPLY_MAGIC);
-    expect(out!.readUInt32BE(4)).toBe(0);
-    expect(out!.readBigUInt64BE(8)).toBe(0x0102_0304n);
-    expect(out!.subarray(16).every((byte) => byte === 0xee)).toBe(true);
+    const data = Buffer.alloc(4, 0xee);
+    writer.sendReadRun(
+      [{ cookie: cookie(0x0102_0304), offset: 2 ** 45, length: 4 }],
+      2 ** 45,
+      data,
+      () => undefined,
+    );
+    expect(writes).toHaveLength(2);
+    const [header, body] = writes;
+    expect(header!.length).toBe(16);
+    expect(header!.readUInt32BE(0)).toBe(SIMPLE_REPLY_MAGIC);
+    expect(header!.readUInt32BE(4)).toBe(0);
+    expect(header!.readBigUInt64BE(8)).toBe(0x0102_0304n);
+    expect(body!.every((byte) => byte === 0xee)).toBe(true);
   });
 });

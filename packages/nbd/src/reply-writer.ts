@@ -14,8 +14,6 @@
  * contiguous. READ data is read into page-aligned pooled buffers (or the device's own), so the
  * header is a separate small buffer and header and data are written corked, which libuv sends
  * as one writev; a merged run's replies all go out in one corked batch (sendReadRun).
- * sendRead (one buffer with `readHeaderBytes` of room in front of the data, one write) remains
- * for the per-request retry path.
  *
  * Back-pressure: the request loop awaits `drained()` before reading the next request, so a
  * slow reader stops us reading requests, and the socket reader's own high-water mark then
@@ -41,46 +39,14 @@ import {
 const REPLY_QUEUE_BYTES_MAX = 8 * 1024 * 1024;
 
 export class ReplyWriter {
-  /** Bytes of header in front of READ data. */
-  readonly readHeaderBytes: number;
+  /** Bytes of header in front of each READ reply's data. */
+  private readonly readHeaderBytes: number;
 
   constructor(
     private readonly socket: Socket,
     readonly structured: boolean,
   ) {
     this.readHeaderBytes = structured ? STRUCTURED_READ_HEADER_BYTES : SIMPLE_REPLY_BYTES;
-  }
-
-  /**
-   * Sends a successful READ reply whose first `readHeaderBytes` are header room, in one write.
-   * `sent` runs once the socket no longer needs `reply` (at once if the socket is gone).
-   */
-  sendRead(cookie: Uint8Array, offset: number, reply: Uint8Array, sent: () => void): void {
-    assert(reply.length > this.readHeaderBytes, 'reply buffer needs header room and data');
-    this.writeReadHeader(reply, cookie, offset, reply.length - this.readHeaderBytes);
-    if (!this.writable()) {
-      sent();
-      return;
-    }
-    this.socket.write(reply, () => sent());
-  }
-
-  /**
-   * Sends a successful READ reply whose data lives in a separate buffer (a device buffer, or a
-   * slice of a merged read): header and data corked, which libuv sends as one writev. `sent`
-   * runs once the socket no longer needs `data` (at once if the socket is gone).
-   */
-  sendReadSplit(cookie: Uint8Array, offset: number, data: Uint8Array, sent: () => void): void {
-    const header = Buffer.allocUnsafe(this.readHeaderBytes);
-    this.writeReadHeader(header, cookie, offset, data.length);
-    if (!this.writable()) {
-      sent();
-      return;
-    }
-    this.socket.cork();
-    this.socket.write(header);
-    this.socket.write(data, () => sent());
-    this.socket.uncork();
   }
 
   /**
