@@ -5,7 +5,15 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Sandbox } from './helpers';
@@ -75,6 +83,25 @@ describe('fssconfig -c', () => {
     expect((await sandbox.run('fssconfig', ['-l'])).stdout).toMatch(
       /^fss0: .*image\nfss1: .*image\nfss2: not in use\n/,
     );
+  });
+
+  it('a backup path that is a symlink to a file fails ELOOP and leaves the target byte-identical', async () => {
+    writeFileSync(sandbox.path('victim'), 'precious text\n');
+    symlinkSync('victim', sandbox.path('link'));
+    const before = fingerprint(sandbox.path('victim'));
+    const result = await sandbox.run('fssconfig', ['fss0', 'image', 'link']);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(
+      /^fssconfig: create: .*\/link: Too many levels of symbolic links\nfssconfig: fss0: .*symbolic link/,
+    );
+    expect(fingerprint(sandbox.path('victim'))).toEqual(before);
+    expect(readFileSync(sandbox.path('victim'), 'utf8')).toBe('precious text\n');
+    // A dangling link is refused the same way, and nothing is created at its target.
+    symlinkSync('absent', sandbox.path('dangling'));
+    expect((await sandbox.run('fssconfig', ['fss0', 'image', 'dangling'])).status).toBe(1);
+    expect(existsSync(sandbox.path('absent'))).toBe(false);
+    expect(lstatSync(sandbox.path('dangling')).isSymbolicLink()).toBe(true);
+    expect((await sandbox.run('fssconfig', ['-l', 'fss0'])).stdout).toBe('fss0: not in use\n');
   });
 
   it('-u of an idle unit is ENXIO; -u releases an implicitly claimed origin', async () => {

@@ -10,19 +10,30 @@
  *     in a directory (mkstemp-style, 10 random characters), or open a raw device.
  *     FSS_UNLINK_ON_CREATE and temporary files are unlinked once the store is open.
  *
+ * Symlinks: the store is written with the daemon's privileges, so a link at the backup path
+ * must never choose which file is truncated. A link to a regular file (or a dangling one) is
+ * refused with ELOOP in the plan, as @fss/backing-file refuses it, before anything is touched;
+ * the truncation itself opens with O_NOFOLLOW and checks that it holds the planned file, so a
+ * link planted in between is refused too. A link to a directory (its temporary file is
+ * created O_EXCL|O_NOFOLLOW inside it) or to a block device (/dev/mapper/…, /dev/disk/by-id/…)
+ * is followed, as NetBSD's fssconfig does.
+ *
  * Errors keep NetBSD's split: opening, creating or truncating the file fails as `create`
  * (fssconfig prints `create: PATH: …`, as NetBSD's open(O_CREAT|O_TRUNC) failure does), the
  * rest as FSSIOCSET.
  */
 import { randomBytes } from 'node:crypto';
-import { stat, truncate, unlink } from 'node:fs/promises';
+import { constants as fsConstants, type Stats } from 'node:fs';
+import { lstat, open, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type BackingStore, FssError, isFssError, toFssError } from '@fss/core';
 import type { Backends } from './backends';
 import { identityFromStats } from './origins';
 
 export type BackupPlan =
-  | { kind: 'file'; path: string; exists: boolean }
+  | { kind: 'file'; path: string; exists: false }
+  /** An existing regular file; `dev`/`ino` are what the truncation must find at the path. */
+  | { kind: 'file'; path: string; exists: true; dev: number; ino: number }
   | { kind: 'temp'; dir: string }
   | { kind: 'raw'; path: string; identity: string };
 
@@ -33,12 +44,19 @@ export interface BackupUsers {
 }
 
 export async function planBackup(path: string, users: BackupUsers): Promise<BackupPlan> {
-  let info: Awaited<ReturnType<typeof stat>>;
+  let info: Stats;
   try {
-    info = await stat(path);
+    info = await lstat(path);
   } catch {
     // Not there (or not reachable): creating it will say why, as NetBSD's create does.
     return { kind: 'file', path, exists: false };
+  }
+  if (info.isSymbolicLink()) {
+    const target = await stat(path).catch(() => undefined);
+    if (target === undefined || !(target.isDirectory() || target.isBlockDevice())) {
+      throw symlinkError(path);
+    }
+    info = target;
   }
   if (info.isDirectory()) return { kind: 'temp', dir: path };
   const identity = identityFromStats(info);
@@ -60,7 +78,7 @@ export async function planBackup(path: string, users: BackupUsers): Promise<Back
     });
   }
   if (info.isBlockDevice()) return { kind: 'raw', path, identity };
-  if (info.isFile()) return { kind: 'file', path, exists: true };
+  if (info.isFile()) return { kind: 'file', path, exists: true, dev: info.dev, ino: info.ino };
   throw new FssError('EINVAL', `backup ${path} is not a regular file, a directory or a block device`, {
     syscall: 'FSSIOCSET',
     path,
@@ -94,11 +112,7 @@ export async function openBackup(
     case 'temp':
       return openTemporary(plan.dir, options.sizeBytes, backends);
     case 'file': {
-      if (plan.exists) {
-        await truncate(plan.path, 0).catch((error: unknown) => {
-          throw toFssError(error, { syscall: 'create', path: plan.path });
-        });
-      }
+      if (plan.exists) await truncateExisting(plan.path, plan.dev, plan.ino);
       const store = await backends
         .openFileStore(plan.path, {
           create: plan.exists ? 'existing' : 'new',
@@ -161,6 +175,40 @@ export async function discardBackup(opened: OpenedBackup): Promise<void> {
     await unlink(opened.path).catch(() => undefined);
     opened.linked = false;
   }
+}
+
+/**
+ * NetBSD's O_TRUNC on an existing backup, without following a link: opened O_NOFOLLOW (a
+ * link is ELOOP), and truncated through the handle only when it is the regular file the plan
+ * saw (anything else put there since is EBUSY and left as it is).
+ */
+async function truncateExisting(path: string, dev: number, ino: number): Promise<void> {
+  const flags = fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK;
+  const handle = await open(path, flags).catch((error: unknown) => {
+    if ((error as { code?: unknown }).code === 'ELOOP') throw symlinkError(path);
+    throw toFssError(error, { syscall: 'create', path });
+  });
+  try {
+    const info = await handle.stat();
+    if (!info.isFile() || info.dev !== dev || info.ino !== ino) {
+      throw new FssError('EBUSY', `backup ${path} changed while it was being prepared; left untouched`, {
+        syscall: 'create',
+        path,
+      });
+    }
+    await handle.truncate(0);
+  } catch (error) {
+    throw toFssError(error, { syscall: 'create', path });
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
+
+function symlinkError(path: string): FssError {
+  return new FssError('ELOOP', `backup ${path} is a symbolic link to a file; it is never followed`, {
+    syscall: 'create',
+    path,
+  });
 }
 
 function temporaryName(): string {
