@@ -17,7 +17,7 @@
  *   ENXIO, EIO, anything  → EIO       an invalid snapshot reads ENXIO: for the client that is
  *                                     an I/O error
  */
-import { type ErrnoCode, isFssError } from '@fss/core';
+import { type ErrnoCode, toFssError } from '@fss/core';
 import { NbdErrno, type NbdErrnoValue } from './protocol';
 
 export const NBD_ERRNO_OF: Readonly<Partial<Record<ErrnoCode, NbdErrnoValue>>> = {
@@ -40,16 +40,10 @@ export const NBD_ERRNO_OF: Readonly<Partial<Record<ErrnoCode, NbdErrnoValue>>> =
 };
 
 /**
- * The wire error value for anything a device threw. FssErrors map through the table; Node
- * system errors (`code: 'ENOSPC'`) map the same way; everything else is EIO.
+ * The wire error value for anything a device threw: its code as `toFssError` reads it
+ * (FssErrors, Node system errors such as `code: 'ENOSPC'`, ENOTSUP as EOPNOTSUPP) through the
+ * table; everything else is EIO.
  */
 export function nbdErrnoOf(error: unknown): NbdErrnoValue {
-  let code: unknown;
-  if (isFssError(error)) code = error.code;
-  else if (typeof error === 'object' && error !== null) code = (error as { code?: unknown }).code;
-  if (code === 'ENOTSUP') return NbdErrno.ENOTSUP;
-  if (typeof code === 'string' && Object.hasOwn(NBD_ERRNO_OF, code)) {
-    return NBD_ERRNO_OF[code as ErrnoCode] ?? NbdErrno.EIO;
-  }
-  return NbdErrno.EIO;
+  return NBD_ERRNO_OF[toFssError(error).code] ?? NbdErrno.EIO;
 }
