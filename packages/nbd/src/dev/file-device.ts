@@ -4,12 +4,11 @@
  *
  * Buffered I/O through a FileHandle: reads and writes loop until complete (the kernel may
  * return short counts), flush is fdatasync, discard is a no-op (TRIM is advisory and its
- * contents unspecified), writeZeroes writes zero buffers.
+ * contents unspecified). No writeZeroes: the server's WRITE_ZEROES falls back to writing zero
+ * buffers (commands.ts).
  */
 import { promises as fs, read, write } from 'node:fs';
 import { assert, type BlockDevice, checkWriteRange, FssError, readableLength, toFssError } from '@fss/core';
-
-const ZERO_CHUNK_BYTES = 1024 * 1024;
 
 /*
  * fs.read/fs.write on the handle's fd, not FileHandle.read/write: the callback API costs
@@ -101,14 +100,6 @@ export class FileBlockDevice implements BlockDevice {
       );
       assert(bytesWritten > 0, 'a regular file write makes progress');
       done += bytesWritten;
-    }
-  }
-
-  async writeZeroes(offset: number, length: number): Promise<void> {
-    checkWriteRange(this.size, offset, length, this.path);
-    const zeroes = new Uint8Array(Math.min(length, ZERO_CHUNK_BYTES));
-    for (let at = 0; at < length; at += zeroes.length) {
-      await this.write(zeroes.subarray(0, Math.min(zeroes.length, length - at)), offset + at);
     }
   }
 
