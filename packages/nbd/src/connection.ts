@@ -61,15 +61,23 @@ export interface ConnectionOptions {
   readonly debug?: (message: string) => void;
 }
 
+/** What the transmission phase works with, fixed when the handshake ends. */
+interface Transmission {
+  /** The export chosen in the handshake. */
+  readonly target: NbdExport;
+  readonly baseAllocation: boolean;
+  /** Its mode depends on STRUCTURED_REPLY. */
+  readonly writer: ReplyWriter;
+  readonly merger: ReadMerger;
+  /** The export's buffer pool (shared by the server's connections to it). */
+  readonly pool: BufferPool;
+}
+
 export class Connection {
   state: ConnectionState = 'handshake';
-  /** The export chosen in the handshake. */
-  export: NbdExport | undefined;
   private readonly reader: SocketReader;
-  /** Set when the handshake ends: its mode depends on STRUCTURED_REPLY. */
-  private writer: ReplyWriter;
-  /** Set when the handshake ends, with the writer. */
-  private merger: ReadMerger | undefined;
+  /** Set when the handshake ends. */
+  private transmission: Transmission | undefined;
   private inFlight = 0;
   private inFlightBytes = 0;
   private slotFreed: (() => void) | undefined;
@@ -82,7 +90,6 @@ export class Connection {
     assert(options.inFlightMax >= 1, 'at least one request in flight');
     // Enough for one maximal WRITE plus its header to arrive while we wait for a slot.
     this.reader = new SocketReader(socket, Limits.PAYLOAD_BYTES_MAX + REQUEST_BYTES);
-    this.writer = new ReplyWriter(socket, false);
     socket.setNoDelay?.(true);
   }
 
@@ -95,16 +102,13 @@ export class Connection {
         await this.endGracefully();
         return;
       }
-      this.export = result.export;
-      this.writer = new ReplyWriter(this.socket, result.structured);
-      this.merger = new ReadMerger(
-        result.export,
-        this.writer,
-        this.options.poolOf(result.export),
-        (request) => this.finish(request),
-      );
+      const target = result.export;
+      const writer = new ReplyWriter(this.socket, result.structured);
+      const pool = this.options.poolOf(target);
+      const merger = new ReadMerger(target, writer, pool, (request) => this.finish(request));
+      this.transmission = { target, baseAllocation: result.baseAllocation, writer, merger, pool };
       this.transition('handshake', 'transmission');
-      await this.transmit(result.export, result.baseAllocation);
+      await this.transmit(this.transmission);
     } catch (error) {
       if (error instanceof EndOfStream && this.state !== 'handshake') {
         // The client stopped sending (half-close or a plain close): it may still be waiting
@@ -150,27 +154,29 @@ export class Connection {
     if (this.state === 'transmission') void this.drainAndEnd();
   }
 
-  private async transmit(target: NbdExport, baseAllocation: boolean): Promise<void> {
+  private async transmit(session: Transmission): Promise<void> {
+    const { target, writer } = session;
     for (;;) {
       await this.waitForSlot();
-      await this.writer.drained();
+      await writer.drained();
       const header = await this.reader.read(REQUEST_BYTES);
       const request = parseRequest(header);
       if (request === undefined) return this.abort('request without the request magic');
-      const verdict = judgeRequest(request, target, baseAllocation);
+      const verdict = judgeRequest(request, target, session.baseAllocation);
       if (verdict.kind === 'close') return this.abort(verdict.reason);
-      const payload = hasPayload(request) ? await this.readPayload(request, target) : undefined;
+      const payload = hasPayload(request) ? await this.readPayload(request, session) : undefined;
       this.options.debug?.(`${commandName(request.type)} ${request.offset}+${request.length}`);
 
       if (request.type === Command.DISC) return this.drainAndEnd();
       if (this.state !== 'transmission' || this.options.isClosing()) {
-        this.writer.send(request.cookie, NbdErrno.ESHUTDOWN);
+        writer.send(request.cookie, NbdErrno.ESHUTDOWN);
+        releasePayload(payload, session.pool);
       } else if (verdict.kind === 'reply') {
-        this.writer.send(request.cookie, verdict.error);
-        this.releasePayload(payload, target);
+        writer.send(request.cookie, verdict.error);
+        releasePayload(payload, session.pool);
       } else {
         await this.waitForBytes(dataBytes(request));
-        this.start(request, payload, target);
+        this.start(request, payload, session);
       }
     }
   }
@@ -180,31 +186,26 @@ export class Connection {
    * bounce copy for O_DIRECT), else small payloads as a view of the received bytes and large
    * ones into a pooled buffer. releasePayload() returns pooled ones once answered.
    */
-  private readPayload(request: NbdRequest, target: NbdExport): Promise<Uint8Array> {
+  private readPayload(request: NbdRequest, session: Transmission): Promise<Uint8Array> {
     const { length } = request;
     if (length === 0) return Promise.resolve(new Uint8Array(0));
-    if (target.device.allocateBuffer === undefined && length <= POOLED_PAYLOAD_BYTES_MIN) {
+    if (session.target.device.allocateBuffer === undefined && length <= POOLED_PAYLOAD_BYTES_MIN) {
       return this.reader.read(length);
     }
-    return this.reader.readInto(this.options.poolOf(target).acquire(length));
-  }
-
-  /** Returns a payload to its pool (the pool ignores buffers that are not its own). */
-  private releasePayload(payload: Uint8Array | undefined, target: NbdExport): void {
-    if (payload !== undefined) this.options.poolOf(target).release(payload);
+    return this.reader.readInto(session.pool.acquire(length));
   }
 
   /** Starts a request; READs go through the merger, everything else runs on its own. */
-  private start(request: NbdRequest, payload: Uint8Array | undefined, target: NbdExport): void {
+  private start(request: NbdRequest, payload: Uint8Array | undefined, session: Transmission): void {
     this.inFlight++;
     this.inFlightBytes += dataBytes(request);
     assert(this.inFlight <= this.options.inFlightMax, 'in-flight limit holds');
-    if (request.type === Command.READ && request.length > 0 && this.merger !== undefined) {
-      this.merger.add(request);
+    if (request.type === Command.READ && request.length > 0) {
+      session.merger.add(request);
       return;
     }
-    void execute(request, payload, target, this.writer).finally(() => {
-      this.releasePayload(payload, target);
+    void execute(request, payload, session.target, session.writer).finally(() => {
+      releasePayload(payload, session.pool);
       this.finish(request);
     });
   }
@@ -258,7 +259,7 @@ export class Connection {
     this.transition('transmission', 'draining');
     // Reads waiting for buffers to come back start now: a client that stopped reading its
     // replies must not hold up the close (the socket is destroyed after the grace period).
-    this.merger?.unlimit();
+    this.transmission?.merger.unlimit();
     await this.waitForIdle();
     await this.endGracefully();
   }
@@ -290,4 +291,9 @@ export class Connection {
     assert(this.state === from, `connection must be ${from} to become ${to}, is ${this.state}`);
     this.state = to;
   }
+}
+
+/** Returns a WRITE payload to its pool (the pool ignores buffers that are not its own). */
+function releasePayload(payload: Uint8Array | undefined, pool: BufferPool): void {
+  if (payload !== undefined) pool.release(payload);
 }
