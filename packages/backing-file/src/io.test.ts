@@ -3,6 +3,7 @@
  * the kernel may), and that reports end-of-file or no progress.
  */
 import { FssError, SeededRandom } from '@fss/core';
+import { pattern } from '@fss/test-utils';
 import { describe, expect, it } from 'vitest';
 import { dropWritten, type PositionalFile, preadFully, pwriteFully, pwritevFully } from './io';
 
@@ -46,15 +47,10 @@ class DribblingFile implements PositionalFile {
   }
 }
 
-function noise(length: number, seed: number): Uint8Array {
-  const random = new SeededRandom(seed);
-  return Uint8Array.from({ length }, () => random.integer(0, 255));
-}
-
 describe('complete transfers over short ones', () => {
   it('pwriteFully and preadFully move every byte, 1..7 bytes per call', async () => {
     const file = new DribblingFile(4096, 7, 1);
-    const source = noise(1000, 2);
+    const source = pattern(1000, 2);
     await pwriteFully(file, source, 100);
     expect(file.calls).toBeGreaterThan(1000 / 7);
     expect(Buffer.compare(file.bytes.subarray(100, 1100), source)).toBe(0);
@@ -65,7 +61,7 @@ describe('complete transfers over short ones', () => {
 
   it('pwritevFully resumes inside a buffer and skips empty ones', async () => {
     const file = new DribblingFile(4096, 13, 3);
-    const sources = [noise(50, 4), new Uint8Array(0), noise(1, 5), noise(300, 6), new Uint8Array(0)];
+    const sources = [pattern(50, 4), new Uint8Array(0), pattern(1, 5), pattern(300, 6), new Uint8Array(0)];
     await pwritevFully(file, sources, 10);
     expect(Buffer.compare(file.bytes.subarray(10, 361), Buffer.concat(sources))).toBe(0);
     expect(file.bytes.subarray(361).every((byte) => byte === 0)).toBe(true);

@@ -6,13 +6,13 @@
 import { join } from 'node:path';
 import { FileBackingStore } from '@fss/backing-file';
 import { testBackingStore } from '@fss/core/testing';
-import { makeTempDir } from './helpers';
+import { tempDir } from '@fss/test-utils';
 
 testBackingStore(
   'FileBackingStore',
   async () => {
-    const temp = await makeTempDir();
-    const store = await FileBackingStore.open(join(temp.dir, 'store'));
+    const temp = tempDir('fss-backing-file-');
+    const store = await FileBackingStore.open(join(temp.path, 'store'));
     return { store, cleanup: temp.remove };
   },
   { sparse: true, writev: true },
@@ -21,8 +21,8 @@ testBackingStore(
 testBackingStore(
   'FileBackingStore with unlinkOnOpen',
   async () => {
-    const temp = await makeTempDir();
-    const store = await FileBackingStore.open(join(temp.dir, 'store'), { unlinkOnOpen: true });
+    const temp = tempDir('fss-backing-file-');
+    const store = await FileBackingStore.open(join(temp.path, 'store'), { unlinkOnOpen: true });
     return { store, cleanup: temp.remove };
   },
   { sparse: true, writev: true },

@@ -18,20 +18,21 @@ import {
 import { join } from 'node:path';
 import { FileBackingStore, openFileBackingStore } from '@fss/backing-file';
 import { FssError } from '@fss/core';
+import { tempDir } from '@fss/test-utils';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { makeTempDir, rejection } from './helpers';
+import { rejection } from './helpers';
 
 let dir: string;
-let removeDir: () => Promise<void>;
+let removeDir: () => void;
 const stores: FileBackingStore[] = [];
 
-beforeEach(async () => {
-  ({ dir, remove: removeDir } = await makeTempDir());
+beforeEach(() => {
+  ({ path: dir, remove: removeDir } = tempDir('fss-backing-file-'));
 });
 
 afterEach(async () => {
   for (const store of stores.splice(0)) await store.close();
-  await removeDir();
+  removeDir();
 });
 
 async function openStore(path: string, options?: Parameters<typeof FileBackingStore.open>[1]) {

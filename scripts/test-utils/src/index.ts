@@ -29,8 +29,6 @@ export interface LoopOptions {
   sizeBytes: number;
   sectorSize?: number;
   readOnly?: boolean;
-  /** Directory for the backing image (default: a new temp dir). */
-  directory?: string;
 }
 
 export interface Loop {
@@ -40,25 +38,11 @@ export interface Loop {
 
 /** Runs `use` with a new loop device over a sparse image; detaches it by name afterwards. */
 export async function withLoop<T>(options: LoopOptions, use: (loop: Loop) => Promise<T>): Promise<T> {
-  const dir = options.directory === undefined ? tempDir() : undefined;
-  const image = join(
-    options.directory ?? dir!.path,
-    `image-${process.pid}-${Math.random().toString(36).slice(2)}`,
-  );
+  const loop = createLoop(options.sizeBytes, options.sectorSize, options.readOnly);
   try {
-    run('truncate', ['-s', String(options.sizeBytes), image]);
-    const args = ['--show', '-f'];
-    if (options.sectorSize !== undefined) args.push('--sector-size', String(options.sectorSize));
-    if (options.readOnly) args.push('-r');
-    const device = attachLoop([...args, image]);
-    try {
-      return await use({ device, image });
-    } finally {
-      detach(device);
-    }
+    return await use({ device: loop.device, image: loop.image });
   } finally {
-    rmSync(image, { force: true });
-    dir?.remove();
+    loop.release();
   }
 }
 
@@ -69,10 +53,10 @@ export interface LoopFixture {
   release(): void;
 }
 
-/** A loop device over a new sparse image of `sizeBytes`. */
-export function createLoop(sizeBytes: number, sectorSize?: number): LoopFixture {
-  const dir = mkdtempSync(join(tmpdir(), 'fss-loop-'));
-  const image = join(dir, 'image');
+/** A loop device (read-only when asked) over a new sparse image of `sizeBytes`. */
+export function createLoop(sizeBytes: number, sectorSize?: number, readOnly = false): LoopFixture {
+  const dir = tempDir('fss-loop-');
+  const image = join(dir.path, 'image');
   let device: string | undefined;
   let released = false;
   const release = () => {
@@ -81,12 +65,14 @@ export function createLoop(sizeBytes: number, sectorSize?: number): LoopFixture 
     try {
       if (device !== undefined) detach(device);
     } finally {
-      rmSync(dir, { recursive: true, force: true });
+      dir.remove();
     }
   };
   try {
     run('truncate', ['-s', String(sizeBytes), image]);
-    const args = ['--show', '-f', ...(sectorSize === undefined ? [] : ['--sector-size', String(sectorSize)])];
+    const args = ['--show', '-f'];
+    if (sectorSize !== undefined) args.push('--sector-size', String(sectorSize));
+    if (readOnly) args.push('-r');
     device = attachLoop([...args, image]);
     return { device, image, release };
   } catch (error) {
@@ -160,15 +146,5 @@ export function blockdevGeometry(device: string): { size: number; logical: numbe
   return { size: size!, logical: logical!, physical: physical! };
 }
 
-/** A deterministic byte pattern (so a mismatch shows where it came from). */
-export function pattern(length: number, seed: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  let state = seed >>> 0 || 1;
-  for (let index = 0; index < length; index++) {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    bytes[index] = state & 0xff;
-  }
-  return bytes;
-}
+/** A deterministic byte pattern (so a mismatch shows where it came from): core/testing's patternBytes. */
+export { patternBytes as pattern } from '@fss/core/testing';
