@@ -9,7 +9,8 @@
  *
  * The transmission loop reads one request at a time and starts it without waiting for it, so
  * up to `inFlightMax` requests run concurrently (replies may go out of order, as NBD allows).
- * Before reading the next request the loop waits for a free slot and for the socket to drain;
+ * Before reading the next request the loop waits for a free slot and, once more than 8 MiB of
+ * replies is queued, for the socket to drain;
  * while it waits it reads nothing, the SocketReader's queue fills and pauses the socket, and
  * the client is held back by the kernel's flow control. A second limit counts the READ/WRITE
  * bytes in flight, so memory per connection stays below inFlightBytesMax plus one maximal
