@@ -4,7 +4,7 @@
  * releasing everything.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { FSS_UNCONFIG_ON_CLOSE, FSSIOCGET, FSSIOCSET, isFssError } from '@fss/core';
@@ -267,6 +267,10 @@ describe('fssd', () => {
     expect(await waitFor(() => !isAlive(pid), 10_000)).toBe(true);
     expect(readdirSync(sandbox.runDir)).toEqual(['fssd.log', 'origin']);
     expect(readdirSync(join(sandbox.runDir, 'origin'))).toEqual([]);
+    // A client started this daemon and closed its stderr: what it says about the signal is in the file.
+    expect(readFileSync(join(sandbox.runDir, 'fssd.log'), 'utf8')).toMatch(
+      new RegExp(`fssd\\[${pid}\\]: SIGTERM received\n(.*\n)*.*fssd\\[${pid}\\]: stopped\n$`),
+    );
     // The claim is gone: a new daemon can claim the image again.
     const again = await connect();
     expect(await again.originAdd(sandbox.path('image'))).toMatchObject({ name: 'image', explicit: true });

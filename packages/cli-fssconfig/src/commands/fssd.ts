@@ -12,7 +12,6 @@
 import { FssError, isFssError } from '@fss/core';
 import { EXIT_ALREADY_RUNNING } from '../client/spawn';
 import { Fssd } from '../daemon/fssd';
-import { createLog } from '../daemon/log';
 import { UNIT_COUNT_DEFAULT, UNIT_COUNT_MAX } from '../names';
 import { defaultRunDir } from '../rundir';
 
@@ -58,18 +57,17 @@ export async function runFssd(argv: readonly string[]): Promise<void> {
     process.stderr.write(`${args}\n`);
     process.exit(2);
   }
-  const bootLog = createLog(undefined);
   const daemon: Fssd = new Fssd({
     runDir: args.runDir,
     unitCount: args.unitCount,
     onUnreachable: () => stop('run directory removed'),
   });
+  // Through the daemon's log, so these reach fssd.log (stderr is gone when a client started us).
+  const log = (line: string): void => daemon.logLine(line);
   process.on('uncaughtException', (error) =>
-    bootLog(`uncaught exception (kept running): ${error.stack ?? error}`),
+    log(`uncaught exception (kept running): ${error.stack ?? error}`),
   );
-  process.on('unhandledRejection', (error) =>
-    bootLog(`unhandled rejection (kept running): ${String(error)}`),
-  );
+  process.on('unhandledRejection', (error) => log(`unhandled rejection (kept running): ${String(error)}`));
   try {
     await daemon.start();
   } catch (error) {
@@ -82,11 +80,11 @@ export async function runFssd(argv: readonly string[]): Promise<void> {
     process.exit(1);
   }
   function stop(signal: string): void {
-    bootLog(`${signal} received`);
+    log(`${signal} received`);
     daemon.stop().then(
       () => process.exit(0),
       (error: unknown) => {
-        bootLog(`stopping failed: ${String(error)}`);
+        log(`stopping failed: ${String(error)}`);
         process.exit(1);
       },
     );

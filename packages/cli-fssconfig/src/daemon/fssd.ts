@@ -116,6 +116,15 @@ export class Fssd {
     }
   }
 
+  /**
+   * Writes a line to the daemon's log: stderr until the run directory is ours, then fssd.log
+   * as well (a client that started us closes our stderr once we answer, so only the file
+   * keeps what is said later).
+   */
+  logLine(line: string): void {
+    this.log(line);
+  }
+
   status(): DaemonStatus {
     const origins = this.origins;
     return {
