@@ -34,6 +34,7 @@ import {
   OPTION_REPLY_HEADER_BYTES,
   OPTION_REPLY_MAGIC,
   Option,
+  optionName,
   Reply,
 } from './protocol';
 import type { SocketReader } from './socket-reader';
@@ -84,11 +85,11 @@ export async function negotiate(context: HandshakeContext): Promise<HandshakeRes
     const option = view.getUint32(8);
     const length = view.getUint32(12);
     if (length > Limits.OPTION_DATA_BYTES_MAX) {
-      return { kind: 'close', reason: `option ${option} data of ${length} bytes is too long` };
+      return { kind: 'close', reason: `option ${optionName(option)} data of ${length} bytes is too long` };
     }
     // Copy: the reader may hand out a view of a socket chunk, and we keep the data a while.
     const data = Buffer.from(await context.reader.read(length));
-    context.debug?.(`option ${option} (${length} bytes)`);
+    context.debug?.(`option ${optionName(option)} (${length} bytes)`);
     const result = answerOption(context, option, data, state);
     if (result !== undefined) return result;
   }

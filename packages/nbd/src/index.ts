@@ -1,4 +1,4 @@
 export { NBD_ERRNO_OF, nbdErrnoOf } from './errors';
 export { describeExport, type NbdExport, type NbdExportOptions } from './export';
 export * from './protocol';
-export { type NbdListenAddress, NbdServer, type NbdServerOptions, removeStaleSocket } from './server';
+export { type NbdListenAddress, NbdServer, type NbdServerOptions } from './server';

@@ -181,7 +181,7 @@ function listenOn(server: Server, options: { path: string } | { host: string; po
  * Unlinks `path` if it is a unix socket nobody listens on. A live socket is EADDRINUSE; a
  * file of another kind is EEXIST (we never delete what is not ours to delete).
  */
-export async function removeStaleSocket(path: string): Promise<void> {
+async function removeStaleSocket(path: string): Promise<void> {
   let stats: import('node:fs').Stats;
   try {
     stats = await fs.lstat(path);

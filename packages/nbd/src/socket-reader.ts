@@ -46,11 +46,6 @@ export class SocketReader {
     socket.on('error', () => this.onEnd());
   }
 
-  /** Bytes received and not yet read. */
-  get bufferedBytes(): number {
-    return this.queuedBytes;
-  }
-
   /**
    * Resolves with exactly `length` bytes (a fresh buffer, or a view of a received chunk when
    * the bytes lie in one). One read at a time.
