@@ -65,7 +65,7 @@ import {
 } from './ioctl';
 import { callAsync, libc } from './libc';
 import { RangeLock } from './range-lock';
-import { type FileKind, statx } from './statx';
+import { type FileKind, type StatxResult, statx } from './statx';
 
 // Raw descriptors, not FileHandles: the fd is shared with ioctl and statx calls, and a
 // FileHandle would close itself (with a warning) when garbage collected.
@@ -142,11 +142,7 @@ export async function openBlockDevice(
       lockImage(handle.fd, path);
       await refuseLoopBacked(handle.fd, path);
     }
-    return new LinuxBlockDevice(
-      describe(path, target.kind, handle, plan, exclusive, options),
-      handle.fd,
-      options,
-    );
+    return new LinuxBlockDevice(describe(path, target, handle, exclusive, options), handle.fd, options);
   } catch (error) {
     await close(handle.fd).catch(() => undefined);
     throw error;
@@ -202,6 +198,8 @@ function planIo(
 interface OpenHandle {
   fd: number;
   writable: boolean;
+  /** The plan as carried out: buffered when O_DIRECT was refused at open. */
+  plan: IoPlan;
 }
 
 /** open(2) with the claim and O_DIRECT, retrying read-only and buffered where that is allowed. */
@@ -214,51 +212,57 @@ async function openWithFallbacks(
 ): Promise<OpenHandle> {
   // libuv adds O_CLOEXEC to every open.
   const base = isDevice && exclusive ? constants.O_EXCL : 0;
-  const attempt = async (writable: boolean): Promise<number> => {
+  const attempt = async (writable: boolean): Promise<OpenHandle> => {
     const access = writable ? constants.O_RDWR : constants.O_RDONLY;
-    const direct = plan.ioMode === 'direct' ? constants.O_DIRECT : 0;
+    if (plan.ioMode !== 'direct') return { fd: await open(path, base | access), writable, plan };
     try {
-      return await open(path, base | access | direct);
+      return { fd: await open(path, base | access | constants.O_DIRECT), writable, plan };
     } catch (error) {
-      const code = (error as { code?: string }).code;
-      if (code === 'EINVAL' && direct !== 0) {
-        Object.assign(plan, { ioMode: 'buffered', bufferedReason: 'O_DIRECT refused at open (EINVAL)' });
-        Object.assign(plan, { memoryAlignment: 1, offsetAlignment: 1 });
-        return await open(path, base | access);
-      }
-      throw error;
+      if ((error as { code?: string }).code !== 'EINVAL') throw error;
+      const buffered: IoPlan = {
+        ioMode: 'buffered',
+        bufferedReason: 'O_DIRECT refused at open (EINVAL)',
+        memoryAlignment: 1,
+        offsetAlignment: 1,
+      };
+      return { fd: await open(path, base | access), writable, plan: buffered };
     }
   };
   try {
-    if (readOnly === true) return { fd: await attempt(false), writable: false };
+    if (readOnly === true) return await attempt(false);
     try {
-      return { fd: await attempt(true), writable: true };
+      return await attempt(true);
     } catch (error) {
       const code = (error as { code?: string }).code;
       if (readOnly === false || (code !== 'EROFS' && code !== 'EACCES')) throw error;
-      return { fd: await attempt(false), writable: false };
+      return await attempt(false);
     }
   } catch (error) {
     if ((error as { code?: string }).code === 'EBUSY' && isDevice) throw await busyDeviceError(path, error);
-    throw toFssError(error, { syscall: 'open', path: path });
+    throw toFssError(error, { syscall: 'open', path });
   }
 }
 
-/** Reads the geometry of the opened descriptor into the device's properties. */
+/**
+ * Reads the geometry of the opened descriptor into the device's properties. `target` is the
+ * statx of the path before open: a device node's rdev comes from it; a file's size and
+ * block size are read again from the descriptor.
+ */
 function describe(
   path: string,
-  kind: FileKind,
+  target: StatxResult,
   handle: OpenHandle,
-  plan: IoPlan,
   exclusive: boolean,
   options: OpenBlockDeviceOptions,
 ): LinuxBlockDeviceProperties {
-  const opened = statx(path, handle.fd);
+  const { kind } = target;
+  const { plan } = handle;
   let size: number;
   let logical: number;
   let physical: number;
   let readOnly = !handle.writable;
   if (kind === 'file') {
+    const opened = statx(path, handle.fd);
     size = opened.size;
     logical = options.imageSectorSize ?? 512;
     physical = Math.max(logical, opened.blockSize);
@@ -284,7 +288,7 @@ function describe(
     bufferedReason: plan.bufferedReason,
     memoryAlignment: direct ? plan.memoryAlignment || logical : 1,
     offsetAlignment: direct ? Math.max(plan.offsetAlignment, logical) : 1,
-    rdev: kind === 'file' ? '' : opened.rdev,
+    rdev: kind === 'file' ? '' : target.rdev,
   };
 }
 
@@ -605,7 +609,7 @@ function preadFull(fd: number, target: Uint8Array, offset: number, path: string)
     let done = 0;
     const step = () => {
       readCallback(fd, target, done, target.length - done, offset + done, (error, bytesRead) => {
-        if (error) return reject(toFssError(error, { syscall: 'pread', path: path }));
+        if (error) return reject(toFssError(error, { syscall: 'pread', path }));
         done += bytesRead;
         if (bytesRead === 0 || done === target.length) resolve(done);
         else step();
@@ -621,7 +625,7 @@ function pwriteFull(fd: number, source: Uint8Array, offset: number, path: string
     let done = 0;
     const step = () => {
       writeCallback(fd, source, done, source.length - done, offset + done, (error, written) => {
-        if (error) return reject(toFssError(error, { syscall: 'pwrite', path: path }));
+        if (error) return reject(toFssError(error, { syscall: 'pwrite', path }));
         if (written === 0)
           return reject(new FssError('EIO', 'write made no progress', { syscall: 'pwrite', path }));
         done += written;
@@ -638,7 +642,7 @@ function pwritevFull(fd: number, buffers: Uint8Array[], offset: number, path: st
   const total = buffers.reduce((sum, buffer) => sum + buffer.length, 0);
   return new Promise((resolve, reject) => {
     writevCallback(fd, buffers, offset, (error, written) => {
-      if (error) return reject(toFssError(error, { syscall: 'pwritev', path: path }));
+      if (error) return reject(toFssError(error, { syscall: 'pwritev', path }));
       if (written === total) return resolve();
       // Rare (signals, a device that splits I/O): finish the remainder with plain writes.
       let skip = written;

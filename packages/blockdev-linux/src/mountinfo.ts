@@ -103,7 +103,7 @@ export async function sourceDeviceOf(path: string, mountInfo?: MountInfoEntry[])
     mountPoint = await realpath(path);
     dev = (await stat(mountPoint, { bigint: true })).dev;
   } catch (error) {
-    throw toFssError(error, { syscall: 'stat', path: path });
+    throw toFssError(error, { syscall: 'stat', path });
   }
   const { major, minor } = decodeDeviceNumber(dev);
   const entries = mountInfo ?? (await readMountInfo());
