@@ -267,6 +267,9 @@ describe('qemu', () => {
     );
     const forced = await run('qemu-io', ['-f', 'raw', '-c', 'write -z 0 64k', engine.snapshotServer.uri()]);
     expect(forced.code).not.toBe(0);
+    expect(`${forced.stdout}${forced.stderr}`).toMatch(
+      /Permission denied|read-only|Operation not permitted/i,
+    );
     const compare = await run('qemu-img', [
       'compare',
       '-f',
