@@ -48,6 +48,18 @@ export function lockImage(fd: number, path: string): void {
   throw errnoError(errno, 'flock', path);
 }
 
+/**
+ * The backing file of loop device `name` (e.g. `loop3`), as the kernel reports it in
+ * /sys/block/<name>/loop/backing_file; undefined when `name` is not an attached loop device.
+ */
+export async function loopBackingFile(name: string): Promise<string | undefined> {
+  try {
+    return (await readFile(`/sys/block/${name}/loop/backing_file`, 'utf8')).trimEnd();
+  } catch {
+    return undefined;
+  }
+}
+
 /** The loop devices (e.g. `/dev/loop3`) whose backing file is the file open at `fd`. */
 export async function loopDevicesBackedBy(fd: number, path: string): Promise<string[]> {
   const image = statx(path, fd);
@@ -59,12 +71,8 @@ export async function loopDevicesBackedBy(fd: number, path: string): Promise<str
   }
   const found: string[] = [];
   for (const name of names) {
-    let backing: string;
-    try {
-      backing = (await readFile(`/sys/block/${name}/loop/backing_file`, 'utf8')).trimEnd();
-    } catch {
-      continue; // not attached
-    }
+    const backing = await loopBackingFile(name);
+    if (backing === undefined) continue; // not attached
     // Compare by inode: the path may be a different name for the same file.
     try {
       const candidate = statx(backing);

@@ -1,5 +1,5 @@
 export { alignedBuffer, BufferPool, isAddressAligned } from './aligned';
-export { busyDeviceError, lockImage, loopDevicesBackedBy, refuseLoopBacked } from './claim';
+export { busyDeviceError, lockImage, loopBackingFile, loopDevicesBackedBy, refuseLoopBacked } from './claim';
 export {
   type IoMode,
   LinuxBlockDevice,

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { openBlockDevice } from '../src';
+import { loopBackingFile, openBlockDevice } from '../src';
 import { isRoot, ROOT_REASON, run, tempDir, unmount, withExt4Mount, withLoop } from './helpers';
 
 describe.skipIf(!isRoot)(`exclusive claim of block devices (${ROOT_REASON})`, () => {
@@ -66,6 +66,13 @@ describe.skipIf(!isRoot)(`exclusive claim of block devices (${ROOT_REASON})`, ()
       expect((error as Error).message).toContain(device);
       // Looking without claiming is allowed.
       await (await openBlockDevice(image, { exclusive: false, readOnly: true })).close();
+    });
+  });
+
+  it('reads the backing file of an attached loop device, and undefined for anything else', async () => {
+    await withLoop({ sizeBytes: 1 << 20 }, async ({ device, image }) => {
+      expect(await loopBackingFile(device.replace('/dev/', ''))).toBe(image);
+      expect(await loopBackingFile('sda-not-a-loop')).toBeUndefined();
     });
   });
 });
