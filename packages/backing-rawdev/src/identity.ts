@@ -15,7 +15,7 @@
  */
 import { readFile, realpath } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { statx } from '@fss/blockdev-linux';
+import { loopBackingFile, statx } from '@fss/blockdev-linux';
 
 export async function storageIdentity(path: string): Promise<Set<string>> {
   const found = statx(path);
@@ -41,10 +41,10 @@ export async function storageIdentity(path: string): Promise<Set<string>> {
     if (disk !== undefined) tokens.add(`disk:${disk.trim()}`);
   }
   const loopName = basename(isPartition ? dirname(sysfs) : sysfs);
-  const backing = await readFile(`/sys/block/${loopName}/loop/backing_file`, 'utf8').catch(() => undefined);
+  const backing = await loopBackingFile(loopName);
   if (backing !== undefined) {
     try {
-      const file = statx(backing.trimEnd());
+      const file = statx(backing);
       tokens.add(`file:${file.dev}:${file.inode}`);
     } catch {
       // The backing file is gone from the namespace; nothing to compare with.
