@@ -25,6 +25,12 @@ describe('parseRequest', () => {
     expect(Buffer.from(parsed.cookie).toString('hex')).toBe('0102030405060708');
     header.writeBigUInt64BE(2n ** 60n, 16);
     expect(parseRequest(header)!.offset).toBe(-1);
+    header.writeBigUInt64BE(2n ** 53n - 1n, 16);
+    expect(parseRequest(header)!.offset).toBe(Number.MAX_SAFE_INTEGER);
+    header.writeBigUInt64BE(2n ** 53n, 16);
+    expect(parseRequest(header)!.offset).toBe(-1);
+    header.writeBigUInt64BE(0x0000_1234_8765_4321n, 16);
+    expect(parseRequest(header)!.offset).toBe(0x1234_8765_4321);
     header.writeUInt32BE(0x12345678, 0);
     expect(parseRequest(header)).toBeUndefined();
   });

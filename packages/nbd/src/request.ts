@@ -25,7 +25,10 @@ export interface NbdRequest {
   readonly flags: number;
   /** Command type (Command). */
   readonly type: number;
-  /** The client's opaque 8-byte id, echoed in the reply (a copy: the header is reused). */
+  /**
+   * The client's opaque 8-byte id, echoed in the reply: a view of the header, which is a fresh
+   * buffer or a view of a received socket chunk, and neither is ever written again.
+   */
   readonly cookie: Uint8Array;
   /** Byte offset; a safe integer when the request passed validation, else -1. */
   readonly offset: number;
@@ -49,18 +52,38 @@ const FLAGS_ALLOWED: Readonly<Record<number, number>> = {
   [Command.DISC]: 0,
 };
 
+/** The verdict of every request to run: one object, not one per request. */
+const EXECUTE: Verdict = Object.freeze({ kind: 'execute' });
+
+/** High half of the largest u64 offset below 2^53 (Number.MAX_SAFE_INTEGER). */
+const SAFE_OFFSET_HIGH_MAX = 0x1f_ffff;
+
+/** Big-endian loads without a DataView or BigInt per header (a header per request). */
+function getUint32(bytes: Uint8Array, at: number): number {
+  return ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!) >>> 0;
+}
+
+function getUint16(bytes: Uint8Array, at: number): number {
+  return (bytes[at]! << 8) | bytes[at + 1]!;
+}
+
 /** Parses a 28-byte request header; undefined when the magic is wrong. */
 export function parseRequest(header: Uint8Array): NbdRequest | undefined {
   assert(header.length === 28, 'a request header is 28 bytes');
-  const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
-  if (view.getUint32(0) !== REQUEST_MAGIC) return undefined;
-  const offset = view.getBigUint64(16);
+  if (getUint32(header, 0) !== REQUEST_MAGIC) return undefined;
+  // The u64 offset as two u32s: below 2^53 exactly when the high half is at most 2^21 - 1.
+  const high = getUint32(header, 16);
+  let offset = -1;
+  if (high <= SAFE_OFFSET_HIGH_MAX) {
+    offset = high * 0x1_0000_0000 + getUint32(header, 20);
+    assert(Number.isSafeInteger(offset), 'an offset below 2^53 is a safe integer');
+  }
   return {
-    flags: view.getUint16(4),
-    type: view.getUint16(6),
-    cookie: header.slice(8, 16),
-    offset: offset <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(offset) : -1,
-    length: view.getUint32(24),
+    flags: getUint16(header, 4),
+    type: getUint16(header, 6),
+    cookie: header.subarray(8, 16),
+    offset,
+    length: getUint32(header, 24),
   };
 }
 
@@ -87,14 +110,14 @@ export function judgeRequest(request: NbdRequest, target: NbdExport, baseAllocat
   if ((request.flags & ~allowed) !== 0) return refuse(NbdErrno.EINVAL);
   const writes = type === Command.WRITE || type === Command.TRIM || type === Command.WRITE_ZEROES;
   if (writes && target.readOnly) return refuse(NbdErrno.EPERM);
-  if (type === Command.FLUSH || type === Command.DISC) return { kind: 'execute' };
+  if (type === Command.FLUSH || type === Command.DISC) return EXECUTE;
   if (request.offset < 0) return refuse(NbdErrno.EINVAL);
   if (request.offset + length > target.size) {
     const readLike = type === Command.READ || type === Command.TRIM || type === Command.BLOCK_STATUS;
     return refuse(readLike ? NbdErrno.EINVAL : NbdErrno.ENOSPC);
   }
   if (type === Command.TRIM && target.device.discard === undefined) return refuse(NbdErrno.EINVAL);
-  return { kind: 'execute' };
+  return EXECUTE;
 }
 
 function refuse(error: NbdErrnoValue): Verdict {
