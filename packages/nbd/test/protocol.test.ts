@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { lstatSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FssError, MemoryBlockDevice } from '@fss/core';
+import { FaultyBlockDevice, FssError, MemoryBlockDevice } from '@fss/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { nbdErrnoOf } from '../src/errors';
 import {
@@ -358,13 +358,9 @@ describe('transmission', () => {
   });
 
   it('replies EIO when the device fails, ENOSPC when it is full, and stays up', async () => {
-    const failing = new MemoryBlockDevice(MiB);
-    failing.read = async () => {
-      throw new FssError('ENXIO', 'snapshot invalid');
-    };
-    failing.write = async () => {
-      throw new FssError('ENOSPC');
-    };
+    const failing = new FaultyBlockDevice(new MemoryBlockDevice(MiB));
+    failing.faults.failNext('read', 'ENXIO'); // an invalid snapshot reads ENXIO
+    failing.faults.failNext('write', 'ENOSPC');
     const local = await startServer(dir.path, [{ name: 'x', device: failing }], { socketName: 'f.sock' });
     const { client } = await RawClient.go(local.socketPath);
     client.sendRequest(Command.READ, 0, 512);
