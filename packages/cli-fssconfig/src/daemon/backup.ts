@@ -3,8 +3,10 @@
  * refused request changes nothing (SPEC §6.3):
  *
  *  1. plan (no side effects): what the path is, and whether it may be used. A regular file or
- *     a device that a configured unit uses, or that is an origin, is EBUSY: NetBSD's fssconfig
- *     would truncate the live store first and fail after; we refuse before touching it.
+ *     a device that shares storage (@fss/backing-rawdev's identity: the same file or device,
+ *     a partition of it, a loop device over it) with a configured unit's store or with an
+ *     origin is EBUSY: NetBSD's fssconfig would truncate the live store first and fail after;
+ *     we refuse before touching it.
  *  2. open: create (O_EXCL, 0600, sparse, grown to the backup size), or truncate an existing
  *     unused file and grow it again (NetBSD's O_TRUNC + ftruncate), or make a temporary file
  *     in a directory (mkstemp-style, 10 random characters), or open a raw device.
@@ -28,19 +30,20 @@ import { lstat, open, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type BackingStore, FssError, isFssError, toFssError } from '@fss/core';
 import type { Backends } from './backends';
-import { identityFromStats } from './origins';
+import { identityOf, type StorageIdentity } from './origins';
 
 export type BackupPlan =
   | { kind: 'file'; path: string; exists: false }
   /** An existing regular file; `dev`/`ino` are what the truncation must find at the path. */
   | { kind: 'file'; path: string; exists: true; dev: number; ino: number }
   | { kind: 'temp'; dir: string }
-  | { kind: 'raw'; path: string; identity: string };
+  | { kind: 'raw'; path: string; identity: StorageIdentity };
 
 export interface BackupUsers {
-  /** The unit whose store has this identity, if any. */
-  unitUsing(identity: string): string | undefined;
-  isOrigin(identity: string): boolean;
+  /** The unit whose store shares storage with this identity, if any. */
+  unitUsing(identity: StorageIdentity): string | undefined;
+  /** Whether this identity shares storage with an origin (a partition of it counts). */
+  isOrigin(identity: StorageIdentity): boolean;
 }
 
 export async function planBackup(path: string, users: BackupUsers): Promise<BackupPlan> {
@@ -59,7 +62,7 @@ export async function planBackup(path: string, users: BackupUsers): Promise<Back
     info = target;
   }
   if (info.isDirectory()) return { kind: 'temp', dir: path };
-  const identity = identityFromStats(info);
+  const identity = await identityOf(path);
   if (users.isOrigin(identity)) {
     throw new FssError(
       'EBUSY',
@@ -89,7 +92,7 @@ export interface OpenedBackup {
   store: BackingStore;
   /** The path used (the temporary file's, for a directory). */
   path: string;
-  identity: string;
+  identity: StorageIdentity;
   /** Whether this request created the file (to remove it again if configuring fails). */
   created: boolean;
   /** Whether the path still names the store. */
@@ -125,7 +128,7 @@ export async function openBackup(
       const opened: OpenedBackup = {
         store,
         path: plan.path,
-        identity: '',
+        identity: new Set(),
         created: !plan.exists,
         linked: true,
       };
@@ -139,7 +142,7 @@ async function openTemporary(dir: string, sizeBytes: number, backends: Backends)
     const path = join(dir, temporaryName());
     try {
       const store = await backends.openFileStore(path, { create: 'new', sizeBytes, unlinkOnOpen: false });
-      return finishOpen({ store, path, identity: '', created: true, linked: true }, true);
+      return finishOpen({ store, path, identity: new Set(), created: true, linked: true }, true);
     } catch (error) {
       if (isFssError(error, 'EEXIST') || (error as { code?: string }).code === 'EEXIST') continue;
       throw relabel(error, 'create', path);
@@ -154,7 +157,7 @@ async function openTemporary(dir: string, sizeBytes: number, backends: Backends)
 /** Records the store's identity, then unlinks it when asked; on failure nothing is left. */
 async function finishOpen(opened: OpenedBackup, unlinkPath: boolean): Promise<OpenedBackup> {
   try {
-    opened.identity = identityFromStats(await stat(opened.path));
+    opened.identity = await identityOf(opened.path);
     if (unlinkPath) {
       await unlink(opened.path).catch((error: unknown) => {
         throw toFssError(error, { syscall: 'unlink', path: opened.path });

@@ -3,9 +3,12 @@
  * wrapped in the engine's copy-on-write Origin, and exported read-write at
  * `origin/NAME.sock` (SPEC §1, §4, §5).
  *
- * Identity: an origin is found again by what its path resolves to (st_dev/st_ino for image
- * files, st_rdev for block devices), so `/srv/a.img`, `./a.img` and a symlink to it are one
- * origin and can never be claimed twice.
+ * Identity: @fss/backing-rawdev's storageIdentity of the path (the image file's dev/ino, a
+ * block device's number plus its disk's when it is a partition and the image's when it is a
+ * loop device). An origin is found again by an equal identity, so `/srv/a.img`, `./a.img` and
+ * a symlink to it are one origin and can never be claimed twice; whether something else would
+ * write the origin's storage (a backup on it, a partition of it, a loop device over it) is
+ * `holds`, by overlap (identitiesOverlap).
  *
  * Lifetime: an origin added with `fss origin add` (explicit) stays until `fss origin rm`;
  * one added by FSSIOCSET (implicit) is released when it has no unit left and no client on its
@@ -13,6 +16,7 @@
  * daemon's mutex for every method that changes the table.
  */
 import { stat } from 'node:fs/promises';
+import { identitiesOverlap, storageIdentity } from '@fss/backing-rawdev';
 import { assert, FssError, Origin, toFssError } from '@fss/core';
 import { defaultOriginName, isOriginName } from '../names';
 import type { OriginInfo } from '../protocol/messages';
@@ -24,7 +28,7 @@ import type { Log } from './log';
 export interface OriginEntry {
   readonly name: string;
   readonly path: string;
-  readonly identity: string;
+  readonly identity: StorageIdentity;
   readonly engine: Origin;
   readonly export: Export;
   explicit: boolean;
@@ -53,12 +57,12 @@ export class OriginTable {
   /** The origin whose file or device `path` names, if we hold it. */
   async find(path: string): Promise<OriginEntry | undefined> {
     const identity = await identityOf(path);
-    return this.entries.find((entry) => entry.identity === identity);
+    return this.entries.find((entry) => sameIdentity(entry.identity, identity));
   }
 
-  /** True when `identity` (see identityOf) is one of our origins. */
-  holds(identity: string): boolean {
-    return this.entries.some((entry) => entry.identity === identity);
+  /** True when `identity` (see identityOf) shares storage with one of our origins. */
+  holds(identity: StorageIdentity): boolean {
+    return this.entries.some((entry) => identitiesOverlap(entry.identity, identity));
   }
 
   /**
@@ -77,8 +81,8 @@ export class OriginTable {
         path,
       });
     }
-    const identity = identityFromStats(info);
-    const existing = this.entries.find((entry) => entry.identity === identity);
+    const identity = await identityOf(path);
+    const existing = this.entries.find((entry) => sameIdentity(entry.identity, identity));
     if (existing !== undefined) {
       if (options.explicit && !existing.explicit) {
         existing.explicit = true;
@@ -181,16 +185,17 @@ export class OriginTable {
   }
 }
 
-/** What a path resolves to: `dev:ino` for files, `rdev:N` for block devices. */
-export async function identityOf(path: string): Promise<string> {
-  return identityFromStats(await stat(path));
+/** The storage a path is: see @fss/backing-rawdev's storageIdentity. */
+export type StorageIdentity = ReadonlySet<string>;
+
+/** What `path` resolves to (following symlinks); fails as stat does when it is not there. */
+export async function identityOf(path: string): Promise<StorageIdentity> {
+  return storageIdentity(path).catch((error: unknown) => {
+    throw toFssError(error, { syscall: 'stat', path });
+  });
 }
 
-export function identityFromStats(info: {
-  dev: number;
-  ino: number;
-  rdev: number;
-  isBlockDevice(): boolean;
-}): string {
-  return info.isBlockDevice() ? `rdev:${info.rdev}` : `${info.dev}:${info.ino}`;
+/** The same storage, not just overlapping (a partition is not its disk). */
+export function sameIdentity(a: StorageIdentity, b: StorageIdentity): boolean {
+  return a.size === b.size && [...a].every((token) => b.has(token));
 }

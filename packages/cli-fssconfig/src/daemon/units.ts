@@ -20,6 +20,7 @@
  * FSS_UNCONFIG_ON_CLOSE the unit is unconfigured when the last of them closes.
  */
 
+import { identitiesOverlap } from '@fss/backing-rawdev';
 import type { Mutex } from '@fss/core';
 import {
   assert,
@@ -38,7 +39,7 @@ import type { Backends } from './backends';
 import { discardBackup, type OpenedBackup, openBackup, planBackup } from './backup';
 import type { Export, Exporter } from './exports';
 import type { Log } from './log';
-import { identityOf, type OriginEntry, type OriginTable } from './origins';
+import { identityOf, type OriginEntry, type OriginTable, type StorageIdentity } from './origins';
 
 type UnitState = 'idle' | 'creating' | 'active' | 'destroying';
 
@@ -154,9 +155,11 @@ export class UnitTable {
     }
   }
 
-  /** The unit (by name) whose store has `identity`. */
-  unitUsing(identity: string): string | undefined {
-    const unit = this.units.find((each) => each.backup !== undefined && each.backup.identity === identity);
+  /** The unit (by name) whose store shares storage with `identity`. */
+  unitUsing(identity: StorageIdentity): string | undefined {
+    const unit = this.units.find(
+      (each) => each.backup !== undefined && identitiesOverlap(each.backup.identity, identity),
+    );
     return unit === undefined ? undefined : unitName(unit.index);
   }
 
@@ -193,7 +196,9 @@ export class UnitTable {
     const plan = await planBackup(set.fss_bstore, {
       unitUsing: (identity) => this.unitUsing(identity),
       // The origin may not be claimed yet: its own path counts too.
-      isOrigin: (identity) => identity === mountIdentity || origins.holds(identity),
+      isOrigin: (identity) =>
+        (mountIdentity !== undefined && identitiesOverlap(identity, mountIdentity)) ||
+        origins.holds(identity),
     });
     const claimedNow = origin === undefined;
     origin ??= await origins.add(set.fss_mount, { explicit: false });
