@@ -4,16 +4,17 @@
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tempDir } from '@fss/test-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binaryCommand, startBinary } from './binary';
-import { run, temporaryDirectory } from './helpers';
+import { run } from './helpers';
 
 const MiB = 1024 * 1024;
-let dir: ReturnType<typeof temporaryDirectory>;
+let dir: ReturnType<typeof tempDir>;
 beforeAll(() => {
-  dir = temporaryDirectory('fss-nbd-cli-');
+  dir = tempDir('fss-nbd-cli-');
 });
-afterAll(() => dir.cleanup());
+afterAll(() => dir.remove());
 
 describe('fss-nbd', () => {
   it('prints usage and exits 1 on bad arguments', async () => {

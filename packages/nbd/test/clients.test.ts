@@ -16,19 +16,20 @@
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MemoryBackingStore, MemoryBlockDevice, Origin, type Snapshot } from '@fss/core';
+import { pattern, tempDir } from '@fss/test-utils';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { FileBlockDevice } from '../src/dev/file-device';
 import { NbdServer } from '../src/server';
-import { patterned, type RunningServer, run, startServer, temporaryDirectory } from './helpers';
+import { type RunningServer, run, startServer } from './helpers';
 
 const MiB = 1024 * 1024;
 const IMAGE_BYTES = 32 * MiB;
 
-let dir: ReturnType<typeof temporaryDirectory>;
+let dir: ReturnType<typeof tempDir>;
 beforeAll(() => {
-  dir = temporaryDirectory('fss-nbd-clients-');
+  dir = tempDir('fss-nbd-clients-');
 });
-afterAll(() => dir.cleanup());
+afterAll(() => dir.remove());
 
 interface EngineExports {
   imagePath: string;
@@ -49,7 +50,7 @@ async function startEngineExports(): Promise<EngineExports> {
   serial++;
   const imagePath = join(dir.path, `image${serial}.img`);
   const copyPath = join(dir.path, `image${serial}.copy`);
-  writeFileSync(imagePath, patterned(IMAGE_BYTES, serial));
+  writeFileSync(imagePath, pattern(IMAGE_BYTES, serial));
   const file = await FileBlockDevice.open(imagePath);
   const origin = new Origin(file, { name: `image${serial}`, logger: () => {} });
   const snapshot = await origin.createSnapshot(new MemoryBackingStore(), { name: 'fss0' });
@@ -175,7 +176,7 @@ describe('nbdcopy', () => {
     expect(Buffer.compare(readFileSync(out), readFileSync(engine.imagePath))).toBe(0);
 
     const source = join(dir.path, 'source.img');
-    const bytes = patterned(IMAGE_BYTES, 99);
+    const bytes = pattern(IMAGE_BYTES, 99);
     bytes.fill(0, 4 * MiB, 8 * MiB); // a zero run: nbdcopy sends WRITE_ZEROES for it
     writeFileSync(source, bytes);
     const write = await run('nbdcopy', ['--flush', source, engine.originServer.uri()]);
@@ -192,7 +193,7 @@ describe('nbdcopy', () => {
     const memory = await startServer(dir.path, [{ name: 'mem', device }], { socketName: 'mem.sock' });
     try {
       const source = join(dir.path, 'mem-source.img');
-      writeFileSync(source, patterned(8 * MiB, 5));
+      writeFileSync(source, pattern(8 * MiB, 5));
       const result = await run('nbdcopy', [source, memory.uri()]);
       expect(result.code, result.stderr).toBe(0);
       expect(Buffer.compare(device.bytes, readFileSync(source))).toBe(0);
@@ -287,7 +288,7 @@ describe('qemu', () => {
 describe('concurrency', () => {
   it('several nbdcopy readers of the snapshot during writes to the origin all read the snapshot', async () => {
     const source = join(dir.path, 'concurrent-source.img');
-    writeFileSync(source, patterned(IMAGE_BYTES, 77));
+    writeFileSync(source, pattern(IMAGE_BYTES, 77));
     const readers = Array.from({ length: 4 }, (_, index) => join(dir.path, `reader${index}.img`));
     const results = await Promise.all([
       ...readers.map((out) => run('nbdcopy', [engine.snapshotServer.uri(), out])),

@@ -12,9 +12,10 @@
  * accept a real client.
  */
 import { MemoryBlockDevice, SeededRandom } from '@fss/core';
+import { tempDir } from '@fss/test-utils';
 import { describe, expect, it } from 'vitest';
 import { Command, IHAVEOPT, Option, REQUEST_MAGIC } from '../src/protocol';
-import { startServer, temporaryDirectory } from './helpers';
+import { startServer } from './helpers';
 import { goData, RawClient, RawSocket } from './raw-client';
 
 const MiB = 1024 * 1024;
@@ -105,7 +106,7 @@ describe('protocol fuzz', () => {
     const sessions = Number(process.env['FSS_FUZZ_SESSIONS'] ?? 300);
     console.log(`nbd protocol fuzz: seed ${seed}, ${sessions} sessions (replay: FSS_FUZZ_SEED=${seed})`);
     const random = new SeededRandom(seed);
-    const dir = temporaryDirectory('fss-nbd-fuzz-');
+    const dir = tempDir('fss-nbd-fuzz-');
     const device = new MemoryBlockDevice(8 * MiB);
     const snapshot = new MemoryBlockDevice(8 * MiB, { readOnly: true });
     const running = await startServer(dir.path, [
@@ -145,7 +146,7 @@ describe('protocol fuzz', () => {
     } finally {
       bystander.close();
       await running.close();
-      dir.cleanup();
+      dir.remove();
     }
   });
 });

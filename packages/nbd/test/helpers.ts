@@ -1,20 +1,13 @@
 /**
- * Shared test helpers: temporary directories, an in-process server on a unix socket, running
- * real client programs, and a BlockDevice wrapper that counts and delays calls.
+ * Shared test helpers: an in-process server on a unix socket, running real client programs,
+ * and a BlockDevice wrapper that counts and delays calls (temporary directories and byte
+ * patterns come from @fss/test-utils).
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BlockDevice } from '@fss/core';
 import type { NbdExportOptions } from '../src/export';
 import { NbdServer, type NbdServerOptions } from '../src/server';
-
-/** A temporary directory, removed by `cleanup()`. */
-export function temporaryDirectory(prefix = 'fss-nbd-'): { path: string; cleanup: () => void } {
-  const path = mkdtempSync(join(tmpdir(), prefix));
-  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
-}
 
 export interface RunningServer {
   server: NbdServer;
@@ -64,13 +57,6 @@ export function run(
       },
     );
   });
-}
-
-/** Deterministic bytes: a cheap pattern that differs per offset and seed. */
-export function patterned(size: number, seed: number): Uint8Array {
-  const bytes = new Uint8Array(size);
-  for (let index = 0; index < size; index++) bytes[index] = (index * 31 + seed * 7 + (index >> 9)) & 0xff;
-  return bytes;
 }
 
 /**

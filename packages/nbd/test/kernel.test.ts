@@ -23,9 +23,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MemoryBackingStore, Origin } from '@fss/core';
+import { tempDir } from '@fss/test-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileBlockDevice } from '../src/dev/file-device';
-import { run, startServer, temporaryDirectory } from './helpers';
+import { run, startServer } from './helpers';
 
 const MiB = 1024 * 1024;
 const isRoot = process.getuid?.() === 0;
@@ -126,12 +127,12 @@ function sha256(bytes: Uint8Array): string {
 }
 
 describe.skipIf(!isRoot || !hasTools)('kernel-visible path (needs root, /dev/fuse and loop devices)', () => {
-  let dir: ReturnType<typeof temporaryDirectory>;
+  let dir: ReturnType<typeof tempDir>;
   let imagePath: string;
   let file: FileBlockDevice;
   let origin: Origin;
   beforeAll(async () => {
-    dir = temporaryDirectory('fss-nbd-kernel-');
+    dir = tempDir('fss-nbd-kernel-');
     imagePath = join(dir.path, 'origin.img');
     writeFileSync(imagePath, Buffer.alloc(0));
     await run('truncate', ['-s', `${128 * MiB}`, imagePath]);
@@ -141,7 +142,7 @@ describe.skipIf(!isRoot || !hasTools)('kernel-visible path (needs root, /dev/fus
   afterAll(async () => {
     for (const release of [...unreleased]) await release().catch(() => undefined);
     await origin.close();
-    dir.cleanup();
+    dir.remove();
   });
 
   const big = randomBytes(8 * MiB);

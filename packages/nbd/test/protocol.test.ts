@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { lstatSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FaultyBlockDevice, FssError, MemoryBlockDevice } from '@fss/core';
+import { pattern, tempDir } from '@fss/test-utils';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { nbdErrnoOf } from '../src/errors';
 import {
@@ -21,26 +22,20 @@ import {
   TransmissionFlag,
 } from '../src/protocol';
 import { NbdServer } from '../src/server';
-import {
-  InstrumentedDevice,
-  patterned,
-  type RunningServer,
-  startServer,
-  temporaryDirectory,
-} from './helpers';
+import { InstrumentedDevice, type RunningServer, startServer } from './helpers';
 import { goData, RawClient } from './raw-client';
 
 const MiB = 1024 * 1024;
 
-let dir: ReturnType<typeof temporaryDirectory>;
+let dir: ReturnType<typeof tempDir>;
 let origin: MemoryBlockDevice;
 let snapshot: MemoryBlockDevice;
 let running: RunningServer;
 
 beforeEach(async () => {
-  dir = temporaryDirectory();
-  origin = new MemoryBlockDevice(patterned(4 * MiB, 1));
-  snapshot = new MemoryBlockDevice(patterned(4 * MiB, 2), { readOnly: true });
+  dir = tempDir('fss-nbd-');
+  origin = new MemoryBlockDevice(pattern(4 * MiB, 1));
+  snapshot = new MemoryBlockDevice(pattern(4 * MiB, 2), { readOnly: true });
   running = await startServer(dir.path, [
     { name: 'origin', device: origin, description: 'the origin' },
     { name: 'fss0', device: snapshot, preferredBlockSize: 65536 },
@@ -49,7 +44,7 @@ beforeEach(async () => {
 
 afterEach(async () => {
   await running.close();
-  dir.cleanup();
+  dir.remove();
 });
 
 describe('handshake', () => {
@@ -295,7 +290,7 @@ describe('transmission', () => {
       socketName: 'i.sock',
     });
     const { client } = await RawClient.go(local.socketPath);
-    const data = patterned(65536, 9);
+    const data = pattern(65536, 9);
     client.sendRequest(Command.WRITE, 4096, data.length, {
       payload: data,
       cookie: 7n,
@@ -444,7 +439,7 @@ describe('transmission', () => {
     expect(counting.calls['read']).toBeLessThan(16);
 
     // A merged read that fails: each request is retried alone and gets its own answer.
-    const failing = new MemoryBlockDevice(patterned(MiB, 4));
+    const failing = new MemoryBlockDevice(pattern(MiB, 4));
     const read = failing.read.bind(failing);
     failing.read = async (target, offset) => {
       if (offset <= 3 * 4096 && offset + target.length > 3 * 4096) throw new FssError('EIO');
