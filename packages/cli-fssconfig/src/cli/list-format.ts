@@ -21,9 +21,17 @@ export function formatListLine(name: string, get: FssGet, flags: number, verbose
   if (!verbose) return `${name}: ${get.fsg_mount}`;
   let line = `${name}: ${get.fsg_mount}, taken ${formatLocalTime(get.fsg_time.tv_sec)}`;
   if ((flags & FSS_UNCONFIG_ON_CLOSE) !== 0) line += ', unconfig on close';
-  if (get.fsg_csize === 0) return `${line}, file system internal`;
+  return `${line}, ${formatClusterUse(get)}`;
+}
+
+/**
+ * The end of a `-v` line (also in `fss status`): "N cluster of SIZE, USE backup", or "file
+ * system internal" for a persistent snapshot (cluster size 0).
+ */
+export function formatClusterUse(get: FssGet): string {
+  if (get.fsg_csize === 0) return 'file system internal';
   const backupBytes = BigInt(get.fsg_bs_size) * BigInt(get.fsg_csize);
-  return `${line}, ${get.fsg_mount_size} cluster of ${humanizeNumber(get.fsg_csize)}, ${humanizeNumber(backupBytes)} backup`;
+  return `${get.fsg_mount_size} cluster of ${humanizeNumber(get.fsg_csize)}, ${humanizeNumber(backupBytes)} backup`;
 }
 
 /** strftime("%F %T", localtime(seconds)): YYYY-MM-DD HH:MM:SS in the local time zone. */

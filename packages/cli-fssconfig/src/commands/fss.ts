@@ -12,7 +12,7 @@
 import { resolve } from 'node:path';
 import { FssError, strerror, toFssError } from '@fss/core';
 import { humanizeNumber } from '../cli/humanize';
-import { formatLocalTime } from '../cli/list-format';
+import { formatClusterUse, formatLocalTime } from '../cli/list-format';
 import { type ConnectOptions, FssClient } from '../client/client';
 import { isOriginName } from '../names';
 import type { DaemonStatus, OriginInfo } from '../protocol/messages';
@@ -129,8 +129,7 @@ export function formatStatus(status: DaemonStatus): string[] {
     const validity = unit.valid ? 'valid' : `invalid (${unit.invalidReason ?? 'unknown'})`;
     lines.push(
       `${unit.unit}: ${info.fsg_mount}, taken ${formatLocalTime(info.fsg_time.tv_sec)}, ${validity}, ` +
-        `${info.fsg_mount_size} cluster of ${humanizeNumber(info.fsg_csize)}, ` +
-        `${humanizeNumber(BigInt(info.fsg_bs_size) * BigInt(info.fsg_csize))} backup`,
+        formatClusterUse(info),
     );
     lines.push(
       `    origin ${unit.origin}, backup ${unit.bstore}, export ${unit.export} (${unit.exportClients} clients)`,
