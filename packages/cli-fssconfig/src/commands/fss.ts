@@ -16,7 +16,7 @@ import { formatClusterUse, formatLocalTime } from '../cli/list-format';
 import { type ConnectOptions, FssClient } from '../client/client';
 import { isOriginName } from '../names';
 import type { DaemonStatus, OriginInfo } from '../protocol/messages';
-import { type CommandIo, Exit } from './io';
+import { type CommandIo, Exit, errorDetail } from './io';
 
 export const FSS_USAGE = [
   'usage: fss origin add PATH [--name NAME] [--attach]',
@@ -38,8 +38,8 @@ export async function fss(
   const fail = (what: string, error: unknown): never => {
     const failure = toFssError(error);
     io.err(`fss: ${what}: ${strerror(failure.code)}`);
-    if (failure.description.toLowerCase() !== strerror(failure.code).toLowerCase())
-      io.err(`fss: ${what}: ${failure.description}`);
+    const detail = errorDetail(failure);
+    if (detail !== undefined) io.err(`fss: ${what}: ${detail}`);
     throw new Exit(1);
   };
   const connected = async (): Promise<FssClient> => {

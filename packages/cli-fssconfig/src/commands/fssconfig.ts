@@ -29,7 +29,7 @@ import { INT_MAX, LLONG_MAX, NumberSyntaxError, strsuftoll } from '../cli/strsuf
 import { FSSCONFIG_USAGE } from '../cli/usage';
 import { type ConnectOptions, FssClient } from '../client/client';
 import { parseUnitName, unitName } from '../names';
-import { type CommandIo, Exit } from './io';
+import { type CommandIo, Exit, errorDetail } from './io';
 
 const PROG = 'fssconfig';
 
@@ -75,10 +75,8 @@ class Session {
   /** err(3)/errx(3): the message, then exit 1. */
   fail(message: string, error?: FssError, device?: string): never {
     this.io.err(`${PROG}: ${message}`);
-    // fssd's detail, when it says more than strerror (Node's texts are strerror in lower case).
-    if (error !== undefined && device !== undefined && !sameText(error.description, strerror(error.code))) {
-      this.io.err(`${PROG}: ${device}: ${error.description}`);
-    }
+    const detail = error === undefined ? undefined : errorDetail(error);
+    if (detail !== undefined && device !== undefined) this.io.err(`${PROG}: ${device}: ${detail}`);
     throw new Exit(1);
   }
 
@@ -217,8 +215,4 @@ class Session {
     }
     return this.client;
   }
-}
-
-function sameText(a: string, b: string): boolean {
-  return a.toLowerCase() === b.toLowerCase();
 }

@@ -1,3 +1,5 @@
+import { type FssError, strerror } from '@fss/core';
+
 /** Where a command writes, so tests can run commands in-process and capture both streams. */
 export interface CommandIo {
   out(line: string): void;
@@ -19,4 +21,13 @@ export class Exit extends Error {
   constructor(readonly status: number) {
     super(`exit ${status}`);
   }
+}
+
+/**
+ * fssd's detail line for an error, when it says more than strerror does (Node's texts are
+ * strerror in lower case, so the comparison ignores case); undefined when it does not.
+ */
+export function errorDetail(error: FssError): string | undefined {
+  const plain = strerror(error.code);
+  return error.description.toLowerCase() === plain.toLowerCase() ? undefined : error.description;
 }
