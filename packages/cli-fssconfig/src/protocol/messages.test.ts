@@ -73,18 +73,20 @@ describe('validateRequest', () => {
   });
 
   it('puts errors on the wire as errno name, number, strerror and detail', () => {
+    let thrown: unknown;
     try {
       validateRequest({ op: 'nope' });
     } catch (error) {
-      if (!isFssError(error)) throw error;
-      expect(toWireError(error)).toEqual({
-        code: 'EINVAL',
-        errno: 22,
-        message: 'Invalid argument',
-        detail: 'unknown op "nope"',
-        syscall: 'request',
-      });
+      thrown = error;
     }
+    if (!isFssError(thrown)) throw new Error(`expected an FssError, got ${String(thrown)}`);
+    expect(toWireError(thrown)).toEqual({
+      code: 'EINVAL',
+      errno: 22,
+      message: 'Invalid argument',
+      detail: 'unknown op "nope"',
+      syscall: 'request',
+    });
   });
 });
 
