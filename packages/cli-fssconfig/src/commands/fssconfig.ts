@@ -22,7 +22,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { FSS_UNLINK_ON_CREATE, type FssError, isFssError, strerror, toFssError } from '@fss/core';
+import { FSS_UNLINK_ON_CREATE, type FssError, strerror, toFssError } from '@fss/core';
 import { formatListLine, formatNotInUse } from '../cli/list-format';
 import { type FssconfigOptions, parseFssconfigArgs } from '../cli/options';
 import { INT_MAX, LLONG_MAX, NumberSyntaxError, strsuftoll } from '../cli/strsuftoll';
@@ -91,14 +91,10 @@ class Session {
     } catch (error) {
       this.fail(`stat ${path}: ${strerror(toFssError(error).code)}`);
     }
-    const backupIsDirectory = await stat(backup).then(
-      (info) => info.isDirectory(),
-      () => false,
-    );
-    const backupIsDevice = await stat(backup).then(
-      (info) => info.isBlockDevice() || info.isCharacterDevice(),
-      () => false,
-    );
+    const backupInfo = await stat(backup).catch(() => undefined);
+    const backupIsDirectory = backupInfo?.isDirectory() ?? false;
+    const backupIsDevice =
+      backupInfo !== undefined && (backupInfo.isBlockDevice() || backupInfo.isCharacterDevice());
     if (options.operands.length > 5) this.usage();
     const clusterBytes = cluster === undefined ? 0n : this.number('cluster size', cluster, INT_MAX);
     const sizeBytes = size === undefined ? undefined : this.number('bs size', size, LLONG_MAX);
@@ -173,7 +169,7 @@ class Session {
     } catch (error) {
       const failure = toFssError(error);
       if (failure.syscall === 'open') {
-        if (enumerating && (failure.code === 'ENXIO' || failure.code === 'ENOENT')) return false;
+        if (enumerating && failure.code === 'ENXIO') return false;
         this.fail(`open: ${name}: ${strerror(failure.code)}`);
       }
       // NetBSD: when FSSIOFGET fails the flags are taken as 0.
@@ -211,7 +207,7 @@ class Session {
       this.client = await FssClient.connect(this.connectOptions);
     } catch (error) {
       const failure = toFssError(error);
-      this.fail(`fssd: ${isFssError(failure) ? failure.description : String(error)}`);
+      this.fail(`fssd: ${failure.description}`);
     }
     return this.client;
   }

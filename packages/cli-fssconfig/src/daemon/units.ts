@@ -77,10 +77,6 @@ export class UnitTable {
     }));
   }
 
-  get count(): number {
-    return this.units.length;
-  }
-
   /** The unit numbered `index`, marked open by `connection`; ENXIO when there is none. */
   open(index: number, connection: number): Unit {
     const unit = this.units[index];
