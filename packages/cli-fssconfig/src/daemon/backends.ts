@@ -9,22 +9,15 @@
  *   mount points @fss/blockdev-linux mountinfo, to name the device behind a mount point
  */
 
-import { openFileBackingStore } from '@fss/backing-file';
+import { type FileBackingStoreOptions, openFileBackingStore } from '@fss/backing-file';
 import { openRawDeviceBackingStore } from '@fss/backing-rawdev';
 import { openBlockDevice, sourceDeviceOf } from '@fss/blockdev-linux';
 import type { BackingStore, BlockDevice } from '@fss/core';
 
-export interface FileStoreOptions {
-  /** `new`: create (O_EXCL, 0600); `existing`: open what is there. */
-  create: 'new' | 'existing';
-  sizeBytes: number;
-  unlinkOnOpen: boolean;
-}
-
 export interface Backends {
   /** Opens and claims an origin; EBUSY (with a message saying what to do) when it is in use. */
   openOrigin(path: string): Promise<BlockDevice>;
-  openFileStore(path: string, options: FileStoreOptions): Promise<BackingStore>;
+  openFileStore(path: string, options: FileBackingStoreOptions): Promise<BackingStore>;
   /** Opens a raw device store; refuses (EINVAL) one that shares storage with `originPath`. */
   openRawStore(path: string, originPath: string): Promise<BackingStore>;
   /** The block device a mount point is mounted from. */
@@ -33,12 +26,7 @@ export interface Backends {
 
 export const linuxBackends: Backends = {
   openOrigin: (path) => openBlockDevice(path, { exclusive: true }),
-  openFileStore: (path, options) =>
-    openFileBackingStore(path, {
-      create: options.create,
-      sizeBytes: options.sizeBytes,
-      unlinkOnOpen: options.unlinkOnOpen,
-    }),
+  openFileStore: (path, options) => openFileBackingStore(path, options),
   openRawStore: (path, originPath) => openRawDeviceBackingStore(path, { origin: originPath }),
   mountSource: async (path) => (await sourceDeviceOf(path)).devicePath,
 };
