@@ -27,9 +27,31 @@ describe('requested cluster size', () => {
     expect(requestedClusterSize(512, 512 * CLUSTER_COUNT_MAX)).toBe(512);
   });
 
+  it("compares whole clusters, as fss.c's integer division does", () => {
+    // 2^40 + 1 bytes are 2^24 whole 64 KiB clusters and one byte: not past the cap.
+    expect(requestedClusterSize(65536, 2 ** 40 + 1)).toBe(65536);
+    expect(requestedClusterSize(512, 512 * CLUSTER_COUNT_MAX + 511)).toBe(512);
+    const geometry = computeGeometry({ deviceBytes: 2 ** 40 + 1, storeBlockSize: 4096 });
+    expect(geometry.clusterSize).toBe(65536);
+    expect(geometry.clusterCount).toBe(CLUSTER_COUNT_MAX + 1);
+    expect(geometry.lastClusterBytes).toBe(1);
+  });
+
   it('raises it to floor(device / 2^24) + 1 past the cap', () => {
-    expect(requestedClusterSize(65536, 2 ** 40 + 1)).toBe(Math.floor((2 ** 40 + 1) / 2 ** 24) + 1);
-    expect(requestedClusterSize(512, 512 * CLUSTER_COUNT_MAX + 1)).toBe(513);
+    expect(requestedClusterSize(65536, 2 ** 40 + 65536)).toBe(Math.floor((2 ** 40 + 65536) / 2 ** 24) + 1);
+    expect(requestedClusterSize(512, 512 * (CLUSTER_COUNT_MAX + 1))).toBe(513);
+    const geometry = computeGeometry({ deviceBytes: 2 ** 40 + 65536, storeBlockSize: 4096 });
+    expect(geometry.clusterSize).toBe(131072);
+    expect(geometry.clusterCount).toBe(2 ** 23 + 1);
+  });
+
+  it('never gives more than CLUSTER_COUNT_MAX + 1 clusters', () => {
+    for (const deviceBytes of [2 ** 40 - 1, 2 ** 40, 2 ** 40 + 1, 2 ** 40 + 65535, 2 ** 40 + 65536, 2 ** 50 + 3]) {
+      for (const clusterSize of [0, 512, 65536, 1 << 20]) {
+        const geometry = computeGeometry({ deviceBytes, clusterSize, storeBlockSize: 512 });
+        expect(geometry.clusterCount).toBeLessThanOrEqual(CLUSTER_COUNT_MAX + 1);
+      }
+    }
   });
 });
 

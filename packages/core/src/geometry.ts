@@ -4,8 +4,10 @@
  * A snapshot divides the origin into clusters of `clusterSize = 2^clusterShift` bytes:
  *
  *   requested size   csize (0 means 65536, NetBSD's MAXPHYS)
- *   the 2^24 cap     if deviceBytes / csize > 2^24 then csize = floor(deviceBytes / 2^24) + 1,
- *                    so the copied bitmap never exceeds 2 MiB
+ *   the 2^24 cap     if deviceBytes / csize > 2^24 (integer division, as fss's C does) then
+ *                    csize = floor(deviceBytes / 2^24) + 1, so the copied bitmap stays near
+ *                    2 MiB; a device of 2^24 full clusters plus a few bytes keeps its csize
+ *                    and gets one more cluster: at most CLUSTER_COUNT_MAX + 1 clusters
  *   cluster size     the smallest power of two >= csize and >= the backing store's block size;
  *                    a shift reaching 32 is EINVAL
  *   cluster count    ((deviceBytes - 1) >> shift) + 1
@@ -20,7 +22,11 @@
 import { assert } from './assert';
 import { FssError } from './errors';
 
-/** FSS_CLUSTER_MAX: the most clusters a snapshot may have. */
+/**
+ * FSS_CLUSTER_MAX: the cluster count past which fss raises the cluster size. Because fss
+ * compares `deviceBytes / csize` in integer arithmetic, a snapshot can have one cluster more
+ * than this (the partial last one): CLUSTER_COUNT_MAX + 1 is the true limit.
+ */
 export const CLUSTER_COUNT_MAX = 2 ** 24;
 /** The cluster size used when the caller asks for 0 (NetBSD's MAXPHYS). */
 export const CLUSTER_SIZE_DEFAULT = 65536;
@@ -58,14 +64,15 @@ export function isPowerOfTwo(value: number): boolean {
 }
 
 /**
- * The cluster size to aim for: the caller's request (0 = default) raised so that the device
- * has at most CLUSTER_COUNT_MAX clusters.
+ * The cluster size to aim for: the caller's request (0 = default) raised when the device
+ * holds more than CLUSTER_COUNT_MAX whole clusters of it (fss.c: `bsize/csize > FSS_CLUSTER_MAX`,
+ * an integer division, so 2^40 + 1 bytes keep 64 KiB clusters).
  */
 export function requestedClusterSize(requestedBytes: number, deviceBytes: number): number {
   assertByteCount(requestedBytes, 'requested cluster size');
   assertByteCount(deviceBytes, 'device size');
   let clusterBytes = requestedBytes > 0 ? requestedBytes : CLUSTER_SIZE_DEFAULT;
-  if (deviceBytes / clusterBytes > CLUSTER_COUNT_MAX) {
+  if (Math.floor(deviceBytes / clusterBytes) > CLUSTER_COUNT_MAX) {
     clusterBytes = Math.floor(deviceBytes / CLUSTER_COUNT_MAX) + 1;
   }
   assert(clusterBytes > 0, 'cluster size must be positive');
@@ -131,7 +138,7 @@ export function computeGeometry(request: GeometryRequest): SnapshotGeometry {
   const clusterShift = clusterShiftFor(wanted, storeBlockSize);
   const clusterSize = 2 ** clusterShift;
   const clusterCount = clusterCountFor(deviceBytes, clusterShift);
-  assert(clusterCount <= CLUSTER_COUNT_MAX, 'cluster count exceeds CLUSTER_COUNT_MAX');
+  assert(clusterCount <= CLUSTER_COUNT_MAX + 1, 'cluster count exceeds CLUSTER_COUNT_MAX + 1');
   assert(clusterSize >= storeBlockSize, 'cluster smaller than the store block');
   const tableClusters = tableClustersFor(clusterCount, clusterShift);
   return {
