@@ -51,7 +51,19 @@ describe('engine: copy-on-write', () => {
     const info = snapshot.info();
     expect(info.fsg_csize).toBe(4096);
     expect(info.fsg_mount_size).toBe(Math.ceil(size / 4096));
-    expect(info.fsg_bs_size).toBeGreaterThan(snapshot.geometry.firstDataCluster);
+    expect(info.fsg_bs_size).toBeGreaterThan(snapshot.geometry.tableClusters);
+  });
+
+  it('counts fsg_bs_size as NetBSD does: the indirect table and stored data, not our header', async () => {
+    const origin = new Origin(new MemoryBlockDevice(2 * 1024 * 1024));
+    const snapshot = await origin.createSnapshot(new MemoryBackingStore({ blockSize: 512 }));
+    expect(snapshot.geometry).toMatchObject({ clusterSize: 65536, clusterCount: 32, tableClusters: 1 });
+    expect(snapshot.info().fsg_bs_size).toBe(1); // fssconfig -lv: "64K backup", as on NetBSD
+    await origin.write(new Uint8Array(100).fill(1), 70_000);
+    await origin.write(new Uint8Array(100).fill(2), 200_000);
+    await snapshot.close(); // drains the cache onto the store
+    expect(snapshot.info().fsg_bs_size).toBe(3);
+    expect(snapshot.storeClustersInUse).toBe(4); // and the header cluster
   });
 
   it('refuses writes to a snapshot with EROFS', async () => {
@@ -137,6 +149,51 @@ describe('engine: the write gate', () => {
     await snapshot.read(seen, 0);
     expect(seen.subarray(2048, 6144).every((byte) => byte === 0xaa)).toBe(true);
     expect(seen.subarray(0, 2048).every((byte) => byte === 0)).toBe(true);
+  });
+
+  it('runs onActivate inside the gate: it sees every write before the snapshot and none after', async () => {
+    const device = new HeldWritesDevice(4 * 4096);
+    const origin = new Origin(device);
+    device.holdWrites = true;
+    const before = origin.write(new Uint8Array(4096).fill(0xaa), 0);
+    await new Promise((resolve) => setImmediate(resolve));
+    let seenAtActivation: Uint8Array | undefined;
+    let writeAfter: Promise<void> | undefined;
+    const creating = origin.createSnapshot(new MemoryBackingStore(), {
+      clusterSize: 4096,
+      onActivate: () => {
+        seenAtActivation = device.bytes.slice();
+        writeAfter = origin.write(new Uint8Array(4096).fill(0x55), 4096); // waits for the gate
+        expect(device.heldCount).toBe(0);
+      },
+    });
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(seenAtActivation).toBeUndefined(); // the write in flight has not landed yet
+    device.holdWrites = false;
+    device.release();
+    await before;
+    const snapshot = await creating;
+    await writeAfter;
+    expect(seenAtActivation?.subarray(0, 4096).every((byte) => byte === 0xaa)).toBe(true);
+    expect(seenAtActivation?.subarray(4096, 8192).every((byte) => byte === 0)).toBe(true);
+    const seen = new Uint8Array(8192);
+    await snapshot.read(seen, 0);
+    expect(Buffer.compare(seen, seenAtActivation!.subarray(0, 8192))).toBe(0);
+  });
+
+  it('fails createSnapshot and closes the store when onActivate throws; the origin keeps working', async () => {
+    const origin = new Origin(new MemoryBlockDevice(65536));
+    const store = new MemoryBackingStore();
+    await expect(
+      origin.createSnapshot(store, {
+        onActivate: () => {
+          throw new FssError('EIO', 'observer failed');
+        },
+      }),
+    ).rejects.toMatchObject({ code: 'EIO' });
+    expect(origin.snapshots).toEqual([]);
+    await origin.write(new Uint8Array(512).fill(1), 0);
+    await expect(store.write(new Uint8Array(512), 0)).rejects.toMatchObject({ code: 'EBADF' });
   });
 
   it('fails an origin write with the origin read error when the copy cannot be read', async () => {

@@ -127,12 +127,23 @@ export class Origin implements BlockDevice {
     const now = options.now ?? this.options.now ?? Date.now;
     const resume = await this.gate.suspend();
     const originOpen = !this.closed; // it may have closed while we waited for the gate
-    if (originOpen) {
-      snapshot.activate(now());
-      this.active.push(snapshot);
-      this.open.add(snapshot);
+    let observerFailure: unknown;
+    try {
+      if (originOpen) {
+        snapshot.activate(now());
+        this.active.push(snapshot);
+        this.open.add(snapshot);
+        options.onActivate?.(snapshot);
+      }
+    } catch (error) {
+      observerFailure = error;
+    } finally {
+      resume();
     }
-    resume();
+    if (observerFailure !== undefined) {
+      await snapshot.close().catch(() => undefined);
+      throw observerFailure;
+    }
     if (!originOpen) {
       await store.close().catch(() => undefined);
       this.checkOpen('snapshot');

@@ -37,6 +37,7 @@ import {
   clusterBytes,
   clusterToByte,
   computeGeometry,
+  HEADER_CLUSTERS,
   type SnapshotGeometry,
 } from '../geometry';
 import { type FssGet, timeValFromMs } from '../ioctl';
@@ -65,6 +66,13 @@ export interface SnapshotOptions {
   debug?: Logger;
   /** The clock, in ms since the epoch (tests inject one). */
   now?: () => number;
+  /**
+   * Called synchronously at the snapshot moment, inside the origin's write gate: no origin
+   * write is in flight and none starts until it returns, so what it records of the origin
+   * (a copy, another unit's copied set) is exactly the snapshot's point in time. It must not
+   * wait for anything; a throw fails createSnapshot and closes the store.
+   */
+  onActivate?: (snapshot: Snapshot) => void;
 }
 
 /** What a snapshot needs from its origin. */
@@ -160,19 +168,22 @@ export class Snapshot implements BlockDevice {
     return this.timeMs;
   }
 
-  /** Backing-store clusters in use: header, indirect table and stored data (fsg_bs_size). */
+  /** Backing-store clusters in use: header, indirect table and stored data. */
   get storeClustersInUse(): number {
     return this.nextCluster;
   }
 
-  /** FSSIOCGET's answer. */
+  /**
+   * FSSIOCGET's answer. `fsg_bs_size` counts what NetBSD's sc_clnext counts, the indirect
+   * table and the stored data clusters; our header cluster is not NetBSD's, so it is left out.
+   */
   info(): FssGet {
     return {
       fsg_mount: this.mount,
       fsg_time: timeValFromMs(this.timeMs),
       fsg_csize: this.geometry.clusterSize,
       fsg_mount_size: this.geometry.clusterCount,
-      fsg_bs_size: this.nextCluster,
+      fsg_bs_size: this.nextCluster - HEADER_CLUSTERS,
     };
   }
 
