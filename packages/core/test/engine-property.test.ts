@@ -16,9 +16,10 @@
  * yield to the event loop a seeded random number of times, so each case explores its own
  * interleaving and replays exactly.
  *
- * The model: a plain copy of the origin, updated per write, and for each snapshot a copy
- * taken at snapshot time. A snapshot created concurrently with writes must contain each of
- * those writes wholly or not at all (the write gate); which one it saw becomes its model.
+ * The model: a plain copy of the origin, updated per write, and for each snapshot a copy of
+ * the origin device's bytes taken at the snapshot moment, inside the write gate (the
+ * `onActivate` observer): never anything the snapshot itself reads. Each write in flight
+ * while a snapshot is taken must be in that copy wholly or not at all (the write gate).
  *
  * The seed is printed; re-run one with FSS_PROPERTY_SEED=<seed> (and FSS_PROPERTY_RUNS=<n>).
  */
@@ -171,11 +172,17 @@ async function runCase(input: CaseInput, withFaults: boolean) {
     const writes: Array<{ at: number; data: Uint8Array }> = [];
     const work: Promise<unknown>[] = [];
     let creating: Promise<Snapshot> | undefined;
+    let atActivation: Uint8Array | undefined;
 
     for (const generated of batch) {
       if (generated.kind === 'snapshot') {
         if (creating === undefined && tracked.length < MAX_SNAPSHOTS) {
-          creating = origin.createSnapshot(newStore(), { name: `fss${stores.length}` });
+          creating = origin.createSnapshot(newStore(), {
+            name: `fss${stores.length}`,
+            onActivate: () => {
+              atActivation = memory.bytes.slice();
+            },
+          });
           creating.catch(() => undefined); // handled after the batch settles
         }
         continue;
@@ -211,8 +218,10 @@ async function runCase(input: CaseInput, withFaults: boolean) {
       if (withFaults && (isFssError(error, 'ENOSPC') || isFssError(error, 'EIO'))) return undefined;
       throw error;
     });
-    if (created !== undefined)
-      tracked.push({ snapshot: created, model: await modelOfNewSnapshot(created, before, writes) });
+    if (created !== undefined) {
+      expect(atActivation, 'onActivate ran at the snapshot moment').toBeDefined();
+      tracked.push({ snapshot: created, model: modelAtActivation(atActivation!, before, writes) });
+    }
   }
 
   // Final check: every snapshot, whole, and the origin, byte for byte.
@@ -229,32 +238,25 @@ async function runCase(input: CaseInput, withFaults: boolean) {
 }
 
 /**
- * A snapshot created while `writes` were in flight contains each of them wholly or not at all.
- * Returns its model: `before` with the writes it saw applied.
+ * The model of a snapshot taken while `writes` were in flight: the origin device's bytes copied
+ * inside the write gate. Each of those writes must be in it wholly or not at all, and nothing
+ * else may differ from the state before the batch.
  */
-async function modelOfNewSnapshot(
-  snapshot: Snapshot,
+function modelAtActivation(
+  copy: Uint8Array,
   before: Uint8Array,
   writes: Array<{ at: number; data: Uint8Array }>,
-) {
-  const model = before.slice();
-  if (writes.length === 0 || !snapshot.valid) return model;
-  const seen = new Uint8Array(model.length);
-  try {
-    await snapshot.read(seen, 0);
-  } catch (error) {
-    if (isFssError(error, 'ENXIO') && !snapshot.valid) return model;
-    throw error;
-  }
+): Uint8Array {
+  const expected = before.slice();
   for (const { at, data } of writes) {
-    const region = seen.subarray(at, at + data.length);
+    const region = copy.subarray(at, at + data.length);
     const sawWrite = Buffer.compare(region, data) === 0;
     const sawOld = Buffer.compare(region, before.subarray(at, at + data.length)) === 0;
-    expect(sawWrite || sawOld, `snapshot saw a torn write at ${at}+${data.length}`).toBe(true);
-    if (sawWrite) model.set(data, at);
+    expect(sawWrite || sawOld, `the snapshot moment split a write at ${at}+${data.length}`).toBe(true);
+    if (sawWrite) expected.set(data, at);
   }
-  expect(Buffer.compare(seen, model)).toBe(0);
-  return model;
+  expect(Buffer.compare(copy, expected), 'only the batch writes changed the origin').toBe(0);
+  return copy;
 }
 
 /** Reads a range of a snapshot and compares it with the model; invalid snapshots must say ENXIO. */
