@@ -46,7 +46,14 @@ describe('requested cluster size', () => {
   });
 
   it('never gives more than CLUSTER_COUNT_MAX + 1 clusters', () => {
-    for (const deviceBytes of [2 ** 40 - 1, 2 ** 40, 2 ** 40 + 1, 2 ** 40 + 65535, 2 ** 40 + 65536, 2 ** 50 + 3]) {
+    for (const deviceBytes of [
+      2 ** 40 - 1,
+      2 ** 40,
+      2 ** 40 + 1,
+      2 ** 40 + 65535,
+      2 ** 40 + 65536,
+      2 ** 50 + 3,
+    ]) {
       for (const clusterSize of [0, 512, 65536, 1 << 20]) {
         const geometry = computeGeometry({ deviceBytes, clusterSize, storeBlockSize: 512 });
         expect(geometry.clusterCount).toBeLessThanOrEqual(CLUSTER_COUNT_MAX + 1);
