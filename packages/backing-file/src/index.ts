@@ -1,2 +1,2 @@
 export { FileBackingStore, type FileBackingStoreStat, openFileBackingStore } from './file-store';
-export type { CreateMode, FileBackingStoreOptions } from './open';
+export { type CreateMode, type FileBackingStoreOptions, fileSystemBlockSize } from './open';

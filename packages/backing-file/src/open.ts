@@ -76,7 +76,7 @@ export async function openBackingFile(path: string, options: FileBackingStoreOpt
     });
     identity = stats;
     checkRegularFile(path, stats.mode);
-    const blockSize = await fileSystemBlockSize(handle, path, stats.blksize);
+    const blockSize = await openFileBlockSize(handle, path, stats.blksize);
     if (options.sizeBytes !== undefined && options.sizeBytes > stats.size) {
       await handle.truncate(options.sizeBytes).catch((error: unknown) => {
         throw toFssError(error, { syscall: 'ftruncate', path });
@@ -206,7 +206,7 @@ function fileTypeName(type: number): string {
  * not whatever the path names now; else st_blksize. It must be a power of two in
  * [512, 2^31) because the cluster size is derived from it.
  */
-async function fileSystemBlockSize(handle: FileHandle, path: string, statBlockSize: number): Promise<number> {
+async function openFileBlockSize(handle: FileHandle, path: string, statBlockSize: number): Promise<number> {
   const fsBlockSize = await statfs(`/proc/self/fd/${handle.fd}`).then(
     (stats) => stats.bsize,
     () => undefined,
@@ -214,11 +214,27 @@ async function fileSystemBlockSize(handle: FileHandle, path: string, statBlockSi
   for (const candidate of [fsBlockSize, statBlockSize]) {
     if (candidate !== undefined && isBlockSize(candidate)) return candidate;
   }
-  throw new FssError(
-    'EINVAL',
-    `filesystem block size ${fsBlockSize ?? statBlockSize} is not a power of two in [512, 2^31)`,
-    { syscall: 'fstatfs', path },
-  );
+  throw badBlockSize(fsBlockSize ?? statBlockSize, 'fstatfs', path);
+}
+
+/**
+ * The block size a backing file at or inside `path` (the file, or the directory it will be
+ * created in) gets: statfs's f_bsize, with the same rule as an opened file. Lets a caller
+ * work out a snapshot's geometry before it creates or truncates anything.
+ */
+export async function fileSystemBlockSize(path: string): Promise<number> {
+  const stats = await statfs(path).catch((error: unknown) => {
+    throw toFssError(error, { syscall: 'statfs', path });
+  });
+  if (!isBlockSize(stats.bsize)) throw badBlockSize(stats.bsize, 'statfs', path);
+  return stats.bsize;
+}
+
+function badBlockSize(size: number, syscall: string, path: string): FssError {
+  return new FssError('EINVAL', `filesystem block size ${size} is not a power of two in [512, 2^31)`, {
+    syscall,
+    path,
+  });
 }
 
 function isBlockSize(value: number): boolean {
