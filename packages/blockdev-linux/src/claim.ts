@@ -30,7 +30,9 @@ export async function busyDeviceError(path: string, cause?: unknown): Promise<Fs
       : 'claimed by another user (fss, a mount, a dm/md/loop holder)';
   return new FssError(
     'EBUSY',
-    `${path} is ${where}; unmount it and route it through fss (fss origin add ${path} --attach), then mount the attached device`,
+    `${path} is ${where}; fss snapshots only a device whose every write passes through it: ` +
+      `unmount or release it, then add it to fss (fss origin add ${path}) and write to it through ` +
+      `fss's export`,
     { syscall: 'open', path, cause },
   );
 }

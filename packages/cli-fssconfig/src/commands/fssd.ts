@@ -68,6 +68,10 @@ export async function runFssd(argv: readonly string[]): Promise<void> {
     log(`uncaught exception (kept running): ${error.stack ?? error}`),
   );
   process.on('unhandledRejection', (error) => log(`unhandled rejection (kept running): ${String(error)}`));
+  // Before start: a SIGTERM that arrives while starting must still release what start made.
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => undefined);
   try {
     await daemon.start();
   } catch (error) {
@@ -89,9 +93,6 @@ export async function runFssd(argv: readonly string[]): Promise<void> {
       },
     );
   }
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => undefined);
   // Keep the process alive: the control server is ref'd, but be explicit about it.
   setInterval(() => undefined, 1 << 30);
 }

@@ -17,16 +17,30 @@ import type { BackingStore, BlockDevice } from '@fss/core';
 export interface Backends {
   /** Opens and claims an origin; EBUSY (with a message saying what to do) when it is in use. */
   openOrigin(path: string): Promise<BlockDevice>;
+  /** The size in bytes of a would-be origin, read without claiming it. */
+  originSize(path: string): Promise<number>;
   openFileStore(path: string, options: FileBackingStoreOptions): Promise<BackingStore>;
-  /** Opens a raw device store; refuses (EINVAL) one that shares storage with `originPath`. */
-  openRawStore(path: string, originPath: string): Promise<BackingStore>;
+  /**
+   * Opens (claims) a raw device store and says how many bytes it holds; refuses (EINVAL) one
+   * that shares storage with `originPath`.
+   */
+  openRawStore(path: string, originPath: string): Promise<{ store: BackingStore; sizeBytes: number }>;
   /** The block device a mount point is mounted from. */
   mountSource(path: string): Promise<string>;
 }
 
 export const linuxBackends: Backends = {
   openOrigin: (path) => openBlockDevice(path, { exclusive: true }),
+  originSize: async (path) => {
+    const device = await openBlockDevice(path, { readOnly: true, exclusive: false, direct: false });
+    const { size } = device;
+    await device.close();
+    return size;
+  },
   openFileStore: (path, options) => openFileBackingStore(path, options),
-  openRawStore: (path, originPath) => openRawDeviceBackingStore(path, { origin: originPath }),
+  openRawStore: async (path, originPath) => {
+    const store = await openRawDeviceBackingStore(path, { origin: originPath });
+    return { store, sizeBytes: store.sizeBytes };
+  },
   mountSource: async (path) => (await sourceDeviceOf(path)).devicePath,
 };

@@ -1,5 +1,5 @@
 /**
- * Preparing a unit's backing store from FSSIOCSET's `fss_bstore`, in two phases so that a
+ * Preparing a unit's backing store from FSSIOCSET's `fss_bstore`, in phases so that a
  * refused request changes nothing (SPEC §6.3):
  *
  *  1. plan (no side effects): what the path is, and whether it may be used. A regular file or
@@ -7,7 +7,11 @@
  *     a partition of it, a loop device over it) with a configured unit's store or with an
  *     origin is EBUSY: NetBSD's fssconfig would truncate the live store first and fail after;
  *     we refuse before touching it.
- *  2. open: create (O_EXCL, 0600, sparse, grown to the backup size), or truncate an existing
+ *  2. prepare (nothing that cannot be undone): the store's block size, from the filesystem
+ *     the file will live on (statfs), or a raw device opened (and claimed) to read its sector
+ *     size and capacity; checkGeometry then refuses a cluster size, an origin size or a raw
+ *     device too small for the header and table, before anything is created or truncated.
+ *  3. open: create (O_EXCL, 0600, sparse, grown to the backup size), or truncate an existing
  *     unused file and grow it again (NetBSD's O_TRUNC + ftruncate), or make a temporary file
  *     in a directory (mkstemp-style, 10 random characters), or open a raw device.
  *     FSS_UNLINK_ON_CREATE and temporary files are unlinked once the store is open.
@@ -27,8 +31,18 @@
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants, type Stats } from 'node:fs';
 import { lstat, open, stat, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
-import { type BackingStore, FssError, isFssError, toFssError } from '@fss/core';
+import { dirname, join } from 'node:path';
+import { fileSystemBlockSize } from '@fss/backing-file';
+import {
+  AssertionError,
+  assert,
+  type BackingStore,
+  computeGeometry,
+  FssError,
+  isFssError,
+  type SnapshotGeometry,
+  toFssError,
+} from '@fss/core';
 import type { Backends } from './backends';
 import { identityOf, type StorageIdentity } from './origins';
 
@@ -88,6 +102,85 @@ export async function planBackup(path: string, users: BackupUsers): Promise<Back
   });
 }
 
+/**
+ * What a planned backup will be stored on, known before anything is created: the store's
+ * block size, and for a raw device the opened (claimed) store and its capacity. openBackup
+ * takes a raw store over (`takeRaw`); `release` closes one nobody took, and is safe to call
+ * more than once.
+ */
+export interface PreparedStore {
+  readonly blockSize: number;
+  /** Bytes a raw device holds; undefined for files, which grow. */
+  readonly capacityBytes: number | undefined;
+  takeRaw(): BackingStore;
+  release(): Promise<void>;
+}
+
+export async function prepareStore(
+  plan: BackupPlan,
+  backends: Backends,
+  originPath: string,
+): Promise<PreparedStore> {
+  if (plan.kind === 'raw') {
+    const raw = await backends.openRawStore(plan.path, originPath);
+    let owned = true; // until openBackup takes it over
+    return {
+      blockSize: raw.store.blockSize,
+      capacityBytes: raw.sizeBytes,
+      takeRaw: () => {
+        assert(owned, 'a prepared raw store is taken over once');
+        owned = false;
+        return raw.store;
+      },
+      release: async () => {
+        if (owned) await raw.store.close().catch(() => undefined);
+        owned = false;
+      },
+    };
+  }
+  // The filesystem the file is (or will be) on: the file itself, or its directory.
+  const path = plan.kind === 'temp' ? plan.dir : plan.exists ? plan.path : dirname(plan.path);
+  const blockSize = await fileSystemBlockSize(path).catch((error: unknown) => {
+    throw relabel(error, 'create', plan.kind === 'temp' ? join(plan.dir, 'XXXXXXXXXX') : plan.path);
+  });
+  return {
+    blockSize,
+    capacityBytes: undefined,
+    takeRaw: () => {
+      throw new AssertionError('a file backup has no raw store');
+    },
+    release: async () => undefined,
+  };
+}
+
+/**
+ * The geometry the snapshot will get (the engine computes the same from the same inputs),
+ * refusing what cannot work before anything changes: EINVAL from the cluster math (an empty
+ * origin, a cluster shift of 32), ENOSPC for a raw device that cannot hold the header and
+ * the indirect table.
+ */
+export function checkGeometry(
+  plan: BackupPlan,
+  store: PreparedStore,
+  origin: { deviceBytes: number; clusterSize: number },
+): SnapshotGeometry {
+  const geometry = computeGeometry({
+    deviceBytes: origin.deviceBytes,
+    clusterSize: origin.clusterSize,
+    storeBlockSize: store.blockSize,
+  });
+  const metadataBytes = geometry.firstDataCluster * geometry.clusterSize;
+  if (store.capacityBytes !== undefined && store.capacityBytes < metadataBytes) {
+    throw new FssError(
+      'ENOSPC',
+      `backup device of ${store.capacityBytes} bytes cannot hold the store's header and indirect ` +
+        `table (${metadataBytes} bytes for ${geometry.clusterCount} clusters of ${geometry.clusterSize})`,
+      { syscall: 'FSSIOCSET', path: plan.kind === 'raw' ? plan.path : undefined },
+    );
+  }
+  return geometry;
+}
+
 export interface OpenedBackup {
   store: BackingStore;
   /** The path used (the temporary file's, for a directory). */
@@ -102,14 +195,16 @@ export interface OpenedBackup {
 const TEMP_ATTEMPTS_MAX = 64;
 const TEMP_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 
+/** Creates, truncates or takes over the store; the last step before the snapshot is taken. */
 export async function openBackup(
   plan: BackupPlan,
-  options: { sizeBytes: number; unlink: boolean; originPath: string },
+  prepared: PreparedStore,
+  options: { sizeBytes: number; unlink: boolean },
   backends: Backends,
 ): Promise<OpenedBackup> {
   switch (plan.kind) {
     case 'raw': {
-      const store = await backends.openRawStore(plan.path, options.originPath);
+      const store = prepared.takeRaw();
       return { store, path: plan.path, identity: plan.identity, created: false, linked: true };
     }
     case 'temp':

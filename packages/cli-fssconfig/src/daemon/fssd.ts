@@ -2,14 +2,18 @@
  * fssd: the daemon that owns origins and snapshot units, as the kernel owns fss's units.
  *
  * Start: make the run directory (0700, ours, not a symlink), take the run-directory lock
- * (lock.ts), write fssd.pid, remove a stale control socket (the lock proves nobody serves
- * it), listen on fssd.sock (0600). Only then is the daemon ready: clients that started us
- * wait for the control socket to answer.
+ * (lock.ts), write fssd.pid, remove stale sockets (the lock proves nobody serves them),
+ * listen on fssd.sock (0600). Only then is the daemon ready: clients that started us wait
+ * for the control socket to answer. A start that fails part-way undoes what it did (no pid
+ * file, no socket, no lock is left).
  *
  * Stop (SIGTERM, SIGINT, or `stop()`): stop accepting control connections, unconfigure every
  * unit (exports closed, snapshots closed, stores closed), release every origin (exports
  * closed, claims dropped), remove the control socket and the pid file, release the lock.
- * The log file stays: it is the record of what happened.
+ * A stop requested while the daemon is still starting waits for the start to finish, then
+ * releases what it made; after a failed start there is nothing of ours to release (the pid
+ * file and socket may be another daemon's). The log file stays: it is the record of what
+ * happened.
  */
 import { existsSync } from 'node:fs';
 import { chmod, lstat, mkdir, readdir, realpath, rm, writeFile } from 'node:fs/promises';
@@ -50,6 +54,7 @@ export class Fssd {
   private units: UnitTable | undefined;
   private origins: OriginTable | undefined;
   private sweeper: NodeJS.Timeout | undefined;
+  private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
 
   constructor(private readonly options: FssdOptions) {
@@ -61,59 +66,92 @@ export class Fssd {
     this.log = options.log ?? createLog(undefined);
   }
 
-  async start(): Promise<void> {
+  /** Starts the daemon once; later calls return the same start. */
+  start(): Promise<void> {
+    this.starting ??= this.startOnce();
+    return this.starting;
+  }
+
+  private async startOnce(): Promise<void> {
     const { paths } = this;
     checkSocketPath(paths.control);
     checkSocketPath(paths.unit(this.unitCount - 1));
     await prepareRunDir(paths.dir);
-    this.lock = await lockRunDir(await realpath(paths.dir));
+    const lock = await lockRunDir(await realpath(paths.dir));
+    // What start-up made, undone in reverse order if a later step fails.
+    const undo: Array<() => Promise<unknown>> = [() => lock.release()];
     try {
       if (this.options.log === undefined) this.log = createLog(paths.log);
-      await mkdir(paths.originDir, { mode: 0o700, recursive: true });
-      await removeLeftovers(paths);
       await writeFile(paths.pid, `${process.pid}\n`, { mode: 0o644 });
-      // One state change at a time (configure, unconfigure, origin add/remove, the close-time
-      // sweeper), as NetBSD serialises snapshot creation (fss_creating); it also makes the
-      // "is this backup in use?" checks race-free.
-      const mutex = new Mutex();
-      const exporter = this.options.exporter ?? nbdExporter(this.log);
-      const backends = this.options.backends ?? linuxBackends;
-      const origins = new OriginTable(paths, backends, exporter, this.log);
-      const units = new UnitTable({
-        count: this.unitCount,
-        paths,
-        origins,
-        backends,
-        exporter,
-        mutex,
-        log: this.log,
+      undo.push(() => rm(paths.pid, { force: true }));
+      await mkdir(paths.originDir, { mode: 0o700, recursive: true }).catch((error: unknown) => {
+        throw toFssError(error, { syscall: 'mkdir', path: paths.originDir });
       });
-      this.origins = origins;
-      this.units = units;
-      const control = new ControlServer({
-        units,
-        origins,
-        mutex,
-        log: this.log,
-        status: () => this.status(),
-      });
+      await removeLeftovers(paths);
+      this.serve(paths);
+      const control = this.control as ControlServer;
       await control.listen(paths.control);
-      this.control = control;
-      this.sweeper = setInterval(() => {
-        if (!existsSync(paths.control) && this.stopping === undefined) {
-          this.log(`control socket ${paths.control} is gone; nobody can reach this daemon`);
-          this.options.onUnreachable?.();
-          return;
-        }
-        units.sweep().catch((error: unknown) => this.log(`sweep: ${String(error)}`));
-      }, SWEEP_INTERVAL_MS);
-      this.sweeper.unref();
+      undo.push(async () => {
+        await control.close();
+        await rm(paths.control, { force: true });
+      });
+      this.lock = lock;
+      this.watchRunDir();
       this.log(`started: ${this.unitCount} units, control socket ${paths.control}`);
     } catch (error) {
-      await this.lock.release();
-      this.lock = undefined;
+      for (const step of undo.reverse()) await step().catch(() => undefined);
+      this.control = undefined;
       throw error;
     }
+  }
+
+  /** Builds the tables and the control server (nothing listens yet). */
+  private serve(paths: RunPaths): void {
+    // One state change at a time (configure, unconfigure, origin add/remove, the close-time
+    // sweeper), as NetBSD serialises snapshot creation (fss_creating); it also makes the
+    // "is this backup in use?" checks race-free.
+    const mutex = new Mutex();
+    const exporter = this.options.exporter ?? nbdExporter(this.log);
+    const backends = this.options.backends ?? linuxBackends;
+    const origins = new OriginTable({
+      paths,
+      backends,
+      exporter,
+      log: this.log,
+      storeUser: (identity) => units.unitUsing(identity),
+    });
+    const units: UnitTable = new UnitTable({
+      count: this.unitCount,
+      paths,
+      origins,
+      backends,
+      exporter,
+      mutex,
+      log: this.log,
+    });
+    this.origins = origins;
+    this.units = units;
+    this.control = new ControlServer({
+      units,
+      origins,
+      mutex,
+      log: this.log,
+      status: () => this.status(),
+    });
+  }
+
+  /** Once a second: FSS_UNCONFIG_ON_CLOSE units and implicit origins, and a vanished run dir. */
+  private watchRunDir(): void {
+    const { paths } = this;
+    this.sweeper = setInterval(() => {
+      if (!existsSync(paths.control) && this.stopping === undefined) {
+        this.log(`control socket ${paths.control} is gone; nobody can reach this daemon`);
+        this.options.onUnreachable?.();
+        return;
+      }
+      this.units?.sweep().catch((error: unknown) => this.log(`sweep: ${String(error)}`));
+    }, SWEEP_INTERVAL_MS);
+    this.sweeper.unref();
   }
 
   /**
@@ -136,10 +174,18 @@ export class Fssd {
     };
   }
 
-  /** Releases everything; safe to call more than once. */
+  /** Releases everything; safe to call more than once, and while still starting. */
   stop(): Promise<void> {
-    this.stopping ??= this.release();
+    this.stopping ??= this.stopAfterStart();
     return this.stopping;
+  }
+
+  private async stopAfterStart(): Promise<void> {
+    const started = await (this.starting ?? Promise.reject(new Error('not started'))).then(
+      () => true,
+      () => false,
+    );
+    if (started) await this.release();
   }
 
   private async release(): Promise<void> {

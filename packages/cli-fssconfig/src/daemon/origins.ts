@@ -10,6 +10,10 @@
  * write the origin's storage (a backup on it, a partition of it, a loop device over it) is
  * `holds`, by overlap (identitiesOverlap).
  *
+ * A unit's backing store is never an origin (EBUSY naming the unit): its own unit's store
+ * writes would bypass the copy-on-write of a snapshot taken of it, which would then miss
+ * writes silently. `storeUser` answers which unit's store shares storage with a path.
+ *
  * Lifetime: an origin added with `fss origin add` (explicit) stays until `fss origin rm`;
  * one added by FSSIOCSET (implicit) is released when it has no unit left and no client on its
  * export (the daemon's sweeper retries while clients are connected). Callers hold the
@@ -36,15 +40,36 @@ export interface OriginEntry {
   readonly units: Set<number>;
 }
 
+/** What `check` found out about a path that may become an origin; nothing claimed yet. */
+export interface OriginCandidate {
+  readonly path: string;
+  readonly identity: StorageIdentity;
+  /** The origin this path already is, if any. */
+  readonly existing: OriginEntry | undefined;
+}
+
+export interface OriginTableOptions {
+  paths: RunPaths;
+  backends: Backends;
+  exporter: Exporter;
+  log: Log;
+  /** The unit whose backing store shares storage with `identity`, if any. */
+  storeUser(identity: StorageIdentity): string | undefined;
+}
+
 export class OriginTable {
   private readonly byName = new Map<string, OriginEntry>();
+  private readonly paths: RunPaths;
+  private readonly backends: Backends;
+  private readonly exporter: Exporter;
+  private readonly log: Log;
 
-  constructor(
-    private readonly paths: RunPaths,
-    private readonly backends: Backends,
-    private readonly exporter: Exporter,
-    private readonly log: Log,
-  ) {}
+  constructor(private readonly options: OriginTableOptions) {
+    this.paths = options.paths;
+    this.backends = options.backends;
+    this.exporter = options.exporter;
+    this.log = options.log;
+  }
 
   get entries(): OriginEntry[] {
     return [...this.byName.values()];
@@ -66,10 +91,11 @@ export class OriginTable {
   }
 
   /**
-   * Claims `path` and exports it. EEXIST when it is already an origin (explicit add) or the
-   * name is taken; EBUSY (from the claim) when something outside fss uses it.
+   * Everything about `path` that can refuse it as an origin, without claiming anything: it
+   * must be absolute, exist, be an image file or a block device (a mount point is EBUSY with
+   * how to route it through fss), and not be a unit's backing store (EBUSY naming the unit).
    */
-  async add(path: string, options: { name?: string; explicit: boolean }): Promise<OriginEntry> {
+  async check(path: string): Promise<OriginCandidate> {
     if (!path.startsWith('/')) throw new FssError('EINVAL', 'origin path must be absolute', { path });
     const info = await stat(path).catch((error: unknown) => {
       throw toFssError(error, { syscall: 'stat', path });
@@ -83,17 +109,30 @@ export class OriginTable {
     }
     const identity = await identityOf(path);
     const existing = this.entries.find((entry) => sameIdentity(entry.identity, identity));
-    if (existing !== undefined) {
-      if (options.explicit && !existing.explicit) {
-        existing.explicit = true;
-        return existing;
+    if (existing === undefined) {
+      const unit = this.options.storeUser(identity);
+      if (unit !== undefined) {
+        throw new FssError(
+          'EBUSY',
+          `${path} is the backing store of ${unit}: a snapshot of it would miss ${unit}'s own ` +
+            `writes; unconfigure ${unit} first (fssconfig -u ${unit})`,
+          { syscall: 'open', path },
+        );
       }
-      throw new FssError('EEXIST', `${path} is already origin ${existing.name}`, {
-        syscall: 'origin-add',
-        path,
-      });
     }
-    const name = options.name ?? defaultOriginName(path, (candidate) => this.byName.has(candidate));
+    return { path, identity, existing };
+  }
+
+  /**
+   * Claims `path` and exports it. EEXIST when it is already an origin (explicit add) or the
+   * name is taken; EBUSY when it is a unit's store, or (from the claim) when something
+   * outside fss uses it.
+   */
+  async add(path: string, options: { name?: string; explicit: boolean }): Promise<OriginEntry> {
+    const candidate = await this.check(path);
+    const existing = candidate.existing;
+    if (existing !== undefined) return this.makeExplicit(existing, options);
+    const name = options.name ?? defaultOriginName(path, (taken) => this.byName.has(taken));
     if (!isOriginName(name)) {
       throw new FssError(
         'EINVAL',
@@ -120,7 +159,7 @@ export class OriginTable {
     const entry: OriginEntry = {
       name,
       path,
-      identity,
+      identity: candidate.identity,
       engine,
       export: served,
       explicit: options.explicit,
@@ -129,6 +168,33 @@ export class OriginTable {
     this.byName.set(name, entry);
     this.log(`origin ${name}: claimed ${path} (${device.size} bytes), exported at ${socketPath}`);
     return entry;
+  }
+
+  /**
+   * `fss origin add` of an origin fssconfig -c claimed implicitly keeps it from now on. It
+   * keeps its name too (its export socket is named after it): a different --name is refused
+   * rather than ignored.
+   */
+  private makeExplicit(existing: OriginEntry, options: { name?: string; explicit: boolean }): OriginEntry {
+    const { path } = existing;
+    if (!options.explicit || existing.explicit) {
+      throw new FssError('EEXIST', `${path} is already origin ${existing.name}`, {
+        syscall: 'origin-add',
+        path,
+      });
+    }
+    if (options.name !== undefined && options.name !== existing.name) {
+      const users = [...existing.units].map((unit) => `fss${unit}`).join(', ');
+      throw new FssError(
+        'EEXIST',
+        `${path} is already origin ${existing.name} (claimed for ${users || 'its export'}) and ` +
+          `keeps that name while in use; add it as ${existing.name} (no --name), or name it ` +
+          `after its units are unconfigured`,
+        { syscall: 'origin-add', path },
+      );
+    }
+    existing.explicit = true;
+    return existing;
   }
 
   /** Releases an origin: export closed, engine closed, claim dropped. Caller checked `units`. */
@@ -162,8 +228,9 @@ export class OriginTable {
   }
 
   /**
-   * Mount points are snapshotted through the origin fss attached for them (kernel devices,
-   * not yet available); anything else mounted there is outside fss and refused (SPEC §1).
+   * Mount points will be snapshotted through the origin fss attached for them (kernel devices,
+   * not yet available: the message names only commands that exist today); anything mounted
+   * from a device fss does not hold is outside fss and refused (SPEC §1).
    */
   private async mountPointError(path: string): Promise<FssError> {
     let device: string;
@@ -178,8 +245,9 @@ export class OriginTable {
     }
     return new FssError(
       'EBUSY',
-      `${path} is mounted from ${device}, which fss does not own: unmount it, route it through fss ` +
-        `(fss origin add ${device} --attach) and mount the attached device instead`,
+      `${path} is mounted from ${device}, which fss does not hold: fss snapshots only a device ` +
+        `whose every write passes through it; unmount it, add the device to fss (fss origin add ` +
+        `${device}) and snapshot that (fssconfig -c fssN ${device} BACKUP)`,
       { syscall: 'open', path },
     );
   }

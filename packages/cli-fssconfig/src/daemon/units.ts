@@ -36,7 +36,16 @@ import { unitName } from '../names';
 import type { SetResult, UnitStatus } from '../protocol/messages';
 import type { RunPaths } from '../rundir';
 import type { Backends } from './backends';
-import { discardBackup, type OpenedBackup, openBackup, planBackup } from './backup';
+import {
+  type BackupPlan,
+  checkGeometry,
+  discardBackup,
+  type OpenedBackup,
+  openBackup,
+  type PreparedStore,
+  planBackup,
+  prepareStore,
+} from './backup';
 import type { Export, Exporter } from './exports';
 import type { Log } from './log';
 import { identityOf, type OriginEntry, type OriginTable, type StorageIdentity } from './origins';
@@ -174,20 +183,28 @@ export class UnitTable {
     });
   }
 
-  /** FSSIOCSET's work. Caller holds the mutex; `unit` is `creating`. */
+  /**
+   * FSSIOCSET's work. Caller holds the mutex; `unit` is `creating`.
+   *
+   * A refused request changes nothing (SPEC §6.3), so the work runs in two halves. First
+   * every check that can fail, changing nothing: the origin (found, or checked as a
+   * candidate and its size probed), the backup (planned), the store's block size, and the
+   * geometry those give (cluster size, the device's size, a raw store big enough for the
+   * header and table). Then the changes, each undone if a later one fails: claim and export
+   * the origin, create or truncate the backup (the one change that cannot be undone, so it
+   * comes last), take the snapshot, export it.
+   */
   private async create(unit: Unit, set: FssSet, backupSize: number | undefined): Promise<SetResult> {
-    const { origins, backends, exporter, paths, log } = this.options;
+    const { origins, backends } = this.options;
     assert(unit.state === 'creating', 'create() runs on a creating unit');
     assert(unit.snapshot === undefined && unit.backup === undefined, 'a creating unit holds nothing yet');
-    const name = unitName(unit.index);
     if (!set.fss_mount.startsWith('/')) {
       throw new FssError('EINVAL', 'fss_mount must be an absolute path', { syscall: 'FSSIOCSET' });
     }
     if (!set.fss_bstore.startsWith('/')) {
       throw new FssError('EINVAL', 'fss_bstore must be an absolute path', { syscall: 'FSSIOCSET' });
     }
-    // Checks first, in an order that creates nothing: the origin (found or claimed), the backup.
-    let origin = await origins.find(set.fss_mount).catch(() => undefined);
+    const existing = await origins.find(set.fss_mount).catch(() => undefined);
     const mountIdentity = await identityOf(set.fss_mount).catch(() => undefined);
     const plan = await planBackup(set.fss_bstore, {
       unitUsing: (identity) => this.unitUsing(identity),
@@ -196,17 +213,56 @@ export class UnitTable {
         (mountIdentity !== undefined && identitiesOverlap(identity, mountIdentity)) ||
         origins.holds(identity),
     });
-    const claimedNow = origin === undefined;
-    origin ??= await origins.add(set.fss_mount, { explicit: false });
+    const originBytes = existing?.engine.size ?? (await this.probeCandidate(set.fss_mount));
+    const store = await prepareStore(plan, backends, set.fss_mount);
+    try {
+      checkGeometry(plan, store, { deviceBytes: originBytes, clusterSize: set.fss_csize });
+      return await this.configure(unit, set, {
+        plan,
+        store,
+        existing,
+        sizeBytes: backupSize ?? originBytes,
+      });
+    } catch (error) {
+      await store.release();
+      throw error;
+    }
+  }
+
+  /** The size of an origin not claimed yet, once every check of it passed. */
+  private async probeCandidate(path: string): Promise<number> {
+    await this.options.origins.check(path);
+    return this.options.backends.originSize(path);
+  }
+
+  /** The changing half of create(): claim, backup, snapshot, export; undone on failure. */
+  private async configure(
+    unit: Unit,
+    set: FssSet,
+    prepared: {
+      plan: BackupPlan;
+      store: PreparedStore;
+      existing: OriginEntry | undefined;
+      sizeBytes: number;
+    },
+  ): Promise<SetResult> {
+    const { origins, backends, exporter, paths, log } = this.options;
+    const name = unitName(unit.index);
+    const origin = prepared.existing ?? (await origins.add(set.fss_mount, { explicit: false }));
     let backup: OpenedBackup | undefined;
     let snapshot: Snapshot | undefined;
     try {
+      // The device may have changed size between the probe and the claim: check again.
+      checkGeometry(prepared.plan, prepared.store, {
+        deviceBytes: origin.engine.size,
+        clusterSize: set.fss_csize,
+      });
       backup = await openBackup(
-        plan,
+        prepared.plan,
+        prepared.store,
         {
-          sizeBytes: backupSize ?? origin.engine.size,
+          sizeBytes: prepared.sizeBytes,
           unlink: (set.fss_flags & FSS_UNLINK_ON_CREATE) !== 0,
-          originPath: origin.path,
         },
         backends,
       );
@@ -241,7 +297,7 @@ export class UnitTable {
     } catch (error) {
       if (snapshot !== undefined) await snapshot.close().catch(() => undefined);
       if (backup !== undefined) await discardBackup(backup);
-      if (claimedNow) await origins.releaseIfUnused(origin);
+      if (prepared.existing === undefined) await origins.releaseIfUnused(origin);
       throw error;
     }
   }
