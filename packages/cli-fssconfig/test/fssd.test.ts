@@ -4,12 +4,13 @@
  * releasing everything.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { FSS_UNCONFIG_ON_CLOSE, FSSIOCGET, FSSIOCSET, isFssError } from '@fss/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FssClient } from '../src/client/client';
+import { Fssd } from '../src/daemon/fssd';
 import { binArgs, isAlive, Sandbox, waitFor } from './helpers';
 
 const MiB = 1024 * 1024;
@@ -58,6 +59,31 @@ function exchange(payload: string | Buffer, quietMs = 400): Promise<{ lines: str
       error.code === 'EPIPE' ? undefined : reject(error),
     );
   });
+}
+
+/** Connects without starting a daemon, retrying until the one we spawned listens. */
+async function connectWhenReady(): Promise<FssClient> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await FssClient.connect({ runDir: sandbox.runDir, autostart: false });
+    } catch (error) {
+      if (attempt > 400) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  }
+}
+
+/** fssd started by the test itself (not detached), with its exit status. */
+function spawnDaemon(): { pid: number; exited: Promise<{ status: number | null; signal: string | null }> } {
+  const child = spawn(process.execPath, [...binArgs('fssd'), '--rundir', sandbox.runDir], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  child.stderr.resume();
+  const exited = new Promise<{ status: number | null; signal: string | null }>((resolve) =>
+    child.on('close', (status, signal) => resolve({ status, signal })),
+  );
+  sandbox.pids.add(child.pid as number);
+  return { pid: child.pid as number, exited };
 }
 
 describe('fssd', () => {
@@ -238,7 +264,10 @@ describe('fssd', () => {
   });
 
   it('SIGTERM unconfigures, releases every claim, removes its sockets and pid file, exits 0', async () => {
-    const client = await connect();
+    // Our own child, so its exit status is ours to see (a daemon a client started is not).
+    const daemon = spawnDaemon();
+    const client = await connectWhenReady();
+    expect((await client.request('ping')).pid).toBe(daemon.pid);
     await client.originAdd(sandbox.path('image'), 'disk');
     await client.set('fss0', {
       fss_mount: sandbox.path('image'),
@@ -263,8 +292,9 @@ describe('fssd', () => {
     ]);
     expect(readdirSync(join(sandbox.runDir, 'origin'))).toEqual(['disk.sock']);
     const pid = sandbox.daemonPid() as number;
+    expect(pid).toBe(daemon.pid);
     process.kill(pid, 'SIGTERM');
-    expect(await waitFor(() => !isAlive(pid), 10_000)).toBe(true);
+    expect(await daemon.exited).toEqual({ status: 0, signal: null });
     expect(readdirSync(sandbox.runDir)).toEqual(['fssd.log', 'origin']);
     expect(readdirSync(join(sandbox.runDir, 'origin'))).toEqual([]);
     // A client started this daemon and closed its stderr: what it says about the signal is in the file.
@@ -275,5 +305,51 @@ describe('fssd', () => {
     const again = await connect();
     expect(await again.originAdd(sandbox.path('image'))).toMatchObject({ name: 'image', explicit: true });
     again.close();
+  });
+
+  it('a start that fails part-way leaves no pid file, no socket and no lock', async () => {
+    mkdirSync(sandbox.runDir, { mode: 0o700 });
+    writeFileSync(join(sandbox.runDir, 'origin'), 'not a directory'); // fails after the pid file
+    const failed = spawnDaemon();
+    expect((await failed.exited).status).toBe(1);
+    expect(readdirSync(sandbox.runDir)).toEqual(['origin']);
+    // The same in-process: the lock is released, so the next start of this run directory works.
+    const logged: string[] = [];
+    const first = new Fssd({ runDir: sandbox.runDir, log: (line) => logged.push(line) });
+    await expect(first.start()).rejects.toMatchObject({ code: 'EEXIST', syscall: 'mkdir' });
+    expect(readdirSync(sandbox.runDir)).toEqual(['origin']);
+    rmSync(join(sandbox.runDir, 'origin'));
+    const second = new Fssd({ runDir: sandbox.runDir, log: (line) => logged.push(line) });
+    await second.start();
+    await first.stop(); // nothing of its own to release: the second's files stay
+    expect(readdirSync(sandbox.runDir).sort()).toEqual(['fssd.pid', 'fssd.sock', 'origin']);
+    await second.stop();
+    expect(readdirSync(sandbox.runDir)).toEqual(['origin']);
+  });
+
+  it('a stop requested while starting waits for the start, then releases everything', async () => {
+    const daemon = new Fssd({ runDir: sandbox.runDir, log: () => undefined });
+    const starting = daemon.start();
+    const stopping = daemon.stop(); // before start() has done anything
+    await starting;
+    await stopping;
+    expect(readdirSync(sandbox.runDir).sort()).toEqual(['origin']);
+    const next = new Fssd({ runDir: sandbox.runDir, log: () => undefined });
+    await next.start(); // the lock was released
+    await next.stop();
+  });
+
+  it('SIGTERM during start-up still releases everything and exits 0', async () => {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const daemon = spawnDaemon();
+      const pidFile = join(sandbox.runDir, 'fssd.pid');
+      // As soon as start-up has made its first file, while it is still going.
+      while (!existsSync(pidFile)) await new Promise((resolve) => setImmediate(resolve));
+      process.kill(daemon.pid, 'SIGTERM');
+      expect(await daemon.exited).toEqual({ status: 0, signal: null });
+      expect(readdirSync(sandbox.runDir).filter((name) => name !== 'fssd.log' && name !== 'origin')).toEqual(
+        [],
+      );
+    }
   });
 });
