@@ -1,8 +1,8 @@
 /**
  * Every fssconfig and fss message and exit status, against golden transcripts
  * (test/golden/*.txt). Each case runs the real binary in one sandbox, in order (later cases
- * depend on the units earlier ones configured). UPDATE_GOLDEN=1 rewrites the files; review
- * the diff against NetBSD's texts (reference facts §1) before committing it.
+ * depend on the units earlier ones configured). UPDATE_GOLDEN=1 rewrites the files and fails
+ * the run; review the diff against NetBSD's texts (reference facts §1) before committing it.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -81,9 +81,20 @@ async function transcript(sandbox: Sandbox, bin: Bin, cases: string[][]): Promis
   return normalize(text, sandbox);
 }
 
+/**
+ * Compares with the golden file. UPDATE_GOLDEN=1 rewrites it and then fails on purpose: a
+ * run that regenerates can never pass, so a green run always compared against a reviewed file.
+ */
 function compareGolden(name: string, actual: string): void {
   const file = new URL(name, GOLDEN_DIR);
-  if (process.env['UPDATE_GOLDEN'] === '1') writeFileSync(file, actual);
+  if (process.env['UPDATE_GOLDEN'] === '1') {
+    const changed = readFileSync(file, 'utf8') !== actual;
+    writeFileSync(file, actual);
+    expect.fail(
+      `UPDATE_GOLDEN=1: ${name} ${changed ? 'rewritten' : 'unchanged'}; review "git diff" against ` +
+        "NetBSD's texts, then run again without UPDATE_GOLDEN",
+    );
+  }
   expect(actual).toBe(readFileSync(file, 'utf8'));
 }
 
