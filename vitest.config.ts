@@ -35,6 +35,16 @@ export default defineConfig({
           testTimeout: 60_000,
         },
       },
+      // The bench's pure logic (interleaving, medians, the table and results file); the
+      // benchmarks themselves run only through `pnpm bench`.
+      {
+        extends: true as const,
+        test: {
+          name: 'bench',
+          root: fileURLToPath(new URL('./bench', import.meta.url)),
+          include: ['test/**/*.test.ts'],
+        },
+      },
     ],
   },
 });

@@ -1,0 +1,46 @@
+/**
+ * fss as a library, in the bench's own process: the README's API (`@fss/core`'s Origin over
+ * `@fss/blockdev-linux`'s openBlockDevice, snapshots onto `@fss/backing-file` stores). This
+ * isolates the engine's cost from the NBD server's and from a second process. The device is
+ * opened exactly as fssd opens an origin (exclusive claim, O_DIRECT where the device allows).
+ */
+import { openFileBackingStore } from '@fss/backing-file';
+import { openBlockDevice } from '@fss/blockdev-linux';
+import { Origin, type Snapshot } from '@fss/core';
+import type { Sandbox } from './sandbox';
+
+export class InProcessOrigin {
+  private constructor(
+    readonly origin: Origin,
+    readonly ioMode: string,
+    private readonly sandbox: Sandbox,
+  ) {}
+
+  static async open(path: string, sandbox: Sandbox): Promise<InProcessOrigin> {
+    const device = await openBlockDevice(path, { exclusive: true });
+    return new InProcessOrigin(
+      new Origin(device, { name: path, logger: (line) => process.stderr.write(`bench: ${line}\n`) }),
+      device.ioMode,
+      sandbox,
+    );
+  }
+
+  /** Takes a snapshot onto a fresh store file `name`; close it with closeSnapshot. */
+  async snapshot(name: string, clusterBytes = 0): Promise<Snapshot> {
+    const storePath = this.sandbox.path(`${name}.store`);
+    this.sandbox.forget(storePath);
+    const store = await openFileBackingStore(storePath, { create: 'new' });
+    this.sandbox.track(storePath);
+    return this.origin.createSnapshot(store, { name, clusterSize: clusterBytes });
+  }
+
+  /** Closes the snapshot (and its store) and removes the store file. */
+  async closeSnapshot(snapshot: Snapshot, name: string): Promise<void> {
+    await snapshot.close();
+    this.sandbox.forget(this.sandbox.path(`${name}.store`));
+  }
+
+  close(): Promise<void> {
+    return this.origin.close();
+  }
+}
