@@ -25,6 +25,7 @@ const ALLOWED_DEPENDENCIES: Record<string, string[]> = {
   'blockdev-linux': ['core'],
   'backing-rawdev': ['core', 'blockdev-linux'],
   nbd: ['core'],
+  fuse: ['core', 'blockdev-linux'],
   'cli-fssconfig': ['core', 'cache', 'backing-file', 'blockdev-linux', 'backing-rawdev', 'nbd'],
 };
 

@@ -15,6 +15,31 @@ export {
   withFrozenFilesystem,
 } from './freeze';
 export * from './ioctl';
+export {
+  type AsyncCapable,
+  type AsyncResult,
+  addressOf,
+  callAsync,
+  koffiEntryPath,
+  type Libc,
+  lastErrno,
+  libc,
+  POLL_PROTOTYPE,
+} from './libc';
+export {
+  type AttachLoopOptions,
+  attachLoop,
+  type DetachLoopOptions,
+  detachLoop,
+  LO_FLAGS_DIRECT_IO,
+  LO_FLAGS_READ_ONLY,
+  LOOP_CLR_FD,
+  LOOP_CONFIGURE,
+  LOOP_CTL_GET_FREE,
+  type LoopDevice,
+  loopDevicesOf,
+  loopDevicesUnder,
+} from './loop';
 export * from './mountinfo';
 export { RangeLock } from './range-lock';
 export { type FileKind, type StatxResult, statx } from './statx';

@@ -2,7 +2,7 @@
  * The libc calls Node does not offer, bound once through koffi (prebuilt, no compiler at
  * install time). Data I/O does not go through here: reads and writes use Node's `fs` (libuv)
  * on an O_DIRECT descriptor, which is faster than an FFI round trip and keeps the event loop
- * free. koffi is only for ioctl, statx, flock and fallocate.
+ * free. koffi is only for ioctl, statx, flock, fallocate, mount, umount2, eventfd and poll.
  *
  * ioctl is variadic in C. koffi cannot call variadic prototypes asynchronously, so we declare
  * one fixed prototype per argument shape; for int and pointer arguments that is the same
@@ -33,7 +33,37 @@ export interface Libc {
   flock(fd: number, operation: number): number;
   /** fallocate(fd, mode, offset, length). Async: punching or zeroing ranges can take long. */
   fallocate: AsyncCapable<(fd: number, mode: number, offset: number, length: number) => number>;
+  /**
+   * ioctl(fd, req, unsigned long arg): LOOP_CTL_GET_FREE, LOOP_CLR_FD, LOOP_SET_DIRECT_IO. The
+   * argument is a full unsigned long, not an int: an int leaves the register's upper half
+   * undefined, and these requests read all 64 bits. Async: LOOP_CLR_FD can wait on I/O.
+   */
+  ioctlULongArg: AsyncCapable<(fd: number, request: number, arg: number) => number>;
+  /**
+   * ioctl(fd, req, void *arg) on caller memory, read and written in place: LOOP_CONFIGURE,
+   * LOOP_GET_STATUS64, FUSE_DEV_IOC_CLONE. Async: LOOP_CONFIGURE stats the backing file, which
+   * may be a FUSE file this very process serves.
+   */
+  ioctlBytes: AsyncCapable<(fd: number, request: number, arg: Uint8Array) => number>;
+  /**
+   * mount(source, target, fstype, flags, data). Async: a mount may wait on the filesystem it
+   * mounts (for FUSE, on this process).
+   */
+  mount: AsyncCapable<
+    (source: string, target: string, fstype: string, flags: number, data: string | null) => number
+  >;
+  /** umount2(target, flags). Async: an unmount may wait on the filesystem's server. */
+  umount2: AsyncCapable<(target: string, flags: number) => number>;
+  /** eventfd(initval, flags): a descriptor threads can poll to learn they should stop. */
+  eventfd(initialValue: number, flags: number): number;
 }
+
+/**
+ * poll(2) over an array of `struct pollfd` (int fd, short events, short revents: 8 bytes
+ * each) in caller memory. Worker threads bind it themselves from this prototype: a worker
+ * evaluated from source cannot import this module, and the prototype stays defined here.
+ */
+export const POLL_PROTOTYPE = 'int poll(void *fds, unsigned long nfds, int timeout)';
 
 export type AsyncCapable<F extends (...args: never[]) => number> = F & {
   async: (...args: unknown[]) => void;
@@ -55,6 +85,13 @@ export function libc(): Libc {
     ),
     flock: lib.func('int flock(int fd, int operation)'),
     fallocate: lib.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)'),
+    ioctlULongArg: lib.func('int ioctl(int fd, unsigned long req, unsigned long arg)'),
+    ioctlBytes: lib.func('int ioctl(int fd, unsigned long req, void *arg)'),
+    mount: lib.func(
+      'int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)',
+    ),
+    umount2: lib.func('int umount2(const char *target, int flags)'),
+    eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
   };
   return bound;
 }

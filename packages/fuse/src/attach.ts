@@ -1,0 +1,67 @@
+/**
+ * attachBlockDevice: a BlockDevice as a kernel block device, /dev/loopN over our FUSE file.
+ *
+ * This is what fss does where the kernel has no nbd or ublk module: serveFuse makes the file,
+ * attachLoop (from @fss/blockdev-linux) makes the block device, with direct I/O (the loop
+ * driver then keeps many O_DIRECT requests in flight on the file, and nothing is cached
+ * twice) and the device's logical sector size as the loop block size (so the kernel never
+ * sends a request smaller or less aligned than the device accepts).
+ *
+ * Teardown runs in the reverse order: detach the loop device (which waits for its I/O),
+ * then unmount the FUSE file. A loop device still open elsewhere (mounted) cannot be
+ * detached: close() then fails with EBUSY and keeps serving, since unmounting the file under
+ * a mounted filesystem would turn the filesystem's every I/O into an error.
+ */
+
+import { attachLoop, detachLoop, type LoopDevice } from '@fss/blockdev-linux';
+import type { BlockDevice } from '@fss/core';
+import type { UnmountResult } from './mount';
+import { type FuseFile, type ServeFuseOptions, serveFuse } from './serve';
+
+export interface AttachBlockDeviceOptions extends ServeFuseOptions {
+  /** Ask the loop driver for direct I/O (default true). */
+  directIo?: boolean;
+}
+
+export interface AttachedBlockDevice {
+  /** The block device, e.g. `/dev/loop3`, and how the kernel configured it. */
+  readonly loop: LoopDevice;
+  /** The FUSE file behind it. */
+  readonly file: FuseFile;
+  /** Detaches the loop device, then unmounts the file. Idempotent once it succeeded. */
+  close(): Promise<UnmountResult>;
+}
+
+/** Makes `device` a kernel block device. On failure nothing stays attached or mounted. */
+export async function attachBlockDevice(
+  device: BlockDevice,
+  options: AttachBlockDeviceOptions,
+): Promise<AttachedBlockDevice> {
+  const file = await serveFuse(device, options);
+  let loop: LoopDevice;
+  try {
+    loop = await attachLoop(file.path, {
+      readOnly: file.readOnly,
+      directIo: options.directIo ?? true,
+      blockSizeBytes: Math.min(4096, Math.max(512, device.logicalSectorSize)),
+    });
+  } catch (error) {
+    await file.close().catch(() => undefined);
+    throw error;
+  }
+  let closed: Promise<UnmountResult> | undefined;
+  return {
+    loop,
+    file,
+    close() {
+      closed ??= (async () => {
+        await detachLoop(loop.path);
+        return file.close();
+      })();
+      closed.catch(() => {
+        closed = undefined; // EBUSY (still mounted): let the caller try again later
+      });
+      return closed;
+    },
+  };
+}
