@@ -1,20 +1,12 @@
 import { defineConfig } from 'tsup';
 import { packageBuild } from '../../tsup.base';
 
-// The library (the typed control client and the CLI's pure pieces) is ESM + CJS + d.ts like
-// every package; the three programs are ESM only, with a shebang, next to it in dist/ (the
-// client finds fssd.js beside itself when it starts the daemon).
+// The library (the CLI's NetBSD-compatible pieces) is ESM + CJS + d.ts like every package; the
+// two programs are ESM only, with a shebang, next to it in dist/.
 export default defineConfig([
-  packageBuild(['src/index.ts'], { shims: true, clean: false }),
+  packageBuild(['src/index.ts'], { clean: false }),
   packageBuild(
-    { fssconfig: 'src/bin/fssconfig.ts', fssd: 'src/bin/fssd.ts', fss: 'src/bin/fss.ts' },
-    // publicDir: systemd/fssd.service ships as dist/fssd.service.
-    {
-      format: ['esm'],
-      dts: false,
-      clean: false,
-      banner: { js: '#!/usr/bin/env node' },
-      publicDir: 'systemd',
-    },
+    { fssconfig: 'src/bin/fssconfig.ts', fss: 'src/bin/fss.ts' },
+    { format: ['esm'], dts: false, clean: false, banner: { js: '#!/usr/bin/env node' } },
   ),
 ]);

@@ -26,8 +26,18 @@ const ALLOWED_DEPENDENCIES: Record<string, string[]> = {
   'backing-rawdev': ['core', 'blockdev-linux'],
   nbd: ['core'],
   fuse: ['core', 'blockdev-linux'],
-  'cli-fssconfig': ['core', 'cache', 'backing-file', 'blockdev-linux', 'backing-rawdev', 'nbd'],
+  control: ['core'],
+  fssd: ['core', 'cache', 'backing-file', 'blockdev-linux', 'backing-rawdev', 'nbd', 'control'],
+  'cli-fssconfig': ['core', 'control', 'nbd'],
 };
+
+/**
+ * Packages a client installs: they must never pull in native code (koffi) or the Linux device
+ * layer, directly or through another package, so a Node program that only talks to fssd
+ * installs almost nothing.
+ */
+const CLIENT_PACKAGES = ['control', 'cli-fssconfig', 'nbd', 'core', 'cache'];
+const CLIENT_FORBIDDEN = ['koffi', '@fss/blockdev-linux'];
 
 interface PackageJson {
   name: string;
@@ -62,6 +72,8 @@ it('finds the packages of the design card', () => {
     'blockdev-linux',
     'cli-fssconfig',
     'nbd',
+    'control',
+    'fssd',
   ]) {
     expect(packageDirs).toContain(name);
   }
@@ -108,6 +120,13 @@ describe.each(packageDirs)('package %s', (dir) => {
     }
   });
 
+  if (CLIENT_PACKAGES.includes(dir)) {
+    it('never depends on koffi or blockdev-linux, even indirectly', () => {
+      const reached = transitiveDependencies(dir);
+      for (const forbidden of CLIENT_FORBIDDEN) expect([...reached]).not.toContain(forbidden);
+    });
+  }
+
   it('after a build, exports and dist agree', () => {
     const dist = join(packageRoot, 'dist');
     expect(existsSync(dist), `${dir}/dist is missing: run "pnpm build" first`).toBe(true);
@@ -139,6 +158,21 @@ describe.each(packageDirs)('package %s', (dir) => {
     for (const file of files) expect(file).toMatch(/^(dist\/|README\.md$|package\.json$)/);
   });
 });
+
+/** Every dependency `dir` reaches: workspace packages followed through their package.json. */
+function transitiveDependencies(dir: string): Set<string> {
+  const reached = new Set<string>();
+  const pending = [dir];
+  while (pending.length > 0) {
+    const next = readPackage(pending.pop() as string);
+    for (const name of Object.keys(next.dependencies ?? {})) {
+      if (reached.has(name)) continue;
+      reached.add(name);
+      if (name.startsWith('@fss/')) pending.push(name.slice('@fss/'.length));
+    }
+  }
+  return reached;
+}
 
 describe('core does no I/O of its own', () => {
   it('imports no fs, net, child_process or koffi outside its tests', () => {

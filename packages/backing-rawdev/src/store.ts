@@ -16,9 +16,8 @@
  * its image) is refused with EINVAL before the device is opened.
  */
 
-import { type LinuxBlockDevice, openBlockDevice } from '@fss/blockdev-linux';
+import { type LinuxBlockDevice, openBlockDevice, sameStorage } from '@fss/blockdev-linux';
 import { type BackingStore, FssError } from '@fss/core';
-import { sameStorage } from './identity';
 
 export interface RawDeviceBackingStoreOptions {
   /**

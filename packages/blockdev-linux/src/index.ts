@@ -14,6 +14,13 @@ export {
   freezeFilesystem,
   withFrozenFilesystem,
 } from './freeze';
+export {
+  identitiesOverlap,
+  type StorageIdentity,
+  sameIdentity,
+  sameStorage,
+  storageIdentity,
+} from './identity';
 export * from './ioctl';
 export {
   type AsyncCapable,

@@ -10,6 +10,9 @@ for tool in qemu-io nbdcopy; do
   command -v "$tool" >/dev/null || { echo "demo-cli: $tool is not installed (scripts/install.sh)" >&2; exit 1; }
 done
 [ -f "$dist/fssconfig.js" ] || { echo "demo-cli: build first (pnpm -r build)" >&2; exit 1; }
+# The daemon fssconfig starts on demand: @fss/fssd's build (an npm install finds it on PATH).
+export FSS_FSSD="$here/../fssd/dist/fssd.js"
+[ -f "$FSS_FSSD" ] || { echo "demo-cli: build first (pnpm -r build): no $FSS_FSSD" >&2; exit 1; }
 
 work="$(mktemp -d /tmp/fss-demo-cli-XXXXXX)"
 export FSS_RUNDIR="$work/run"

@@ -1,8 +1,7 @@
 /**
- * @fss/cli-fssconfig as a library (README, API): the typed control client for fssd
- * (everything fssconfig and fss do), the control protocol's types, and the NetBSD-compatible
- * pieces of fssconfig. Only what the README documents, and the types its signatures use; the
- * rest is the programs' own, imported from its modules.
+ * @fss/cli-fssconfig as a library: the NetBSD-compatible pieces of fssconfig (argument parsing,
+ * strsuftoll, humanize_number, the -l line formats), for programs that want to print or parse
+ * exactly what fssconfig does. The client and the protocol are @fss/control's.
  */
 
 export { humanizeNumber } from './cli/humanize';
@@ -14,18 +13,3 @@ export {
   parseFssconfigArgs,
 } from './cli/options';
 export { NumberSyntaxError, strsuftoll } from './cli/strsuftoll';
-export { type ConnectOptions, FssClient } from './client/client';
-export type { DaemonCommand } from './client/spawn';
-export {
-  type ControlOp,
-  type ControlRequest,
-  type ControlResults,
-  type DaemonStatus,
-  type IoctlRequest,
-  type OpenMode,
-  type OriginInfo,
-  type SetResult,
-  type UnitStatus,
-  validateRequest,
-} from './protocol/messages';
-export { defaultRunDir } from './rundir';

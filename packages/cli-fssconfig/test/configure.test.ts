@@ -15,8 +15,8 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
+import { Sandbox } from '@fss/test-utils';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Sandbox } from './helpers';
 
 const MiB = 1024 * 1024;
 let sandbox: Sandbox;

@@ -5,8 +5,8 @@
  * the run; review the diff against NetBSD's texts (reference facts §1) before committing it.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
+import { type Bin, normalize, Sandbox } from '@fss/test-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Bin, normalize, Sandbox } from './helpers';
 
 const GOLDEN_DIR = new URL('./golden/', import.meta.url);
 

@@ -15,9 +15,8 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { attachLoop, detach, isRoot, ROOT_REASON, withLoop } from '@fss/test-utils';
+import { attachLoop, detach, isRoot, ROOT_REASON, Sandbox, withLoop } from '@fss/test-utils';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Sandbox } from './helpers';
 
 const MiB = 1024 * 1024;
 let sandbox: Sandbox;

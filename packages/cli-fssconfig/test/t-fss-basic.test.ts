@@ -13,8 +13,8 @@
 import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
+import { Sandbox } from '@fss/test-utils';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Sandbox } from './helpers';
 
 const run = promisify(execFile);
 const hasTool = async (tool: string) =>

@@ -148,3 +148,5 @@ export function blockdevGeometry(device: string): { size: number; logical: numbe
 
 /** A deterministic byte pattern (so a mismatch shows where it came from): core/testing's patternBytes. */
 export { patternBytes as pattern } from '@fss/core/testing';
+
+export * from './sandbox';

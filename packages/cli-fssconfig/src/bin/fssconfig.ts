@@ -1,4 +1,4 @@
 import { fssconfig } from '../commands/fssconfig';
 import { processIo } from '../commands/io';
 
-process.exitCode = await fssconfig(process.argv.slice(2), processIo);
+process.exitCode = await fssconfig(process.argv.slice(2), processIo());

@@ -10,12 +10,11 @@
  * prints the synopsis on stderr, exit 1.
  */
 import { resolve } from 'node:path';
+import type { DaemonStatus, OriginInfo } from '@fss/control';
+import { type ConnectOptions, FssClient, isOriginName } from '@fss/control';
 import { FssError, strerror, toFssError } from '@fss/core';
 import { humanizeNumber } from '../cli/humanize';
 import { formatClusterUse, formatLocalTime } from '../cli/list-format';
-import { type ConnectOptions, FssClient } from '../client/client';
-import { isOriginName } from '../names';
-import type { DaemonStatus, OriginInfo } from '../protocol/messages';
 import { type CommandIo, Exit, errorDetail } from './io';
 
 export const FSS_USAGE = [

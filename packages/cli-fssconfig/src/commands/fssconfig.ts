@@ -22,13 +22,12 @@
  */
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { type ConnectOptions, FssClient, parseUnitName, unitName } from '@fss/control';
 import { FSS_UNLINK_ON_CREATE, type FssError, strerror, toFssError } from '@fss/core';
 import { formatListLine, formatNotInUse } from '../cli/list-format';
 import { type FssconfigOptions, parseFssconfigArgs } from '../cli/options';
 import { INT_MAX, LLONG_MAX, NumberSyntaxError, strsuftoll } from '../cli/strsuftoll';
 import { FSSCONFIG_USAGE } from '../cli/usage';
-import { type ConnectOptions, FssClient } from '../client/client';
-import { parseUnitName, unitName } from '../names';
 import { type CommandIo, Exit, errorDetail } from './io';
 
 const PROG = 'fssconfig';

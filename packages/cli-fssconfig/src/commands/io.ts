@@ -6,15 +6,20 @@ export interface CommandIo {
   err(line: string): void;
 }
 
-// A reader that goes away (`fssconfig -l | head -1`) is not an error worth a stack trace.
-process.stdout.on('error', (error: NodeJS.ErrnoException) => {
-  if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-});
-
-export const processIo: CommandIo = {
-  out: (line) => process.stdout.write(`${line}\n`),
-  err: (line) => process.stderr.write(`${line}\n`),
-};
+/**
+ * The process's own streams, for the programs (bin/). A reader that goes away
+ * (`fssconfig -l | head -1`) is not an error worth a stack trace; the handler is installed
+ * when a program asks for these streams, never when the package is imported.
+ */
+export function processIo(): CommandIo {
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  });
+  return {
+    out: (line) => process.stdout.write(`${line}\n`),
+    err: (line) => process.stderr.write(`${line}\n`),
+  };
+}
 
 /** A command's exit status; thrown to stop it where err(3)/errx(3) would exit. */
 export class Exit extends Error {

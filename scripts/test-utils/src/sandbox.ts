@@ -1,8 +1,10 @@
 /**
- * Test sandboxes: a temporary directory (short, so socket paths fit) with its own run
- * directory, and the real binaries run from sources through tsx, so the tests need no build.
- * Every daemon a sandbox started is stopped in cleanup(), in every outcome: by SIGTERM, then
- * SIGKILL if it does not go within a few seconds.
+ * Daemon sandboxes for the fssd and CLI tests: a temporary directory (short, so socket paths
+ * fit) with its own run directory, and the real programs run from sources through tsx, so the
+ * tests need no build. Clients in the sandbox find the daemon through FSS_FSSD (the fssd
+ * source), as an installed fssconfig finds an installed fssd. Every daemon a sandbox started
+ * is stopped in cleanup(), in every outcome: by SIGTERM, then SIGKILL if it does not go
+ * within a few seconds.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -11,7 +13,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-export const PACKAGE_DIR = fileURLToPath(new URL('..', import.meta.url));
+const REPO_DIR = fileURLToPath(new URL('../../..', import.meta.url));
 const require = createRequire(import.meta.url);
 const TSX_LOADER = pathToFileURL(
   join(dirname(require.resolve('tsx/package.json')), 'dist', 'loader.mjs'),
@@ -19,8 +21,15 @@ const TSX_LOADER = pathToFileURL(
 
 export type Bin = 'fssconfig' | 'fssd' | 'fss';
 
+/** The source of each program, in the package that owns it. */
+export function binSource(bin: Bin): string {
+  const owner = bin === 'fssd' ? 'fssd' : 'cli-fssconfig';
+  return join(REPO_DIR, 'packages', owner, 'src', 'bin', `${bin}.ts`);
+}
+
+/** Node arguments that run a program from its TypeScript source. */
 export function binArgs(bin: Bin): string[] {
-  return ['--conditions=@fss/source', '--import', TSX_LOADER, join(PACKAGE_DIR, 'src', 'bin', `${bin}.ts`)];
+  return ['--conditions=@fss/source', '--import', TSX_LOADER, binSource(bin)];
 }
 
 export interface RunResult {
@@ -62,7 +71,7 @@ export class Sandbox {
   }
 
   get env(): NodeJS.ProcessEnv {
-    return { ...process.env, FSS_RUNDIR: this.runDir, TZ: 'UTC' };
+    return { ...process.env, FSS_RUNDIR: this.runDir, FSS_FSSD: binSource('fssd'), TZ: 'UTC' };
   }
 
   path(name: string): string {

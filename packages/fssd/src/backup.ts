@@ -3,7 +3,7 @@
  * refused request changes nothing (SPEC §6.3):
  *
  *  1. plan (no side effects): what the path is, and whether it may be used. A regular file or
- *     a device that shares storage (@fss/backing-rawdev's identity: the same file or device,
+ *     a device that shares storage (@fss/blockdev-linux's storage identity: the same file or device,
  *     a partition of it, a loop device over it) with a configured unit's store or with an
  *     origin is EBUSY: NetBSD's fssconfig would truncate the live store first and fail after;
  *     we refuse before touching it.
@@ -33,6 +33,7 @@ import { constants as fsConstants, type Stats } from 'node:fs';
 import { lstat, open, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileSystemBlockSize } from '@fss/backing-file';
+import { type StorageIdentity, storageIdentity } from '@fss/blockdev-linux';
 import {
   AssertionError,
   assert,
@@ -44,7 +45,6 @@ import {
   toFssError,
 } from '@fss/core';
 import type { Backends } from './backends';
-import { identityOf, type StorageIdentity } from './origins';
 
 export type BackupPlan =
   | { kind: 'file'; path: string; exists: false }
@@ -76,7 +76,7 @@ export async function planBackup(path: string, users: BackupUsers): Promise<Back
     info = target;
   }
   if (info.isDirectory()) return { kind: 'temp', dir: path };
-  const identity = await identityOf(path);
+  const identity = await storageIdentity(path);
   if (users.isOrigin(identity)) {
     throw new FssError(
       'EBUSY',
@@ -252,7 +252,7 @@ async function openTemporary(dir: string, sizeBytes: number, backends: Backends)
 /** Records the store's identity, then unlinks it when asked; on failure nothing is left. */
 async function finishOpen(opened: OpenedBackup, unlinkPath: boolean): Promise<OpenedBackup> {
   try {
-    opened.identity = await identityOf(opened.path);
+    opened.identity = await storageIdentity(opened.path);
     if (unlinkPath) {
       await unlink(opened.path).catch((error: unknown) => {
         throw toFssError(error, { syscall: 'unlink', path: opened.path });

@@ -15,22 +15,18 @@
  * file and socket may be another daemon's). The log file stays: it is the record of what
  * happened.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, type FSWatcher, watch } from 'node:fs';
 import { chmod, lstat, mkdir, readdir, realpath, rm, writeFile } from 'node:fs/promises';
+import type { DaemonStatus } from '@fss/control';
+import { checkSocketPath, type RunPaths, runPaths, UNIT_COUNT_DEFAULT, UNIT_COUNT_MAX } from '@fss/control';
 import { FssError, Mutex, toFssError } from '@fss/core';
-import { UNIT_COUNT_DEFAULT, UNIT_COUNT_MAX } from '../names';
-import type { DaemonStatus } from '../protocol/messages';
-import { checkSocketPath, type RunPaths, runPaths } from '../rundir';
 import { type Backends, linuxBackends } from './backends';
-import { ControlServer } from './control';
+import { ControlServer } from './control-server';
 import { type Exporter, nbdExporter } from './exports';
 import { lockRunDir, type RunDirLock } from './lock';
 import { createLog, type Log } from './log';
 import { OriginTable } from './origins';
 import { UnitTable } from './units';
-
-/** How often FSS_UNCONFIG_ON_CLOSE units and implicit origins are checked for NBD clients. */
-const SWEEP_INTERVAL_MS = 1000;
 
 export interface FssdOptions {
   runDir: string;
@@ -53,7 +49,7 @@ export class Fssd {
   private control: ControlServer | undefined;
   private units: UnitTable | undefined;
   private origins: OriginTable | undefined;
-  private sweeper: NodeJS.Timeout | undefined;
+  private runDirWatcher: FSWatcher | undefined;
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
 
@@ -107,14 +103,15 @@ export class Fssd {
 
   /** Builds the tables and the control server (nothing listens yet). */
   private serve(paths: RunPaths): void {
-    // One state change at a time (configure, unconfigure, origin add/remove, the close-time
-    // sweeper), as NetBSD serialises snapshot creation (fss_creating); it also makes the
+    // One state change at a time (configure, unconfigure, origin add/remove, releases on the
+    // last close), as NetBSD serialises snapshot creation (fss_creating); it also makes the
     // "is this backup in use?" checks race-free.
     const mutex = new Mutex();
     const exporter = this.options.exporter ?? nbdExporter(this.log);
     const backends = this.options.backends ?? linuxBackends;
     const origins = new OriginTable({
       paths,
+      mutex,
       backends,
       exporter,
       log: this.log,
@@ -140,18 +137,22 @@ export class Fssd {
     });
   }
 
-  /** Once a second: FSS_UNCONFIG_ON_CLOSE units and implicit origins, and a vanished run dir. */
+  /**
+   * Notices the control socket disappearing (someone removed the run directory): nobody can
+   * reach this daemon any more. An inotify watch on the run directory, no polling.
+   */
   private watchRunDir(): void {
     const { paths } = this;
-    this.sweeper = setInterval(() => {
-      if (!existsSync(paths.control) && this.stopping === undefined) {
-        this.log(`control socket ${paths.control} is gone; nobody can reach this daemon`);
-        this.options.onUnreachable?.();
-        return;
-      }
-      this.units?.sweep().catch((error: unknown) => this.log(`sweep: ${String(error)}`));
-    }, SWEEP_INTERVAL_MS);
-    this.sweeper.unref();
+    const check = (): void => {
+      if (existsSync(paths.control) || this.stopping !== undefined) return;
+      this.log(`control socket ${paths.control} is gone; nobody can reach this daemon`);
+      this.runDirWatcher?.close();
+      this.runDirWatcher = undefined;
+      this.options.onUnreachable?.();
+    };
+    const watcher = watch(paths.dir, { persistent: false }, check);
+    watcher.on('error', check);
+    this.runDirWatcher = watcher;
   }
 
   /**
@@ -190,7 +191,7 @@ export class Fssd {
 
   private async release(): Promise<void> {
     this.log('stopping: releasing every unit and origin');
-    if (this.sweeper !== undefined) clearInterval(this.sweeper);
+    this.runDirWatcher?.close();
     await this.control?.close();
     await this.units?.clearAll();
     for (const entry of this.origins?.entries ?? []) await this.origins?.release(entry);

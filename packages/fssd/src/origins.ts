@@ -3,7 +3,7 @@
  * wrapped in the engine's copy-on-write Origin, and exported read-write at
  * `origin/NAME.sock` (SPEC §1, §4, §5).
  *
- * Identity: @fss/backing-rawdev's storageIdentity of the path (the image file's dev/ino, a
+ * Identity: @fss/blockdev-linux's storageIdentity of the path (the image file's dev/ino, a
  * block device's number plus its disk's when it is a partition and the image's when it is a
  * loop device). An origin is found again by an equal identity, so `/srv/a.img`, `./a.img` and
  * a symlink to it are one origin and can never be claimed twice; whether something else would
@@ -16,15 +16,15 @@
  *
  * Lifetime: an origin added with `fss origin add` (explicit) stays until `fss origin rm`;
  * one added by FSSIOCSET (implicit) is released when it has no unit left and no client on its
- * export (the daemon's sweeper retries while clients are connected). Callers hold the
- * daemon's mutex for every method that changes the table.
+ * export: when its last unit goes, or when its export's last client leaves (an event from the
+ * export). Callers hold the daemon's mutex for every method that changes the table; the
+ * export's event takes it itself.
  */
 import { stat } from 'node:fs/promises';
-import { identitiesOverlap, storageIdentity } from '@fss/backing-rawdev';
-import { assert, FssError, Origin, toFssError } from '@fss/core';
-import { defaultOriginName, isOriginName } from '../names';
-import type { OriginInfo } from '../protocol/messages';
-import { checkSocketPath, type RunPaths } from '../rundir';
+import { identitiesOverlap, type StorageIdentity, sameIdentity, storageIdentity } from '@fss/blockdev-linux';
+import type { OriginInfo } from '@fss/control';
+import { checkSocketPath, defaultOriginName, isOriginName, type RunPaths } from '@fss/control';
+import { assert, FssError, type Mutex, Origin, toFssError } from '@fss/core';
 import type { Backends } from './backends';
 import type { Export, Exporter } from './exports';
 import type { Log } from './log';
@@ -50,6 +50,8 @@ export interface OriginCandidate {
 
 export interface OriginTableOptions {
   paths: RunPaths;
+  /** The daemon's mutex: a release triggered by an export event takes it. */
+  mutex: Mutex;
   backends: Backends;
   exporter: Exporter;
   log: Log;
@@ -81,11 +83,11 @@ export class OriginTable {
 
   /** The origin whose file or device `path` names, if we hold it. */
   async find(path: string): Promise<OriginEntry | undefined> {
-    const identity = await identityOf(path);
+    const identity = await storageIdentity(path);
     return this.entries.find((entry) => sameIdentity(entry.identity, identity));
   }
 
-  /** True when `identity` (see identityOf) shares storage with one of our origins. */
+  /** True when `identity` (a storageIdentity) shares storage with one of our origins. */
   holds(identity: StorageIdentity): boolean {
     return this.entries.some((entry) => identitiesOverlap(entry.identity, identity));
   }
@@ -107,7 +109,7 @@ export class OriginTable {
         path,
       });
     }
-    const identity = await identityOf(path);
+    const identity = await storageIdentity(path);
     const existing = this.entries.find((entry) => sameIdentity(entry.identity, identity));
     if (existing === undefined) {
       const unit = this.options.storeUser(identity);
@@ -145,18 +147,23 @@ export class OriginTable {
     checkSocketPath(socketPath);
     const device = await this.backends.openOrigin(path);
     const engine = new Origin(device, { name, logger: this.log });
+    let entry: OriginEntry | undefined;
     let served: Export;
     try {
       served = await this.exporter(socketPath, engine, {
         name,
         readOnly: false,
         description: `fss origin ${name} (${path}), copy-on-write`,
+        // Its last NBD client gone: an implicit origin without units is released.
+        onClientsChanged: (clients) => {
+          if (clients === 0 && entry !== undefined) this.releaseWhenIdle(entry);
+        },
       });
     } catch (error) {
       await engine.close().catch(() => undefined);
       throw error;
     }
-    const entry: OriginEntry = {
+    entry = {
       name,
       path,
       identity: candidate.identity,
@@ -215,6 +222,13 @@ export class OriginTable {
     return true;
   }
 
+  /** releaseIfUnused under the daemon's mutex, for events outside any request. */
+  private releaseWhenIdle(entry: OriginEntry): void {
+    this.options.mutex
+      .run(() => this.releaseIfUnused(entry))
+      .catch((error: unknown) => this.log(`origin ${entry.name}: ${String(error)}`));
+  }
+
   info(entry: OriginEntry): OriginInfo {
     return {
       name: entry.name,
@@ -251,19 +265,4 @@ export class OriginTable {
       { syscall: 'open', path },
     );
   }
-}
-
-/** The storage a path is: see @fss/backing-rawdev's storageIdentity. */
-export type StorageIdentity = ReadonlySet<string>;
-
-/** What `path` resolves to (following symlinks); fails as stat does when it is not there. */
-export async function identityOf(path: string): Promise<StorageIdentity> {
-  return storageIdentity(path).catch((error: unknown) => {
-    throw toFssError(error, { syscall: 'stat', path });
-  });
-}
-
-/** The same storage, not just overlapping (a partition is not its disk). */
-export function sameIdentity(a: StorageIdentity, b: StorageIdentity): boolean {
-  return a.size === b.size && [...a].every((token) => b.has(token));
 }

@@ -7,11 +7,11 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
+import { FssClient } from '@fss/control';
 import { FSS_UNCONFIG_ON_CLOSE, FSSIOCGET, FSSIOCSET, isFssError } from '@fss/core';
+import { binArgs, isAlive, Sandbox, waitFor } from '@fss/test-utils';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FssClient } from '../src/client/client';
-import { Fssd } from '../src/daemon/fssd';
-import { binArgs, isAlive, Sandbox, waitFor } from './helpers';
+import { Fssd } from '../src/fssd';
 
 const MiB = 1024 * 1024;
 let sandbox: Sandbox;
@@ -113,24 +113,6 @@ describe('fssd', () => {
     expect(second.stderr).toContain(`fssd: another fssd is running for ${sandbox.runDir}`);
   });
 
-  it('a client says why a daemon it started could not start, and exits 1', async () => {
-    const tooLong = sandbox.path('r'.repeat(120));
-    const result = await sandbox.run('fssconfig', ['-l'], { env: { ...sandbox.env, FSS_RUNDIR: tooLong } });
-    expect(result.status).toBe(1);
-    expect(result.stdout).toBe('');
-    expect(result.stderr).toBe(
-      'fssconfig: fssd: fssd exited (status 1) before it was ready: fssd: cannot start: ENAMETOOLONG: ' +
-        `socket path longer than 107 bytes, bind '${tooLong}/fssd.sock'\n`,
-    );
-    const notADirectory = await sandbox.run('fss', ['status'], {
-      env: { ...sandbox.env, FSS_RUNDIR: sandbox.path('image') },
-    });
-    expect(notADirectory).toMatchObject({ status: 1, stdout: '' });
-    expect(notADirectory.stderr).toContain(
-      `fss: fssd: cannot reach fssd at ${sandbox.path('image')}/fssd.sock: Not a directory`,
-    );
-  });
-
   it('answers the ioctls with NetBSD 1.63 errnos', async () => {
     const client = await connect();
     const errno = (promise: Promise<unknown>) =>
@@ -200,7 +182,7 @@ describe('fssd', () => {
     );
     const watcher = await connect();
     holder.close();
-    await new Promise((resolve) => setTimeout(resolve, 2500)); // two sweeps
+    await new Promise((resolve) => setTimeout(resolve, 500)); // the control close has been handled
     expect((await watcher.status()).units[4]).toMatchObject({ state: 'active', exportClients: 1 });
     nbdClient.destroy();
     const stateAfter = async (predicate: () => Promise<boolean>) => {
@@ -351,5 +333,23 @@ describe('fssd', () => {
         [],
       );
     }
+  });
+
+  it('stops by itself, releasing everything, when its run directory is removed', async () => {
+    const daemon = spawnDaemon();
+    const client = await connectWhenReady();
+    await client.set('fss0', {
+      fss_mount: sandbox.path('image'),
+      fss_bstore: sandbox.path('b0'),
+      fss_csize: 0,
+      fss_flags: 0,
+    });
+    client.close();
+    rmSync(sandbox.runDir, { recursive: true, force: true });
+    expect(await daemon.exited).toEqual({ status: 0, signal: null });
+    // The claim went with it: the image can be claimed again.
+    const again = await connect();
+    expect(await again.originAdd(sandbox.path('image'))).toMatchObject({ name: 'image' });
+    again.close();
   });
 });

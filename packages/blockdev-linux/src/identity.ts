@@ -1,6 +1,9 @@
 /**
- * Which storage a path really is, so a store on the origin itself (or on a partition of it,
- * or on a loop device over the origin's image) is refused before anything is opened.
+ * Storage identity: which storage a path really is, so that fss can tell when two names are
+ * the same bytes. fssd uses it to find an origin again by any of its names, to refuse a
+ * backup on an origin or an origin that is a unit's store, and backing-rawdev to refuse a
+ * store on its own origin (a partition of it, a loop device over its image), all before
+ * anything is opened.
  *
  * A path's identity is a set of tokens; two paths overlap when their sets intersect:
  *
@@ -10,13 +13,21 @@
  *                     token only: two partitions of one disk do not overlap each other
  *   image file        "file:DEV:INO"
  *
- * Writing the store would then overwrite the origin's data (or the reverse), which a snapshot
- * can never survive: that is EINVAL, not a runtime failure.
+ * Writing one of two overlapping paths changes the other's bytes behind fss's back, which a
+ * snapshot can never survive: callers refuse that up front, not at run time.
  */
 import { readFile, realpath } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { loopBackingFile, statx } from '@fss/blockdev-linux';
+import { loopBackingFile } from './claim';
+import { statx } from './statx';
 
+/** The storage a path is: a set of tokens (see above). */
+export type StorageIdentity = ReadonlySet<string>;
+
+/**
+ * What `path` is (following symlinks); fails as statx does (an errno-shaped FssError with
+ * syscall `statx`) when it is not there.
+ */
 export async function storageIdentity(path: string): Promise<Set<string>> {
   const found = statx(path);
   const tokens = new Set<string>();
@@ -60,12 +71,17 @@ export async function sameStorage(a: string, b: string): Promise<boolean> {
 }
 
 /** True when two identities (from storageIdentity) share storage. */
-export function identitiesOverlap(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
+export function identitiesOverlap(a: StorageIdentity, b: StorageIdentity): boolean {
   return overlaps(a, b) || overlaps(b, a);
 }
 
+/** The same storage, not just overlapping (a partition is not its disk). */
+export function sameIdentity(a: StorageIdentity, b: StorageIdentity): boolean {
+  return a.size === b.size && [...a].every((token) => b.has(token));
+}
+
 /** A shared token, or `a` is a partition of the whole disk `b`. */
-function overlaps(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
+function overlaps(a: StorageIdentity, b: StorageIdentity): boolean {
   for (const token of a) {
     if (!token.startsWith('disk:')) {
       if (b.has(token)) return true;

@@ -8,14 +8,16 @@
  * directory lock lets one win, the others exit with EXIT_ALREADY_RUNNING, and their clients
  * simply keep waiting for the winner's socket.
  *
- * Which program to run: next to this module, `fssd.js` in a build (the bins are siblings of
- * the library in dist/), or `../bin/fssd.ts` when running from sources, with the same Node
- * flags (`--import tsx`, conditions) this process was started with.
+ * Which program to run (the first that applies): the caller's `daemonCommand`; `$FSS_FSSD`,
+ * the path of an fssd program (a `.ts` source runs with this process's Node flags, so tests
+ * and development work from sources; `.js`/`.mjs`/`.cjs` runs with this Node; anything else
+ * is executed); an `fssd` beside the running program (npm puts bins of one prefix together);
+ * `fssd` on PATH. @fss/control does not depend on @fss/fssd (a client installs no daemon and
+ * no native code), so when none is found the error says to install it.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { accessSync, constants as fsConstants } from 'node:fs';
+import { delimiter, dirname, join } from 'node:path';
 import { FssError } from '@fss/core';
 
 /** fssd's exit status when another daemon already serves the run directory. */
@@ -26,13 +28,37 @@ export interface DaemonCommand {
   args: string[];
 }
 
-export function defaultDaemonCommand(): DaemonCommand {
-  const here = fileURLToPath(import.meta.url);
-  const source = join(dirname(here), '..', 'bin', 'fssd.ts');
-  if (here.endsWith('.ts') && existsSync(source)) {
-    return { command: process.execPath, args: [...process.execArgv, source] };
+/** How to run the fssd program at `path`. */
+export function daemonCommandFor(path: string): DaemonCommand {
+  if (path.endsWith('.ts')) return { command: process.execPath, args: [...process.execArgv, path] };
+  if (/\.[cm]?js$/.test(path)) return { command: process.execPath, args: [path] };
+  return { command: path, args: [] };
+}
+
+/** The fssd to start on demand (see the file comment), or ENOENT saying how to get one. */
+export function defaultDaemonCommand(env: NodeJS.ProcessEnv = process.env): DaemonCommand {
+  const configured = env['FSS_FSSD'];
+  if (configured !== undefined && configured !== '') return daemonCommandFor(configured);
+  const beside = process.argv[1] === undefined ? [] : [dirname(process.argv[1])];
+  const onPath = (env['PATH'] ?? '').split(delimiter).filter((dir) => dir !== '');
+  for (const dir of [...beside, ...onPath]) {
+    const candidate = join(dir, 'fssd');
+    if (isExecutable(candidate)) return daemonCommandFor(candidate);
   }
-  return { command: process.execPath, args: [join(dirname(here), 'fssd.js')] };
+  throw new FssError(
+    'ENOENT',
+    'cannot find the fssd program: install @fss/fssd (npm i -g @fss/fssd), put fssd on PATH, or set FSS_FSSD',
+    { syscall: 'spawn' },
+  );
+}
+
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, fsConstants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export interface StartOptions {

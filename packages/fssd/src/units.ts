@@ -17,10 +17,14 @@
  *
  * "Open": a control connection that issues an ioctl on a unit has it open until it closes,
  * like a descriptor on /dev/fssN; NBD clients of the unit's export have it open too. With
- * FSS_UNCONFIG_ON_CLOSE the unit is unconfigured when the last of them closes.
+ * FSS_UNCONFIG_ON_CLOSE the unit is unconfigured when the last of them closes: on the
+ * control connection's close, and on the export's client count dropping to 0 (events, no
+ * polling).
  */
 
-import { identitiesOverlap } from '@fss/backing-rawdev';
+import { identitiesOverlap, type StorageIdentity, storageIdentity } from '@fss/blockdev-linux';
+import type { RunPaths, SetResult, UnitStatus } from '@fss/control';
+import { unitName } from '@fss/control';
 import type { Mutex } from '@fss/core';
 import {
   assert,
@@ -32,9 +36,6 @@ import {
   type Snapshot,
   toFssError,
 } from '@fss/core';
-import { unitName } from '../names';
-import type { SetResult, UnitStatus } from '../protocol/messages';
-import type { RunPaths } from '../rundir';
 import type { Backends } from './backends';
 import {
   type BackupPlan,
@@ -48,7 +49,7 @@ import {
 } from './backup';
 import type { Export, Exporter } from './exports';
 import type { Log } from './log';
-import { identityOf, type OriginEntry, type OriginTable, type StorageIdentity } from './origins';
+import type { OriginEntry, OriginTable } from './origins';
 
 type UnitState = 'idle' | 'creating' | 'active' | 'destroying';
 
@@ -140,14 +141,6 @@ export class UnitTable {
     }
   }
 
-  /** FSS_UNCONFIG_ON_CLOSE units nobody has open any more, and idle implicit origins. */
-  async sweep(): Promise<void> {
-    for (const unit of this.units) await this.unconfigureIfUnused(unit);
-    await this.options.mutex.run(async () => {
-      for (const origin of this.options.origins.entries) await this.options.origins.releaseIfUnused(origin);
-    });
-  }
-
   /** Unconfigures every unit (shutdown). */
   async clearAll(): Promise<void> {
     // Let a configure in progress finish first, so its unit is cleared below, not leaked.
@@ -205,7 +198,7 @@ export class UnitTable {
       throw new FssError('EINVAL', 'fss_bstore must be an absolute path', { syscall: 'FSSIOCSET' });
     }
     const existing = await origins.find(set.fss_mount).catch(() => undefined);
-    const mountIdentity = await identityOf(set.fss_mount).catch(() => undefined);
+    const mountIdentity = await storageIdentity(set.fss_mount).catch(() => undefined);
     const plan = await planBackup(set.fss_bstore, {
       unitUsing: (identity) => this.unitUsing(identity),
       // The origin may not be claimed yet: its own path counts too.
@@ -277,6 +270,11 @@ export class UnitTable {
         name,
         readOnly: true,
         description: `fss snapshot ${name} of ${origin.path}`,
+        // Its last NBD client gone: an FSS_UNCONFIG_ON_CLOSE unit nobody else holds goes.
+        onClientsChanged: (clients) => {
+          if (clients > 0 || unit.snapshot !== snapshot) return;
+          this.unconfigureIfUnused(unit).catch((error: unknown) => log(`${name}: ${String(error)}`));
+        },
       });
       assert(unit.state === 'creating', 'nothing else changes a creating unit');
       Object.assign(unit, {

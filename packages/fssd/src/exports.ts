@@ -14,17 +14,26 @@ export interface Export {
   close(): Promise<void>;
 }
 
-export type Exporter = (
-  socketPath: string,
-  device: BlockDevice,
-  options: { name: string; readOnly: boolean; description: string },
-) => Promise<Export>;
+export interface ExportOptions {
+  name: string;
+  readOnly: boolean;
+  description: string;
+  /**
+   * Called with the number of clients whenever one connects or leaves (after its requests in
+   * flight were answered): the daemon unconfigures FSS_UNCONFIG_ON_CLOSE units and releases
+   * idle implicit origins when it drops to 0, instead of polling.
+   */
+  onClientsChanged?: (clients: number) => void;
+}
+
+export type Exporter = (socketPath: string, device: BlockDevice, options: ExportOptions) => Promise<Export>;
 
 export function nbdExporter(log: Log): Exporter {
   return async (socketPath, device, options) => {
     const server = new NbdServer({
       exports: [{ name: options.name, device, readOnly: options.readOnly, description: options.description }],
       log: (message) => log(`${options.name}: nbd: ${message}`),
+      onConnectionCountChange: options.onClientsChanged,
     });
     await server.listen({ path: socketPath, socketMode: 0o600 });
     return {

@@ -12,20 +12,20 @@
  */
 import { chmod } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import type { Mutex } from '@fss/core';
-import { AssertionError, FssError, toFssError } from '@fss/core';
-import { parseUnitName } from '../names';
-import { LineSplitter } from '../protocol/lines';
 import {
   type ControlRequest,
   type DaemonStatus,
   type IoctlRequest,
+  LineSplitter,
+  parseUnitName,
   REQUEST_BYTES_MAX,
   type RequestId,
   requestIdOf,
   toWireError,
   validateRequest,
-} from '../protocol/messages';
+} from '@fss/control';
+import type { Mutex } from '@fss/core';
+import { AssertionError, FssError, toFssError } from '@fss/core';
 import type { Log } from './log';
 import type { OriginTable } from './origins';
 import type { UnitTable } from './units';

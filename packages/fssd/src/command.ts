@@ -9,11 +9,10 @@
  * everything, 1 when it cannot start, 2 on bad usage, 3 when another fssd already serves
  * the run directory.
  */
+
+import { defaultRunDir, EXIT_ALREADY_RUNNING, UNIT_COUNT_DEFAULT, UNIT_COUNT_MAX } from '@fss/control';
 import { FssError, isFssError } from '@fss/core';
-import { EXIT_ALREADY_RUNNING } from '../client/spawn';
-import { Fssd } from '../daemon/fssd';
-import { UNIT_COUNT_DEFAULT, UNIT_COUNT_MAX } from '../names';
-import { defaultRunDir } from '../rundir';
+import { Fssd } from './fssd';
 
 const USAGE = 'usage: fssd [--rundir DIR] [--units N]';
 

@@ -1,3 +1,0 @@
-import { runFssd } from '../commands/fssd';
-
-await runFssd(process.argv.slice(2));

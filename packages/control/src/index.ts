@@ -1,0 +1,50 @@
+/**
+ * @fss/control: how programs talk to fssd. The control protocol (one JSON request per line,
+ * errors as errno names and numbers), the names of units and origins, the run directory, the
+ * typed FssClient, and starting fssd on demand. No native code, no NBD, no engine: a Node
+ * program that only wants the client installs @fss/core and this.
+ */
+export {
+  type ConnectOptions,
+  FssClient,
+  fromWire,
+} from './client/client';
+export {
+  type DaemonCommand,
+  daemonCommandFor,
+  defaultDaemonCommand,
+  EXIT_ALREADY_RUNNING,
+  type StartOptions,
+  startDaemon,
+} from './client/spawn';
+export {
+  defaultOriginName,
+  isOriginName,
+  ORIGIN_NAME_BYTES_MAX,
+  parseUnitName,
+  UNIT_COUNT_DEFAULT,
+  UNIT_COUNT_MAX,
+  unitName,
+} from './names';
+export { LineSplitter } from './protocol/lines';
+export {
+  type ControlOp,
+  type ControlRequest,
+  type ControlResponse,
+  type ControlResults,
+  type DaemonStatus,
+  type IoctlRequest,
+  isIoctlOp,
+  type OpenMode,
+  type OriginInfo,
+  PATH_BYTES_MAX,
+  REQUEST_BYTES_MAX,
+  type RequestId,
+  requestIdOf,
+  type SetResult,
+  toWireError,
+  type UnitStatus,
+  validateRequest,
+  type WireError,
+} from './protocol/messages';
+export { checkSocketPath, defaultRunDir, type RunPaths, runPaths, SOCKET_PATH_BYTES_MAX } from './rundir';

@@ -1,0 +1,3 @@
+import { runFssd } from '../command';
+
+await runFssd(process.argv.slice(2));
