@@ -6,7 +6,7 @@
  */
 import { openFileBackingStore } from '@fss/backing-file';
 import { openBlockDevice } from '@fss/blockdev-linux';
-import { Origin, type Snapshot } from '@fss/core';
+import { Origin, type Snapshot } from '@fss/engine';
 import type { Sandbox } from './sandbox';
 
 export class InProcessOrigin {

@@ -10,7 +10,8 @@
  * pass of each kind first warms the JIT.
  */
 
-import type { BlockDevice, Snapshot } from '@fss/core';
+import type { BlockDevice } from '@fss/core';
+import type { Snapshot } from '@fss/engine';
 import { MiB } from '../lib/config';
 import { InProcessOrigin } from '../lib/in-process';
 import type { Row } from '../lib/measure';

@@ -19,15 +19,26 @@ const packageDirs = readdirSync(join(root, 'packages')).filter((dir) =>
 
 /** SPEC §3: what each package may depend on. */
 const ALLOWED_DEPENDENCIES: Record<string, string[]> = {
-  cache: [],
-  core: ['cache'],
+  core: [],
+  cache: ['core'],
+  engine: ['core', 'cache'],
   'backing-file': ['core'],
   'blockdev-linux': ['core'],
   'backing-rawdev': ['core', 'blockdev-linux'],
   nbd: ['core'],
   fuse: ['core', 'blockdev-linux'],
   control: ['core'],
-  fssd: ['core', 'cache', 'backing-file', 'blockdev-linux', 'backing-rawdev', 'nbd', 'control'],
+  fssd: [
+    'core',
+    'cache',
+    'engine',
+    'backing-file',
+    'blockdev-linux',
+    'backing-rawdev',
+    'nbd',
+    'control',
+    'fuse',
+  ],
   'cli-fssconfig': ['core', 'control', 'nbd'],
 };
 
@@ -74,6 +85,7 @@ it('finds the packages of the design card', () => {
     'nbd',
     'control',
     'fssd',
+    'engine',
   ]) {
     expect(packageDirs).toContain(name);
   }

@@ -5,10 +5,10 @@
  */
 import { join } from 'node:path';
 import { FileBackingStore } from '@fss/backing-file';
-import { testBackingStore } from '@fss/core/testing';
+import { testBackingStoreWithEngine } from '@fss/engine/testing';
 import { tempDir } from '@fss/test-utils';
 
-testBackingStore(
+testBackingStoreWithEngine(
   'FileBackingStore',
   async () => {
     const temp = tempDir('fss-backing-file-');
@@ -18,7 +18,7 @@ testBackingStore(
   { sparse: true, writev: true },
 );
 
-testBackingStore(
+testBackingStoreWithEngine(
   'FileBackingStore with unlinkOnOpen',
   async () => {
     const temp = tempDir('fss-backing-file-');

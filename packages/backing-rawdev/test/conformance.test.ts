@@ -6,7 +6,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { testBackingStore } from '@fss/core/testing';
+import { testBackingStoreWithEngine } from '@fss/engine/testing';
 import { createLoop, isRoot, ROOT_REASON } from '@fss/test-utils';
 import { describe, expect, it } from 'vitest';
 import { openRawDeviceBackingStore } from '../src';
@@ -16,7 +16,7 @@ const DEVICE_BYTES = 6 * 1024 ** 3;
 
 describe.skipIf(!isRoot)(`raw loop devices (${ROOT_REASON})`, () => {
   for (const sectorSize of [512, 4096]) {
-    testBackingStore(
+    testBackingStoreWithEngine(
       `RawDeviceBackingStore, ${sectorSize}-byte sectors`,
       async () => {
         const loop = createLoop(DEVICE_BYTES, sectorSize);

@@ -12,7 +12,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { openBlockDevice } from '@fss/blockdev-linux';
-import { Origin, SeededRandom } from '@fss/core';
+import { SeededRandom } from '@fss/core';
+import { Origin } from '@fss/engine';
 import { createLoop, isRoot, ROOT_REASON } from '@fss/test-utils';
 import { describe, expect, it } from 'vitest';
 import { openRawDeviceBackingStore } from '../src';

@@ -42,13 +42,9 @@
  * `onWriteBackError` is called once so the owner can invalidate the snapshot.
  */
 
-export type SlotState = 'free' | 'busy' | 'valid' | 'writing';
+import { assert, type CopiedBitmap } from '@fss/core';
 
-/** The copied bitmap, as far as the cache needs it. */
-export interface CopiedSet {
-  has(cluster: number): boolean;
-  add(cluster: number): void;
-}
+export type SlotState = 'free' | 'busy' | 'valid' | 'writing';
 
 /** A cluster handed to write-back: its number and the slot memory holding its old data. */
 export interface DirtyCluster {
@@ -61,8 +57,8 @@ export interface ClusterCacheOptions {
   slotCount: number;
   /** Bytes per slot: the cluster size. */
   slotBytes: number;
-  /** The copied bitmap; the cache sets bits as slots become VALID. */
-  copied: CopiedSet;
+  /** The snapshot's copied bitmap (@fss/core); the cache sets bits as slots become VALID. */
+  copied: CopiedBitmap;
   /** Reads a cluster's current contents into `target` (slotBytes long). */
   load(cluster: number, target: Uint8Array): Promise<void>;
   /**
@@ -327,8 +323,4 @@ function newClaim(cluster: number): Claim {
   // A claim nobody awaits (its writers were released by abandon) must not crash the process.
   promise.catch(() => undefined);
   return { cluster, promise, resolve, reject };
-}
-
-function assert(condition: unknown, message: string): asserts condition {
-  if (!condition) throw new Error(`@fss/cache assertion failed: ${message}`);
 }

@@ -2,7 +2,6 @@ export {
   type CacheStats,
   ClusterCache,
   type ClusterCacheOptions,
-  type CopiedSet,
   type DirtyCluster,
   type SlotState,
 } from './cluster-cache';

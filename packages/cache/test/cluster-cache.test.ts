@@ -1,11 +1,24 @@
+import { AssertionError, CopiedBitmap } from '@fss/core';
 import { describe, expect, it } from 'vitest';
 import { ClusterCache, type ClusterCacheOptions, type DirtyCluster } from '../src/index';
+
+const CLUSTERS = 64;
+
+/** The clusters whose bit is set, in order. */
+function setBits(bitmap: CopiedBitmap): number[] {
+  const found: number[] = [];
+  for (let cluster = bitmap.nextSet(0, CLUSTERS); cluster !== -1; ) {
+    found.push(cluster);
+    cluster = cluster + 1 < CLUSTERS ? bitmap.nextSet(cluster + 1, CLUSTERS) : -1;
+  }
+  return found;
+}
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
 /** A cache over a fake origin (cluster n holds bytes n) with controllable write-back. */
 function harness(overrides: Partial<ClusterCacheOptions> = {}) {
-  const copied = new Set<number>();
+  const copied = new CopiedBitmap(CLUSTERS);
   const loads: number[] = [];
   const batches: number[][] = [];
   const stored = new Map<number, number>();
@@ -60,9 +73,9 @@ describe('ClusterCache', () => {
     await Promise.all(clusters.map((cluster) => h.cache.preserve(cluster)));
     await h.cache.drain();
     expect(h.loads.sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
-    expect([...h.copied].sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(setBits(h.copied)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
     expect(h.cache.preserve(1)).toBeUndefined(); // copied: nothing to wait for
-    for (const cluster of h.copied) expect(h.stored.get(cluster)).toBe(cluster);
+    for (const cluster of setBits(h.copied)) expect(h.stored.get(cluster)).toBe(cluster);
   });
 
   it('allocates its slots once: memory is bounded by slotCount x slotBytes', async () => {
@@ -147,5 +160,12 @@ describe('ClusterCache', () => {
     expect(h.cache.isAbandoned).toBe(true);
     expect(h.cache.preserve(99)).toBeUndefined();
     expect(h.cache.lookup(0)).toBeUndefined();
+  });
+});
+
+describe('assertions', () => {
+  it("are @fss/core's AssertionError, which the daemon reports as a programmer error", () => {
+    expect(() => harness({ slotCount: 0 })).toThrowError(AssertionError);
+    expect(() => harness({ slotBytes: 1.5 })).toThrowError(/slotBytes must be a positive integer/);
   });
 });

@@ -22,6 +22,12 @@ export interface BlockDevice {
   /** True when every write fails with EROFS. */
   readonly readOnly: boolean;
   /**
+   * The request size this device serves best, when it has one (a snapshot: its cluster size,
+   * since reading part of a cluster costs as much as all of it). Exports advertise it as the
+   * preferred block size instead of guessing from the device's class.
+   */
+  readonly preferredIoSize?: number;
+  /**
    * Reads into `target` from byte `offset` and returns the bytes read. A request crossing
    * the end is truncated; a start exactly at the end reads 0 bytes; a start beyond the end is
    * EINVAL.

@@ -1,13 +1,14 @@
 export { AssertionError, assert } from './assert';
 export * from './bitmap';
 export * from './device';
-export * from './engine/index';
 export * from './errno';
 export * from './errors';
 export * from './faults';
 export * from './format';
 export * from './geometry';
+export { IndirectTable } from './indirect-table';
 export * from './ioctl';
 export * from './memory';
+export { Mutex } from './mutex';
 export { SeededRandom } from './random';
 export * from './range';

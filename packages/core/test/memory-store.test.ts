@@ -1,6 +1,7 @@
 /**
  * MemoryBackingStore runs the shared conformance suite, as every store does, declared sparse
- * and, in a second run, with a capacity so the ENOSPC cases run too.
+ * and, in a second run, with a capacity so the ENOSPC cases run too. (The engine-level case
+ * on this store runs in @fss/engine's tests: core does not depend on the engine.)
  */
 import { MemoryBackingStore } from '@fss/core';
 import { testBackingStore } from '@fss/core/testing';

@@ -33,9 +33,9 @@ import {
   FssError,
   type FssGet,
   type FssSet,
-  type Snapshot,
   toFssError,
 } from '@fss/core';
+import type { Snapshot } from '@fss/engine';
 import type { Backends } from './backends';
 import {
   type BackupPlan,

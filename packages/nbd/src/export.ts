@@ -12,7 +12,7 @@
  *                      there is no per-connection cache, and FLUSH flushes the whole device,
  *                      so a flush on one connection covers writes replied on every other
  */
-import { assert, type BlockDevice, isPowerOfTwo, Snapshot } from '@fss/core';
+import { assert, type BlockDevice, isPowerOfTwo } from '@fss/core';
 import { Limits, TransmissionFlag } from './protocol';
 
 export interface NbdExportOptions {
@@ -25,8 +25,8 @@ export interface NbdExportOptions {
   /** Serve a writable device read-only. */
   readOnly?: boolean;
   /**
-   * Preferred block size (power of two ≥ the sector size). Default: a Snapshot's cluster size
-   * (reads of whole clusters cost the same as parts), else 4096.
+   * Preferred block size (power of two ≥ the sector size). Default: the device's
+   * `preferredIoSize` (a snapshot's cluster size), else 4096.
    */
   preferredBlockSize?: number;
 }
@@ -51,8 +51,7 @@ export function describeExport(options: NbdExportOptions): NbdExport {
   assert(Number.isSafeInteger(device.size) && device.size >= 0, 'device size must be a byte count');
   const minimumBlockSize = device.logicalSectorSize;
   assert(isPowerOfTwo(minimumBlockSize) && minimumBlockSize <= 65536, 'sector size must be 2^n ≤ 64 KiB');
-  const preferredDefault =
-    device instanceof Snapshot ? Math.min(device.geometry.clusterSize, Limits.PAYLOAD_BYTES_MAX) : 4096;
+  const preferredDefault = Math.min(device.preferredIoSize ?? 4096, Limits.PAYLOAD_BYTES_MAX);
   const preferredBlockSize = Math.max(options.preferredBlockSize ?? preferredDefault, minimumBlockSize, 512);
   assert(isPowerOfTwo(preferredBlockSize), 'preferred block size must be a power of two');
   assert(preferredBlockSize <= Limits.PAYLOAD_BYTES_MAX, 'preferred block size must be ≤ 32 MiB');

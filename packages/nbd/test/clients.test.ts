@@ -15,10 +15,11 @@
  */
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MemoryBackingStore, MemoryBlockDevice, Origin, type Snapshot } from '@fss/core';
+import { type LinuxBlockDevice, openBlockDevice } from '@fss/blockdev-linux';
+import { MemoryBackingStore, MemoryBlockDevice } from '@fss/core';
+import { Origin, type Snapshot } from '@fss/engine';
 import { pattern, tempDir } from '@fss/test-utils';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { FileBlockDevice } from '../src/dev/file-device';
 import { NbdServer } from '../src/server';
 import { type RunningServer, run, startServer } from './helpers';
 
@@ -35,7 +36,7 @@ interface EngineExports {
   imagePath: string;
   /** A copy of the image taken at snapshot time. */
   copyPath: string;
-  file: FileBlockDevice;
+  file: LinuxBlockDevice;
   origin: Origin;
   snapshot: Snapshot;
   originServer: RunningServer;
@@ -51,7 +52,7 @@ async function startEngineExports(): Promise<EngineExports> {
   const imagePath = join(dir.path, `image${serial}.img`);
   const copyPath = join(dir.path, `image${serial}.copy`);
   writeFileSync(imagePath, pattern(IMAGE_BYTES, serial));
-  const file = await FileBlockDevice.open(imagePath);
+  const file = await openBlockDevice(imagePath, { exclusive: false });
   const origin = new Origin(file, { name: `image${serial}`, logger: () => {} });
   const snapshot = await origin.createSnapshot(new MemoryBackingStore(), { name: 'fss0' });
   copyFileSync(imagePath, copyPath);

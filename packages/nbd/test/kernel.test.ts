@@ -22,10 +22,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MemoryBackingStore, Origin } from '@fss/core';
+import { type LinuxBlockDevice, openBlockDevice } from '@fss/blockdev-linux';
+import { MemoryBackingStore } from '@fss/core';
+import { Origin } from '@fss/engine';
 import { tempDir } from '@fss/test-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FileBlockDevice } from '../src/dev/file-device';
 import { run, startServer } from './helpers';
 
 const MiB = 1024 * 1024;
@@ -129,14 +130,14 @@ function sha256(bytes: Uint8Array): string {
 describe.skipIf(!isRoot || !hasTools)('kernel-visible path (needs root, /dev/fuse and loop devices)', () => {
   let dir: ReturnType<typeof tempDir>;
   let imagePath: string;
-  let file: FileBlockDevice;
+  let file: LinuxBlockDevice;
   let origin: Origin;
   beforeAll(async () => {
     dir = tempDir('fss-nbd-kernel-');
     imagePath = join(dir.path, 'origin.img');
     writeFileSync(imagePath, Buffer.alloc(0));
     await run('truncate', ['-s', `${128 * MiB}`, imagePath]);
-    file = await FileBlockDevice.open(imagePath);
+    file = await openBlockDevice(imagePath, { exclusive: false });
     origin = new Origin(file, { name: 'origin', logger: () => {} });
   });
   afterAll(async () => {

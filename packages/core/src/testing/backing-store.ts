@@ -20,7 +20,6 @@ import type { BackingStore } from '@fss/core';
 import { FssError, isPowerOfTwo } from '@fss/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { assertSameBytes, concatBytes, isAllZero, patternBytes } from './bytes';
-import { defineEngineTests } from './engine';
 
 /** What a factory returns: a store, optionally with a cleanup to run after it is closed. */
 export interface BackingStoreFixture {
@@ -56,7 +55,10 @@ export interface BackingStoreCapabilities {
    * true: the store must have `writev`; false: it must not. Default: use it when present.
    */
   writev?: boolean;
-  /** Run the engine-level case (a snapshot kept on this store). Default true. */
+  /**
+   * Run the engine-level case (a snapshot kept on this store) when the suite is registered
+   * through @fss/engine/testing's testBackingStoreWithEngine. Default true.
+   */
   engine?: boolean;
 }
 
@@ -100,7 +102,6 @@ export function testBackingStore(
     defineCapacityTests(context);
     defineLifecycleTests(context);
     defineErrorTests(context);
-    defineEngineTests(context);
     additionalTests?.(context);
   });
 }

@@ -27,23 +27,30 @@
  * writer that waited for it.
  */
 import { type CacheStats, ClusterCache, type DirtyCluster } from '@fss/cache';
-import { assert } from '../assert';
-import { CopiedBitmap } from '../bitmap';
-import { type BackingStore, type BlockDevice, writeAll } from '../device';
-import { FssError, toFssError } from '../errors';
-import { encodeHeader, HEADER_BYTES, headerFromGeometry, storeClusterOffset } from '../format';
 import {
+  assert,
+  type BackingStore,
+  type BlockDevice,
   byteToCluster,
+  CopiedBitmap,
   clusterBytes,
   clusterToByte,
   computeGeometry,
+  encodeHeader,
+  FssError,
+  type FssGet,
+  HEADER_BYTES,
   HEADER_CLUSTERS,
+  headerFromGeometry,
+  IndirectTable,
+  Mutex,
+  readableLength,
   type SnapshotGeometry,
-} from '../geometry';
-import { type FssGet, timeValFromMs } from '../ioctl';
-import { readableLength } from '../range';
-import { IndirectTable } from './indirect-table';
-import { Mutex } from './mutex';
+  storeClusterOffset,
+  timeValFromMs,
+  toFssError,
+  writeAll,
+} from '@fss/core';
 
 export type Logger = (line: string) => void;
 
@@ -151,6 +158,11 @@ export class Snapshot implements BlockDevice {
 
   get logicalSectorSize(): number {
     return this.host.device.logicalSectorSize;
+  }
+
+  /** A cluster: reading part of one costs as much as reading all of it. */
+  get preferredIoSize(): number {
+    return this.geometry.clusterSize;
   }
 
   /** True while the snapshot serves reads (ACTIVE). */

@@ -12,17 +12,17 @@
  * - A failed write of a dirty table cluster is a backing-store write failure: it is
  *   reported to `onWriteError` (which invalidates the snapshot) and rethrown.
  */
-import { assert } from '../assert';
-import { CopiedBitmap } from '../bitmap';
-import type { BackingStore } from '../device';
+import { assert } from './assert';
+import { CopiedBitmap } from './bitmap';
+import type { BackingStore } from './device';
 import {
   readTableEntry,
   storeClusterOffset,
   tableLocation,
   tableStoreCluster,
   writeTableEntry,
-} from '../format';
-import type { SnapshotGeometry } from '../geometry';
+} from './format';
+import type { SnapshotGeometry } from './geometry';
 import { Mutex } from './mutex';
 
 export class IndirectTable {

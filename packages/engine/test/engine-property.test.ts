@@ -23,8 +23,7 @@
  *
  * The seed is printed; re-run one with FSS_PROPERTY_SEED=<seed> (and FSS_PROPERTY_RUNS=<n>).
  */
-import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+
 import {
   type BackingStore,
   FaultyBackingStore,
@@ -32,9 +31,10 @@ import {
   isFssError,
   MemoryBackingStore,
   MemoryBlockDevice,
-  Origin,
-  type Snapshot,
-} from '../src/index';
+} from '@fss/core';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { Origin, type Snapshot } from '../src/index';
 
 const RUNS = Number(process.env.FSS_PROPERTY_RUNS ?? 200);
 const SEED =

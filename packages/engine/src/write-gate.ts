@@ -7,7 +7,7 @@
  * closes it to new writes, waits for the ones in flight to finish and returns a `resume`
  * function. Suspensions are serialised, so two snapshots taken at once get distinct moments.
  */
-import { assert } from '../assert';
+import { assert } from '@fss/core';
 
 export class WriteGate {
   private inFlight = 0;

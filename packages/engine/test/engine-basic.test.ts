@@ -1,5 +1,13 @@
+import {
+  decodeHeader,
+  FaultyBackingStore,
+  FaultyBlockDevice,
+  FssError,
+  MemoryBackingStore,
+  MemoryBlockDevice,
+} from '@fss/core';
 import { describe, expect, it } from 'vitest';
-import { FssError, MemoryBackingStore, MemoryBlockDevice, Origin } from '../src/index';
+import { Origin } from '../src/index';
 
 /** Waits (at most 5 s) for background work such as write-back to make `condition` true. */
 async function until(condition: () => boolean | Promise<boolean>): Promise<void> {
@@ -197,7 +205,6 @@ describe('engine: the write gate', () => {
   });
 
   it('fails an origin write with the origin read error when the copy cannot be read', async () => {
-    const { FaultyBlockDevice } = await import('../src/index');
     const memory = new MemoryBlockDevice(65536 * 2);
     const device = new FaultyBlockDevice(memory);
     const origin = new Origin(device);
@@ -215,7 +222,6 @@ describe('engine: the write gate', () => {
 
 describe('engine: the store header', () => {
   it('records the geometry and time when taken, and the invalid state and reason after a failure', async () => {
-    const { decodeHeader, FaultyBackingStore } = await import('../src/index');
     const memory = new MemoryBackingStore({ blockSize: 4096 });
     const store = new FaultyBackingStore(memory);
     const origin = new Origin(new MemoryBlockDevice(1 << 20), {

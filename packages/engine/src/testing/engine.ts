@@ -7,15 +7,37 @@
  * back in batches, reads overlaid from it). The workload writes far more clusters than the
  * cache has slots, so saved clusters must travel through the store and back.
  */
-import type { BackingStore } from '@fss/core';
-import { MemoryBlockDevice, Origin } from '@fss/core';
+import { type BackingStore, MemoryBlockDevice } from '@fss/core';
+import {
+  assertSameBytes,
+  type BackingStoreCapabilities,
+  type BackingStoreFactory,
+  type BackingStoreTestContext,
+  patternBytes,
+  testBackingStore,
+} from '@fss/core/testing';
+import { Origin } from '@fss/engine';
 import { expect, it } from 'vitest';
-import type { BackingStoreTestContext } from './backing-store';
-import { assertSameBytes, patternBytes } from './bytes';
 
 /** 4 MiB and a partial last cluster: the size is no multiple of any cluster size. */
 const DEVICE_BYTES = 4 * 1024 * 1024 + 3584;
 const CLUSTER_BYTES = 16 * 1024;
+
+/**
+ * The BackingStore conformance suite of @fss/core/testing plus the engine-level case, for
+ * stores the engine will use: what every backend's conformance test calls.
+ */
+export function testBackingStoreWithEngine(
+  name: string,
+  factory: BackingStoreFactory,
+  capabilities: BackingStoreCapabilities = {},
+  additionalTests?: (context: BackingStoreTestContext) => void,
+): void {
+  testBackingStore(name, factory, capabilities, (context) => {
+    defineEngineTests(context);
+    additionalTests?.(context);
+  });
+}
 
 export function defineEngineTests(context: BackingStoreTestContext): void {
   it.skipIf(context.capabilities.engine === false)(

@@ -10,9 +10,7 @@
  * the snapshot becomes active, writes resume. Its backing store is prepared (header written)
  * before that, so the suspension is short.
  */
-import type { BackingStore, BlockDevice } from '../device';
-import { FssError } from '../errors';
-import { checkWriteRange } from '../range';
+import { type BackingStore, type BlockDevice, checkWriteRange, FssError } from '@fss/core';
 import { type Logger, Snapshot, type SnapshotHost, type SnapshotOptions } from './snapshot';
 import { WriteGate } from './write-gate';
 

@@ -1,0 +1,16 @@
+/**
+ * @fss/engine: fss's copy-on-write engine. An `Origin` owns a device's write path; each
+ * `Snapshot` taken of it preserves the point-in-time contents of the device on its backing
+ * store. Built on @fss/core's vocabulary (geometry, bitmap, indirect table, store format,
+ * interfaces, errors) and @fss/cache's cluster cache.
+ */
+export { Origin, type OriginOptions } from './origin';
+export {
+  type Logger,
+  Snapshot,
+  type SnapshotHost,
+  type SnapshotOptions,
+  type SnapshotState,
+  type SnapshotStats,
+} from './snapshot';
+export { WriteGate } from './write-gate';
