@@ -74,6 +74,8 @@ export interface FssdOptions {
   /** Extra Node flags, e.g. `--max-semi-space-size=16`. */
   nodeFlags?: readonly string[];
   env?: NodeJS.ProcessEnv;
+  /** A file for the daemon's stdout (it prints nothing there itself; Node's --trace-gc does). */
+  stdoutPath?: string | undefined;
 }
 
 /** Starts fssd for `runDir` and resolves once its control socket accepts connections. */
@@ -97,6 +99,7 @@ export function startFssd(cleanup: Cleanup, options: FssdOptions): Promise<Serve
     socketPath: controlSocketPath(options.runDir),
     env: { ...(options.env ?? process.env), FSS_RUNDIR: options.runDir },
     graceMs: 20_000,
+    ...(options.stdoutPath === undefined ? {} : { stdoutPath: options.stdoutPath }),
   });
 }
 

@@ -25,13 +25,23 @@ export class InProcessOrigin {
     );
   }
 
-  /** Takes a snapshot onto a fresh store file `name`; close it with closeSnapshot. */
-  async snapshot(name: string, clusterBytes = 0): Promise<Snapshot> {
+  /**
+   * Takes a snapshot onto a fresh store file `name`; close it with closeSnapshot.
+   * `clusterBytes` 0 is the default size; `cacheSlotsMin` raises fss's 32/8/4 slots.
+   */
+  async snapshot(
+    name: string,
+    options: { clusterBytes?: number; cacheSlotsMin?: number } = {},
+  ): Promise<Snapshot> {
     const storePath = this.sandbox.path(`${name}.store`);
     this.sandbox.forget(storePath);
     const store = await openFileBackingStore(storePath, { create: 'new' });
     this.sandbox.track(storePath);
-    return this.origin.createSnapshot(store, { name, clusterSize: clusterBytes });
+    return this.origin.createSnapshot(store, {
+      name,
+      clusterSize: options.clusterBytes ?? 0,
+      ...(options.cacheSlotsMin === undefined ? {} : { cacheSlotsMin: options.cacheSlotsMin }),
+    });
   }
 
   /** Closes the snapshot (and its store) and removes the store file. */

@@ -41,10 +41,22 @@ export class FssdSession {
   static async start(
     cleanup: Cleanup,
     sandbox: Sandbox,
-    options: { name: string; cpuProfileDir?: string | undefined },
+    options: {
+      name: string;
+      cpuProfileDir?: string | undefined;
+      nodeFlags?: readonly string[];
+      env?: NodeJS.ProcessEnv;
+      stdoutPath?: string;
+    },
   ): Promise<FssdSession> {
     const runDir = sandbox.path(`${options.name}-run`);
-    const server = await startFssd(cleanup, { runDir, cpuProfileDir: options.cpuProfileDir });
+    const server = await startFssd(cleanup, {
+      runDir,
+      cpuProfileDir: options.cpuProfileDir,
+      nodeFlags: options.nodeFlags ?? [],
+      env: options.env ?? process.env,
+      stdoutPath: options.stdoutPath,
+    });
     const control = await FssControl.connect(runDir);
     cleanup.defer(`close fssd control connection ${runDir}`, () => control.close());
     return new FssdSession(runDir, server, control, sandbox);
@@ -91,7 +103,7 @@ export class FssdSession {
   }
 
   /** VmRSS and VmHWM of the daemon, in MiB, from /proc/PID/status. */
-  memoryMiB(): { rssMiB: number; peakMiB: number } {
+  memoryMiB(): ProcessMemory {
     return readProcessMemoryMiB(this.pid);
   }
 
@@ -101,12 +113,23 @@ export class FssdSession {
   }
 }
 
-export function readProcessMemoryMiB(pid: number): { rssMiB: number; peakMiB: number } {
+export interface ProcessMemory {
+  /** VmRSS: resident now. */
+  rssMiB: number;
+  /** VmHWM: the most ever resident. */
+  peakMiB: number;
+  /** RssAnon: heap, stacks, malloc arenas (where a daemon's growth shows). */
+  anonMiB: number;
+  /** RssFile: mapped files (node, libraries). */
+  fileMiB: number;
+}
+
+export function readProcessMemoryMiB(pid: number): ProcessMemory {
   const status = readFileSync(join('/proc', String(pid), 'status'), 'utf8');
   const kib = (field: string): number => {
     const match = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(status);
     if (match === null) throw new Error(`/proc/${pid}/status has no ${field}`);
     return (Number(match[1]) * 1024) / MiB;
   };
-  return { rssMiB: kib('VmRSS'), peakMiB: kib('VmHWM') };
+  return { rssMiB: kib('VmRSS'), peakMiB: kib('VmHWM'), anonMiB: kib('RssAnon'), fileMiB: kib('RssFile') };
 }

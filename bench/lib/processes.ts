@@ -5,7 +5,7 @@
  * SIGKILL if it has not exited within a few seconds.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, openSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import type { Cleanup } from './cleanup';
 
@@ -95,12 +95,16 @@ export async function startServer(
     socketPath: string;
     env?: NodeJS.ProcessEnv;
     graceMs?: number;
+    /** Where the server's stdout goes (default: nowhere), e.g. Node's --trace-gc lines. */
+    stdoutPath?: string;
   },
 ): Promise<Server> {
+  const stdoutFd = options.stdoutPath === undefined ? undefined : openSync(options.stdoutPath, 'a');
   const child = spawn(options.command, options.args, {
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', stdoutFd ?? 'ignore', 'pipe'],
     env: options.env ?? process.env,
   });
+  if (stdoutFd !== undefined) closeSync(stdoutFd); // the child has its own copy
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (text: string) => {
     stderr = (stderr + text).slice(-4096);

@@ -178,6 +178,8 @@ export function describeMachine(medium: string, scratchDir: string, repoDir: str
     },
     medium,
     scratchDir,
-    commit: firstLine('git', ['-C', repoDir, 'describe', '--always', '--dirty']),
+    // FSS_BENCH_COMMIT names what was measured when the tree is not a git checkout (an export).
+    commit:
+      process.env['FSS_BENCH_COMMIT'] ?? firstLine('git', ['-C', repoDir, 'describe', '--always', '--dirty']),
   };
 }

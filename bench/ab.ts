@@ -1,0 +1,222 @@
+/**
+ * A/B experiments behind docs/performance.md (not part of `pnpm bench`): each runs fss in two
+ * or more configurations side by side, interleaved exactly like every bench figure
+ * (lib/measure.ts), so their ratio to each other means something on a noisy machine.
+ *
+ *   node --conditions=@fss/source --import tsx bench/ab.ts threadpool
+ *       two fssd daemons on copies of the image, one with Node's default 4 libuv threads
+ *       (what fssd runs with today) and one with UV_THREADPOOL_SIZE=16 (nbdkit's default
+ *       thread count, and what fss-nbd's built binary sets), plus qemu-nbd: sequential
+ *       writes, first-touch writes, whole-export reads, 4 KiB random writes.
+ *   node --conditions=@fss/source --import tsx bench/ab.ts slots
+ *       in-process first-touch writes with fss's 8 cache slots for 64 KiB clusters against
+ *       32 and 128 (SnapshotOptions.cacheSlotsMin), and fio on the device for scale.
+ *
+ * Sizes and rounds come from the bench's environment (lib/config.ts).
+ */
+import { Cleanup } from './lib/cleanup';
+import { KiB, MiB, readConfig } from './lib/config';
+import { InProcessOrigin } from './lib/in-process';
+import type { Contender, Row } from './lib/measure';
+import { FssdSession, type OursOrigin } from './lib/ours';
+import { startQemuNbd } from './lib/peers';
+import { formatTable } from './lib/report';
+import { Sandbox } from './lib/sandbox';
+import { nbdcopyRead, runFio, transfer } from './lib/workloads';
+import { makeContext } from './scenarios/context';
+
+type Context = ReturnType<typeof makeContext>;
+
+async function threadPool(ctx: Context): Promise<Row[]> {
+  const { config, cleanup, sandbox } = ctx;
+  const daemons: { label: string; fss: FssdSession; origin: OursOrigin }[] = [];
+  for (const threads of [4, 16]) {
+    const image = await sandbox.makeImage(`uv${threads}.img`, config.imageBytes, 1);
+    const fss = await FssdSession.start(cleanup, sandbox, {
+      name: `uv${threads}`,
+      env: { ...process.env, UV_THREADPOOL_SIZE: String(threads) },
+    });
+    daemons.push({ label: `UV ${threads}`, fss, origin: await fss.addOrigin(image.path, 'bench') });
+  }
+  const qemu = await startQemuNbd(
+    cleanup,
+    (await sandbox.makeImage('qemu.img', config.imageBytes, 1)).path,
+    sandbox.dir,
+  );
+  const write = async (socketPath: string) =>
+    (
+      await runFio({
+        target: { kind: 'nbd', socketPath },
+        rw: 'write',
+        blockBytes: MiB,
+        queueDepth: 16,
+        sizeBytes: config.writeBytes,
+      })
+    ).mibPerSecond;
+  const random = async (socketPath: string) =>
+    (
+      await runFio({
+        target: { kind: 'nbd', socketPath },
+        rw: 'randwrite',
+        blockBytes: 4 * KiB,
+        queueDepth: 16,
+        sizeBytes: config.imageBytes,
+        seconds: config.fioSeconds,
+      })
+    ).iops;
+  const read = (socketPath: string) => nbdcopyRead(socketPath, config.imageBytes, 4);
+  for (const daemon of daemons) {
+    await read(daemon.origin.socketPath); // warm-up
+    await write(daemon.origin.socketPath);
+  }
+  const workloads: {
+    name: string;
+    unit: 'MiB/s' | 'IOPS';
+    run: (daemon: (typeof daemons)[number] | undefined) => Promise<number>;
+  }[] = [
+    {
+      name: 'seq write 1 MiB QD16, no snapshot',
+      unit: 'MiB/s',
+      run: (d) => write(d?.origin.socketPath ?? qemu.socketPath),
+    },
+    {
+      name: 'seq write 1 MiB QD16, first touch',
+      unit: 'MiB/s',
+      run: async (d) => {
+        if (d === undefined) return write(qemu.socketPath);
+        const unit = await d.fss.configure(0, d.origin);
+        try {
+          return await write(d.origin.socketPath);
+        } finally {
+          await d.fss.unconfigure(unit);
+        }
+      },
+    },
+    {
+      name: 'nbdcopy read, 4 connections',
+      unit: 'MiB/s',
+      run: (d) => read(d?.origin.socketPath ?? qemu.socketPath),
+    },
+    {
+      name: 'rand write 4 KiB QD16',
+      unit: 'IOPS',
+      run: (d) => random(d?.origin.socketPath ?? qemu.socketPath),
+    },
+  ];
+  const rows: Row[] = [];
+  for (const workload of workloads) {
+    const contenders: Contender[] = [
+      { label: 'qemu-nbd', run: () => workload.run(undefined) },
+      ...daemons.map((daemon) => ({ label: daemon.label, run: () => workload.run(daemon) })),
+    ];
+    rows.push(
+      ...(await ctx.compare({
+        group: 'threadpool',
+        unit: workload.unit,
+        better: 'higher',
+        contenders,
+        rows: [
+          { name: `${workload.name}: UV 16 vs UV 4`, subject: 'UV 16', against: ['UV 4'], target: null },
+          {
+            name: `${workload.name}: UV 4 vs qemu-nbd`,
+            subject: 'UV 4',
+            against: ['qemu-nbd'],
+            target: null,
+          },
+          {
+            name: `${workload.name}: UV 16 vs qemu-nbd`,
+            subject: 'UV 16',
+            against: ['qemu-nbd'],
+            target: null,
+          },
+        ],
+      })),
+    );
+  }
+  return rows;
+}
+
+async function cacheSlots(ctx: Context): Promise<Row[]> {
+  const { config, sandbox } = ctx;
+  const image = await sandbox.makeImage('slots.img', config.imageBytes, 1);
+  const reference = await sandbox.makeImage('device.img', config.imageBytes, 1);
+  const engine = await InProcessOrigin.open(image.path, sandbox);
+  try {
+    const job = {
+      direction: 'write' as const,
+      lengthBytes: config.writeBytes,
+      requestBytes: MiB,
+      queueDepth: 16,
+    };
+    const firstTouch = (cacheSlotsMin: number | undefined) => async () => {
+      const snapshot = await engine.snapshot('slots', cacheSlotsMin === undefined ? {} : { cacheSlotsMin });
+      try {
+        return await transfer(engine.origin, job);
+      } finally {
+        await engine.closeSnapshot(snapshot, 'slots');
+      }
+    };
+    await firstTouch(undefined)(); // warm-up
+    return await ctx.compare({
+      group: 'cache slots',
+      unit: 'MiB/s',
+      better: 'higher',
+      contenders: [
+        {
+          label: 'fio on the device',
+          run: async () =>
+            (
+              await runFio({
+                target: { kind: 'device', path: reference.path },
+                rw: 'write',
+                blockBytes: MiB,
+                queueDepth: 16,
+                sizeBytes: config.writeBytes,
+              })
+            ).mibPerSecond,
+        },
+        { label: '8 slots', run: firstTouch(undefined) },
+        { label: '32 slots', run: firstTouch(32) },
+        { label: '128 slots', run: firstTouch(128) },
+      ],
+      rows: [
+        {
+          name: 'first touch, 8 slots (default) vs fio',
+          subject: '8 slots',
+          against: ['fio on the device'],
+          target: null,
+        },
+        { name: 'first touch, 32 slots vs 8', subject: '32 slots', against: ['8 slots'], target: null },
+        { name: 'first touch, 128 slots vs 8', subject: '128 slots', against: ['8 slots'], target: null },
+      ],
+    });
+  } finally {
+    await engine.close();
+  }
+}
+
+const EXPERIMENTS: Record<string, (ctx: Context) => Promise<Row[]>> = {
+  threadpool: threadPool,
+  slots: cacheSlots,
+};
+
+async function main(): Promise<void> {
+  const name = process.argv[2] ?? '';
+  const experiment = EXPERIMENTS[name];
+  if (experiment === undefined) throw new Error(`usage: bench/ab.ts ${Object.keys(EXPERIMENTS).join('|')}`);
+  const config = readConfig(process.env);
+  const cleanup = new Cleanup();
+  process.once('SIGINT', () => void cleanup.runAll().then(() => process.exit(130)));
+  try {
+    const sandbox = await Sandbox.create(config, cleanup);
+    const ctx = makeContext({ config, cleanup, sandbox, log: (line) => process.stderr.write(`${line}\n`) });
+    console.log(formatTable(await experiment(ctx)));
+  } finally {
+    await cleanup.runAll();
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`ab: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exitCode = 1;
+});
