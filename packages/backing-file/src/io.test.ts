@@ -1,11 +1,12 @@
 /**
- * The complete-transfer loops against a file that transfers only a few bytes per call (as
- * the kernel may), and that reports end-of-file or no progress.
+ * The FileHandle adapters of core's complete-transfer loops, against a file that transfers
+ * only a few bytes per call (as the kernel may), and that reports end-of-file or no progress.
+ * (The loops themselves, dropWritten and the IOV_MAX split are tested in core.)
  */
 import { FssError, SeededRandom } from '@fss/core';
 import { pattern } from '@fss/test-utils';
 import { describe, expect, it } from 'vitest';
-import { dropWritten, type PositionalFile, preadFully, pwriteFully, pwritevFully } from './io';
+import { type PositionalFile, preadFully, pwriteFully, pwritevFully } from './io';
 
 /** An in-memory file whose every call moves 1..maxChunk bytes, chosen by a seeded PRNG. */
 class DribblingFile implements PositionalFile {
@@ -39,7 +40,7 @@ class DribblingFile implements PositionalFile {
     return { bytesWritten: count };
   }
 
-  async writev(buffers: Uint8Array[], position: number) {
+  async writev(buffers: readonly Uint8Array[], position: number) {
     const joined = Buffer.concat(buffers);
     const count = this.chunk(joined.length);
     this.bytes.set(joined.subarray(0, count), position);
@@ -76,6 +77,16 @@ describe('complete transfers over short ones', () => {
     expect(target.subarray(20).every((byte) => byte === 0)).toBe(true);
   });
 
+  it('completes many concurrent requests on one file, each with its own bytes', async () => {
+    const file = new DribblingFile(1 << 16, 4096, 11);
+    const sources = Array.from({ length: 50 }, (_, index) => pattern(1000, 20 + index));
+    await Promise.all(sources.map((source, index) => pwriteFully(file, source, index * 1000)));
+    const target = new Uint8Array(50 * 1000);
+    await preadFully(file, target, 0);
+    expect(Buffer.compare(target, Buffer.concat(sources))).toBe(0);
+    expect(file.calls).toBeGreaterThanOrEqual(51);
+  });
+
   it('fails with EIO, naming the path, when a write makes no progress', async () => {
     const stuck: PositionalFile = {
       read: async () => ({ bytesRead: 0 }),
@@ -89,36 +100,5 @@ describe('complete transfers over short ones', () => {
       code: 'EIO',
       syscall: 'pwritev',
     });
-  });
-});
-
-describe('dropWritten', () => {
-  const a = Uint8Array.of(1, 2, 3);
-  const b = Uint8Array.of(4, 5);
-  const c = Uint8Array.of(6, 7, 8, 9);
-
-  it('drops whole buffers and cuts the partly written one to its tail', () => {
-    expect(dropWritten([a, b, c], 0).map((x) => [...x])).toEqual([
-      [1, 2, 3],
-      [4, 5],
-      [6, 7, 8, 9],
-    ]);
-    expect(dropWritten([a, b, c], 3).map((x) => [...x])).toEqual([
-      [4, 5],
-      [6, 7, 8, 9],
-    ]);
-    expect(dropWritten([a, b, c], 4).map((x) => [...x])).toEqual([[5], [6, 7, 8, 9]]);
-    expect(dropWritten([a, b, c], 8).map((x) => [...x])).toEqual([[9]]);
-    expect(dropWritten([a, b, c], 9)).toEqual([]);
-  });
-
-  it('returns views, not copies', () => {
-    const [tail] = dropWritten([c], 1);
-    expect(tail!.buffer).toBe(c.buffer);
-    expect(tail!.byteOffset).toBe(c.byteOffset + 1);
-  });
-
-  it('asserts on more bytes written than asked', () => {
-    expect(() => dropWritten([a], 4)).toThrow(/4 bytes written of 3/);
   });
 });

@@ -1,18 +1,27 @@
 /**
- * Positioned I/O that always completes: pread, pwrite and pwritev repeated until the whole
- * request is transferred.
+ * Positioned I/O that always completes, on a FileHandle: pread, pwrite and pwritev repeated
+ * until the whole request is transferred.
  *
- * The kernel may transfer less than asked (a signal arrives, a request exceeds the
- * 0x7ffff000-byte cap per call, a pipe of buffers is longer than IOV_MAX), and Node passes
- * that through. A store that ignored it would leave the end of a cluster unwritten or unread.
- * So every call loops; a read that reaches the end of the file zero-fills the rest (the file
- * is sparse, and a hole past its end reads as zeroes); a write that makes no progress is EIO
- * rather than an endless loop.
+ * The loops are @fss/core's (readFully, writeFully, writevFully: the one implementation
+ * fss has, shared with blockdev-linux; see positioned-io.ts there for why a short transfer
+ * must be continued). This file only adapts a FileHandle to them, and adds the backing
+ * store's one rule of its own: a read that reaches the end of the file zero-fills the rest
+ * (the file is sparse, and a hole past its end reads as zeroes).
  *
- * The functions take the three FileHandle methods they use, so tests can drive them with a
- * file that transfers a few bytes at a time.
+ * The adapters are made once per FileHandle and kept in a WeakMap, so a request allocates
+ * nothing of ours beyond the loop itself. The functions take the three FileHandle methods
+ * they use (PositionalFile), so tests can drive them with a file that transfers a few bytes
+ * at a time.
  */
-import { assert, FssError } from '@fss/core';
+import {
+  assert,
+  type ReadAt,
+  readFully,
+  type WriteAt,
+  type WritevAt,
+  writeFully,
+  writevFully,
+} from '@fss/core';
 
 /** The part of node:fs/promises FileHandle used here. */
 export interface PositionalFile {
@@ -23,85 +32,59 @@ export interface PositionalFile {
     length: number,
     position: number,
   ): Promise<{ bytesWritten: number }>;
-  writev(buffers: Uint8Array[], position: number): Promise<{ bytesWritten: number }>;
+  writev(buffers: readonly Uint8Array[], position: number): Promise<{ bytesWritten: number }>;
 }
 
-/** The most bytes handed to one call; larger requests are split (Node refuses over 2 GiB). */
-export const IO_BYTES_MAX = 1024 * 1024 * 1024;
+/** The core loop's primitives on one file. */
+interface Primitives {
+  readonly readAt: ReadAt;
+  readonly writeAt: WriteAt;
+  readonly writevAt: WritevAt;
+}
+
+const primitivesOfFile = new WeakMap<PositionalFile, Primitives>();
+
+const bytesRead = (result: { bytesRead: number }): number => result.bytesRead;
+const bytesWritten = (result: { bytesWritten: number }): number => result.bytesWritten;
+
+function primitivesOf(file: PositionalFile): Primitives {
+  let primitives = primitivesOfFile.get(file);
+  if (primitives === undefined) {
+    primitives = {
+      readAt: (buffer, offset, length, position) =>
+        file.read(buffer, offset, length, position).then(bytesRead),
+      writeAt: (buffer, offset, length, position) =>
+        file.write(buffer, offset, length, position).then(bytesWritten),
+      writevAt: (buffers, position) => file.writev(buffers, position).then(bytesWritten),
+    };
+    primitivesOfFile.set(file, primitives);
+  }
+  return primitives;
+}
 
 /** Fills all of `target` from `offset`; bytes past the end of the file read as zeroes. */
 export async function preadFully(file: PositionalFile, target: Uint8Array, offset: number): Promise<void> {
-  let done = 0;
-  while (done < target.length) {
-    const wanted = Math.min(target.length - done, IO_BYTES_MAX);
-    const { bytesRead } = await file.read(target, done, wanted, offset + done);
-    assert(bytesRead >= 0 && bytesRead <= wanted, `pread returned ${bytesRead} of ${wanted} bytes`);
-    if (bytesRead === 0) {
-      target.fill(0, done); // end of file: the sparse tail reads as zeroes
-      return;
-    }
-    done += bytesRead;
-  }
-  assert(done === target.length, 'pread loop overran its target');
+  const done = await readFully(primitivesOf(file).readAt, target, offset);
+  assert(done <= target.length, 'pread loop overran its target');
+  if (done < target.length) target.fill(0, done); // end of file: the sparse tail reads as zeroes
 }
 
-/** Writes all of `source` at `offset`. */
-export async function pwriteFully(
+/** Writes all of `source` at `offset`; a write that makes no progress is EIO naming `path`. */
+export function pwriteFully(
   file: PositionalFile,
   source: Uint8Array,
   offset: number,
   path?: string,
 ): Promise<void> {
-  let done = 0;
-  while (done < source.length) {
-    const wanted = Math.min(source.length - done, IO_BYTES_MAX);
-    const { bytesWritten } = await file.write(source, done, wanted, offset + done);
-    assert(bytesWritten >= 0 && bytesWritten <= wanted, `pwrite returned ${bytesWritten} of ${wanted}`);
-    if (bytesWritten === 0) throw noProgress('pwrite', offset + done, path);
-    done += bytesWritten;
-  }
-  assert(done === source.length, 'pwrite loop overran its source');
+  return writeFully(primitivesOf(file).writeAt, source, offset, path);
 }
 
 /** Writes `sources` back to back from `offset`, resuming a short write where it stopped. */
-export async function pwritevFully(
+export function pwritevFully(
   file: PositionalFile,
   sources: readonly Uint8Array[],
   offset: number,
   path?: string,
 ): Promise<void> {
-  let pending = sources.filter((source) => source.length > 0);
-  let position = offset;
-  while (pending.length > 0) {
-    const { bytesWritten } = await file.writev(pending, position);
-    if (bytesWritten === 0) throw noProgress('pwritev', position, path);
-    position += bytesWritten;
-    pending = dropWritten(pending, bytesWritten);
-  }
-  const total = sources.reduce((sum, source) => sum + source.length, 0);
-  assert(position === offset + total, 'pwritev loop wrote a different length than asked');
-}
-
-/**
- * The buffers still to write once the first `written` bytes of `buffers` are out: whole
- * buffers dropped, a partly written one cut to its unwritten tail (a view, not a copy).
- */
-export function dropWritten(buffers: readonly Uint8Array[], written: number): Uint8Array[] {
-  const total = buffers.reduce((sum, buffer) => sum + buffer.length, 0);
-  assert(Number.isSafeInteger(written) && written >= 0, `written must be a byte count, not ${written}`);
-  assert(written <= total, `${written} bytes written of ${total} asked`);
-  let skip = written;
-  let index = 0;
-  while (index < buffers.length && skip >= buffers[index]!.length) {
-    skip -= buffers[index]!.length;
-    index += 1;
-  }
-  const rest = buffers.slice(index);
-  if (skip > 0) rest[0] = rest[0]!.subarray(skip);
-  return rest;
-}
-
-/** A call that transferred nothing: report it instead of looping forever. */
-function noProgress(syscall: string, position: number, path: string | undefined): FssError {
-  return new FssError('EIO', `${syscall} at ${position} transferred nothing`, { syscall, path });
+  return writevFully(primitivesOf(file).writevAt, sources, offset, path);
 }

@@ -22,6 +22,11 @@
  * Every write holds a lock on its aligned extent (range-lock.ts) so two writes sharing a
  * sector cannot undo each other's read-modify-write.
  *
+ * Complete transfers. Every pread/pwrite/pwritev goes through @fss/core's readFully,
+ * writeFully and writevFully, the loops that continue a short transfer (the same ones the
+ * file backing store uses), over three syscall primitives made once per device. Writing
+ * zeroes where BLKZEROOUT or fallocate is refused is core's writeZeroesByWriting.
+ *
  * Buffered fallback. Where O_DIRECT is refused (EINVAL at open), or the filesystem does not
  * report a direct-I/O alignment (tmpfs: its O_DIRECT is the page cache anyway), or an image's
  * size is not a multiple of its sector size (the last sector could not be written without
@@ -48,8 +53,16 @@ import {
   checkWriteRange,
   FssError,
   isPowerOfTwo,
+  type ReadAt,
   readableLength,
+  readFully,
   toFssError,
+  type WriteAt,
+  type WritevAt,
+  writeFully,
+  writevFully,
+  writeZeroesByWriting,
+  type ZeroWritable,
 } from '@fss/core';
 import { alignedBuffer, BufferPool, isAddressAligned } from './aligned';
 import { busyDeviceError, lockImage, refuseLoopBacked } from './claim';
@@ -115,8 +128,6 @@ export interface LinuxBlockDeviceProperties {
 
 const DEFAULT_BOUNCE_BYTES = 1 << 20;
 const DEFAULT_BOUNCE_COUNT = 8;
-/** Most buffers one pwritev(2) takes. */
-const IOV_MAX = 1024;
 const FALLOC_FL_KEEP_SIZE = 0x01;
 const FALLOC_FL_PUNCH_HOLE = 0x02;
 const FALLOC_FL_ZERO_RANGE = 0x10;
@@ -307,6 +318,19 @@ export class LinuxBlockDevice implements BlockDevice {
   /** Zeroes for writeZeroes where the device cannot zero by itself; read from, never written. */
   private zeroes: Uint8Array | undefined;
   private closing: Promise<void> | undefined;
+  /**
+   * The syscalls core's complete-transfer loops call (readFully, writeFully, writevFully),
+   * made once: each reads `fd` when it runs and reports errors as FssErrors naming the syscall
+   * and the path.
+   */
+  private readonly preadAt: ReadAt;
+  private readonly pwriteAt: WriteAt;
+  private readonly pwritevAt: WritevAt;
+  /**
+   * The device as writeZeroesByWriting sees it: writes go through writeRange, not `write`, so
+   * they are part of the writeZeroes already tracked and are not refused once close began.
+   */
+  private readonly rangeWriter: ZeroWritable;
 
   constructor(properties: LinuxBlockDeviceProperties, fd: number, options: OpenBlockDeviceOptions = {}) {
     this.properties = Object.freeze({ ...properties });
@@ -324,6 +348,33 @@ export class LinuxBlockDevice implements BlockDevice {
     );
     assert(isPowerOfTwo(properties.offsetAlignment), 'offset alignment must be a power of two');
     assert(Number.isSafeInteger(this.size) && this.size >= 0, 'device size must be a safe integer');
+    const path = this.path;
+    this.preadAt = (buffer, offset, length, position) =>
+      new Promise((resolve, reject) => {
+        readCallback(this.fd, buffer, offset, length, position, (error, bytesRead) => {
+          if (error) reject(toFssError(error, { syscall: 'pread', path }));
+          else resolve(bytesRead);
+        });
+      });
+    this.pwriteAt = (buffer, offset, length, position) =>
+      new Promise((resolve, reject) => {
+        writeCallback(this.fd, buffer, offset, length, position, (error, written) => {
+          if (error) reject(toFssError(error, { syscall: 'pwrite', path }));
+          else resolve(written);
+        });
+      });
+    this.pwritevAt = (buffers, position) =>
+      new Promise((resolve, reject) => {
+        writevCallback(this.fd, buffers, position, (error, written) => {
+          if (error) reject(toFssError(error, { syscall: 'pwritev', path }));
+          else resolve(written);
+        });
+      });
+    this.rangeWriter = {
+      size: this.size,
+      path,
+      write: (source, offset) => this.writeRange(source, offset),
+    };
   }
 
   /** Offset/length alignment of requests that can skip the bounce buffer. */
@@ -382,6 +433,7 @@ export class LinuxBlockDevice implements BlockDevice {
     this.checkOpen('discard');
     if (this.readOnly) throw new FssError('EROFS', undefined, { syscall: 'discard', path: this.path });
     checkWriteRange(this.size, offset, length, this.path);
+    if (length === 0) return; // fallocate refuses an empty range with EINVAL
     if (this.properties.kind === 'file') {
       await this.track(this.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length));
       return;
@@ -466,7 +518,7 @@ export class LinuxBlockDevice implements BlockDevice {
   /** Reads all of `target` (already clipped to the device) from `offset`. */
   private async readRange(target: Uint8Array, offset: number): Promise<number> {
     if (this.canTransferDirectly(target, offset)) {
-      return preadFull(this.fd, target, offset, this.path);
+      return readFully(this.preadAt, target, offset);
     }
     // Bounce: each chunk reads the aligned extent around its piece and copies the piece out.
     let done = 0;
@@ -475,7 +527,7 @@ export class LinuxBlockDevice implements BlockDevice {
         const position = offset + done;
         const start = roundDown(position, this.alignment);
         const end = Math.min(roundUp(offset + target.length, this.alignment), start + bounce.length);
-        const got = await preadFull(this.fd, bounce.subarray(0, end - start), start, this.path);
+        const got = await readFully(this.preadAt, bounce.subarray(0, end - start), start);
         const pieceEnd = Math.min(offset + target.length, end, start + got);
         if (pieceEnd <= position) break; // end of file
         target.set(bounce.subarray(position - start, pieceEnd - start), done);
@@ -492,7 +544,7 @@ export class LinuxBlockDevice implements BlockDevice {
     const unlock = await this.writeLock.lock(lockStart, lockEnd);
     try {
       if (this.canTransferDirectly(source, offset)) {
-        await pwriteFull(this.fd, source, offset, this.path);
+        await writeFully(this.pwriteAt, source, offset, this.path);
         return;
       }
       await this.pool.with(async (bounce) => {
@@ -509,7 +561,7 @@ export class LinuxBlockDevice implements BlockDevice {
           if (pieceEnd < end && !(tail === start && position > start))
             await this.readSector(chunk, tail, start);
           chunk.set(source.subarray(done, done + (pieceEnd - position)), position - start);
-          await pwriteFull(this.fd, chunk, start, this.path);
+          await writeFully(this.pwriteAt, chunk, start, this.path);
           done += pieceEnd - position;
         }
       });
@@ -529,11 +581,8 @@ export class LinuxBlockDevice implements BlockDevice {
     }
     const unlock = await this.writeLock.lock(offset, offset + length);
     try {
-      for (let first = 0; first < buffers.length; first += IOV_MAX) {
-        const group = buffers.slice(first, first + IOV_MAX);
-        await pwritevFull(this.fd, group, position, this.path);
-        position += group.reduce((sum, buffer) => sum + buffer.length, 0);
-      }
+      // writevFully takes IOV_MAX buffers per call and resumes a short write where it stopped.
+      await writevFully(this.pwritevAt, buffers, offset, this.path);
     } finally {
       unlock();
     }
@@ -542,7 +591,7 @@ export class LinuxBlockDevice implements BlockDevice {
   /** Reads the aligned unit at `at` into `chunk` (which starts at device offset `chunkStart`). */
   private async readSector(chunk: Uint8Array, at: number, chunkStart: number): Promise<void> {
     const unit = chunk.subarray(at - chunkStart, at - chunkStart + this.alignment);
-    const got = await preadFull(this.fd, unit, at, this.path);
+    const got = await readFully(this.preadAt, unit, at);
     unit.fill(0, got); // past the end of an image file
   }
 
@@ -575,17 +624,15 @@ export class LinuxBlockDevice implements BlockDevice {
   }
 
   /**
-   * Writes zeroes from one shared, never-written zero buffer. Not from the bounce pool:
-   * writeRange may need a bounce buffer itself for an unaligned piece, and holding one here
-   * while waiting for another deadlocks once the pool is empty (8 concurrent WRITE_ZEROES).
+   * Writes zeroes by writing them (core's writeZeroesByWriting, through writeRange) from one
+   * never-written zero buffer of the device's own aligned memory, a bounce buffer long, so
+   * aligned pieces need no bounce copy. Not a buffer from the bounce pool: writeRange may need
+   * a bounce buffer itself for an unaligned piece, and holding one here while waiting for
+   * another deadlocks once the pool is empty (8 concurrent WRITE_ZEROES).
    */
-  private async writeZeroBytes(offset: number, length: number): Promise<void> {
+  private writeZeroBytes(offset: number, length: number): Promise<void> {
     this.zeroes ??= this.allocateBuffer(this.pool.bufferBytes).fill(0);
-    const zeroes = this.zeroes;
-    for (let done = 0; done < length; done += zeroes.length) {
-      const piece = Math.min(zeroes.length, length - done);
-      await this.writeRange(zeroes.subarray(0, piece), offset + done);
-    }
+    return writeZeroesByWriting(this.rangeWriter, offset, length, this.zeroes);
   }
 
   private async fallocate(mode: number, offset: number, length: number): Promise<void> {
@@ -601,67 +648,4 @@ function roundDown(value: number, unit: number): number {
 function roundUp(value: number, unit: number): number {
   const rest = value % unit;
   return rest === 0 ? value : value + unit - rest;
-}
-
-/** pread until `target` is full or end of file; returns the bytes read. */
-function preadFull(fd: number, target: Uint8Array, offset: number, path: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    let done = 0;
-    const step = () => {
-      readCallback(fd, target, done, target.length - done, offset + done, (error, bytesRead) => {
-        if (error) return reject(toFssError(error, { syscall: 'pread', path }));
-        done += bytesRead;
-        if (bytesRead === 0 || done === target.length) resolve(done);
-        else step();
-      });
-    };
-    step();
-  });
-}
-
-/** pwrite all of `source`; a write that makes no progress is EIO. */
-function pwriteFull(fd: number, source: Uint8Array, offset: number, path: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let done = 0;
-    const step = () => {
-      writeCallback(fd, source, done, source.length - done, offset + done, (error, written) => {
-        if (error) return reject(toFssError(error, { syscall: 'pwrite', path }));
-        if (written === 0)
-          return reject(new FssError('EIO', 'write made no progress', { syscall: 'pwrite', path }));
-        done += written;
-        if (done === source.length) resolve();
-        else step();
-      });
-    };
-    step();
-  });
-}
-
-/** pwritev all of `buffers`; a short write continues with the rest, one buffer at a time. */
-function pwritevFull(fd: number, buffers: Uint8Array[], offset: number, path: string): Promise<void> {
-  const total = buffers.reduce((sum, buffer) => sum + buffer.length, 0);
-  return new Promise((resolve, reject) => {
-    writevCallback(fd, buffers, offset, (error, written) => {
-      if (error) return reject(toFssError(error, { syscall: 'pwritev', path }));
-      if (written === total) return resolve();
-      // Rare (signals, a device that splits I/O): finish the remainder with plain writes.
-      let skip = written;
-      let position = offset + written;
-      const rest: Uint8Array[] = [];
-      for (const buffer of buffers) {
-        if (skip >= buffer.length) {
-          skip -= buffer.length;
-          continue;
-        }
-        rest.push(buffer.subarray(skip));
-        skip = 0;
-      }
-      (async () => {
-        for (const buffer of rest) {
-          await pwriteFull(fd, buffer, position, path);
-          position += buffer.length;
-        }
-      })().then(resolve, reject);
-    });
-  });
 }

@@ -12,7 +12,17 @@
  * exactly that memory, so the data path makes no copies of its own. `allocateBuffer`, when
  * present, returns memory the implementation can use without a bounce copy (for O_DIRECT:
  * aligned to the device's direct-I/O alignment).
+ *
+ * Optional methods are capabilities: a device or store has `discard`, `writeZeroes`,
+ * `writev` or `allocateBuffer` only when it can do that, so `x.method !== undefined` is how
+ * callers (an NBD export advertising TRIM, the write-back choosing writev) find out. A wrapper
+ * passes a capability through exactly when what it wraps has it.
+ *
+ * `writeZeroesByWriting` is the one fallback for writing zeroes without device support:
+ * devices whose zeroing ioctl or fallocate mode is refused use it for the rest.
  */
+import { assert } from './assert';
+import { checkWriteRange } from './range';
 
 export interface BlockDevice {
   /** Size in bytes; a safe integer. */
@@ -37,11 +47,21 @@ export interface BlockDevice {
   write(source: Uint8Array, offset: number): Promise<void>;
   /** Makes completed writes durable. */
   flush(): Promise<void>;
-  /** Releases the device; further calls fail with EBADF. */
+  /**
+   * Releases the device once the writes in flight have completed; further calls fail with
+   * EBADF. (A snapshot answers as an unconfigured NetBSD fss unit does instead: reads ENXIO,
+   * writes EROFS.) Closing twice is harmless.
+   */
   close(): Promise<void>;
-  /** Deallocates a range (TRIM); contents of the range are then unspecified. */
+  /**
+   * Deallocates a range (TRIM): afterwards the range reads successfully with unspecified
+   * contents, and bytes outside it are unchanged. Read-only is EROFS, past the end ENOSPC.
+   */
   discard?(offset: number, length: number): Promise<void>;
-  /** Writes zeroes over a range without sending them. */
+  /**
+   * Writes zeroes over a range, without sending them where the device can; bytes outside it
+   * are unchanged. Read-only is EROFS, past the end ENOSPC (and nothing is zeroed).
+   */
   writeZeroes?(offset: number, length: number): Promise<void>;
   /** A buffer this device can read into and write from without a bounce copy. */
   allocateBuffer?(length: number): Uint8Array;
@@ -85,4 +105,63 @@ export async function writeAll(
     await store.write(source, position);
     position += source.length;
   }
+}
+
+/** Bytes of the zero buffer `writeZeroesByWriting` writes at a time unless given its own. */
+export const ZERO_CHUNK_BYTES = 1024 * 1024;
+
+/** What `writeZeroesByWriting` needs of a device: its size, `write`, and maybe its memory. */
+export interface ZeroWritable {
+  readonly size: number;
+  /** What to call the device in errors, when it has a name. */
+  readonly path?: string;
+  write(source: Uint8Array, offset: number): Promise<void>;
+  allocateBuffer?(length: number): Uint8Array;
+}
+
+/**
+ * Writes zeroes over `[offset, offset + length)` of `device` with ordinary writes, one zero
+ * buffer at a time: the fallback of a device that cannot zero (part of) a range by itself.
+ * Checks the whole range first, so a request crossing the end is ENOSPC with nothing written.
+ *
+ * The zero buffer is bounded and reused, and only ever read from. It is `zeroChunk` when
+ * given (all zeroes; a device whose `write` is not its public one passes memory that write
+ * takes without a bounce copy), else ZERO_CHUNK_BYTES made once per device through its
+ * `allocateBuffer` (aligned for O_DIRECT), else one buffer shared by every device without it.
+ */
+export async function writeZeroesByWriting(
+  device: ZeroWritable,
+  offset: number,
+  length: number,
+  zeroChunk?: Uint8Array,
+): Promise<void> {
+  checkWriteRange(device.size, offset, length, device.path);
+  if (length === 0) return;
+  const zeroes = zeroChunk ?? zeroChunkFor(device);
+  assert(zeroes.length > 0, 'a zero chunk holds at least one byte');
+  assert(zeroes[0] === 0 && zeroes[zeroes.length - 1] === 0, 'the zero chunk holds only zeroes');
+  for (let done = 0; done < length; ) {
+    const piece = Math.min(zeroes.length, length - done);
+    await device.write(piece === zeroes.length ? zeroes : zeroes.subarray(0, piece), offset + done);
+    done += piece;
+  }
+}
+
+/** Zero chunks made through a device's allocateBuffer, one per device, freed with it. */
+const zeroChunks = new WeakMap<ZeroWritable, Uint8Array>();
+/** The zero chunk of devices without allocateBuffer; any memory will do for them. */
+let sharedZeroChunk: Uint8Array | undefined;
+
+function zeroChunkFor(device: ZeroWritable): Uint8Array {
+  if (device.allocateBuffer === undefined) {
+    sharedZeroChunk ??= new Uint8Array(ZERO_CHUNK_BYTES);
+    return sharedZeroChunk;
+  }
+  let chunk = zeroChunks.get(device);
+  if (chunk === undefined) {
+    chunk = device.allocateBuffer(ZERO_CHUNK_BYTES).fill(0);
+    assert(chunk.length === ZERO_CHUNK_BYTES, 'allocateBuffer returns the length asked');
+    zeroChunks.set(device, chunk);
+  }
+  return chunk;
 }

@@ -14,9 +14,15 @@
  *   (setImmediate): reorders concurrent operations without real time passing, so property
  *   tests explore many interleavings quickly and replay them exactly from the seed.
  * - `failNext(operation, code)`: the next call of that operation fails with `code`; for
- *   targeted tests that need one failure at one point.
+ *   targeted tests that need one failure at one point. `write` covers write, writev and
+ *   writeZeroes; `discard` is its own operation (it fails with `writeErrorRatio` too, and
+ *   counts no bytes towards `enospcAfterBytes`).
+ * The wrappers are honest about capabilities: an optional method (writev, writeZeroes,
+ * discard, allocateBuffer) exists exactly when the wrapped object has it, so a test through a
+ * wrapper takes the same code paths as production does without one.
  * A failed operation has no effect on the data: nothing is partially written. Flush and
- * close never fail (a failing close is tested where a store needs it).
+ * close never fail (a failing close is tested where a store needs it); close lets the
+ * requests in flight finish first, as real storage does.
  */
 import type { BackingStore, BlockDevice } from './device';
 import type { ErrnoCode } from './errno';
@@ -32,7 +38,7 @@ export interface FaultOptions {
   jitterTicks?: number;
 }
 
-export type FaultOperation = 'read' | 'write';
+export type FaultOperation = 'read' | 'write' | 'discard';
 
 /** The fault decisions, shared by both wrappers. */
 export class FaultInjector {
@@ -59,6 +65,12 @@ export class FaultInjector {
   async beforeRead(path?: string): Promise<void> {
     await this.delay();
     this.maybeFail('read', this.options.readErrorRatio ?? 0, path);
+  }
+
+  /** Discards fail like writes (writeErrorRatio, failNext('discard')) but count no bytes. */
+  async beforeDiscard(path?: string): Promise<void> {
+    await this.delay();
+    this.maybeFail('discard', this.options.writeErrorRatio ?? 0, path);
   }
 
   async beforeWrite(length: number, path?: string): Promise<void> {
@@ -97,14 +109,69 @@ export class FaultInjector {
   }
 }
 
+/**
+ * The requests a wrapper has in flight, so close can let them finish first. Without it a
+ * request still waiting out its injected delay would reach an inner object closed under it
+ * and fail with EBADF, which no real store or device does to a request accepted before close.
+ */
+class InFlight {
+  private readonly pending = new Set<Promise<unknown>>();
+  private closing: Promise<void> | undefined;
+
+  /**
+   * Runs `before` (the fault checks) and then `operation`, tracked until it settles. Once
+   * close has begun, `operation` runs straight after it, so the closed inner object answers
+   * (EBADF) in its own words.
+   */
+  run<T>(before: () => Promise<void>, operation: () => Promise<T>): Promise<T> {
+    if (this.closing !== undefined) return this.closing.then(operation, operation);
+    const work = before().then(operation);
+    this.pending.add(work);
+    const forget = () => this.pending.delete(work);
+    work.then(forget, forget);
+    return work;
+  }
+
+  /** Waits for the requests in flight, then runs `close`; later calls share the first close. */
+  close(close: () => Promise<void>): Promise<void> {
+    this.closing ??= Promise.allSettled([...this.pending]).then(close);
+    return this.closing;
+  }
+}
+
+const noFaults = (): Promise<void> => Promise.resolve();
+
+/**
+ * A BackingStore that fails on purpose. Capabilities are the inner store's: `writev` and
+ * `allocateBuffer` exist exactly when the inner store has them (so the engine takes the same
+ * path as in production), and `writev` faults as one write of its total length. Close waits
+ * for the requests in flight, as every real store does.
+ */
 export class FaultyBackingStore implements BackingStore {
   readonly faults: FaultInjector;
+  /** Present when the inner store has writev: the fault checks of write, then its writev. */
+  readonly writev?: (sources: readonly Uint8Array[], offset: number) => Promise<void>;
+  /** Present when the inner store has allocateBuffer: its memory, never a fault. */
+  readonly allocateBuffer?: (length: number) => Uint8Array;
+  private readonly inFlight = new InFlight();
 
   constructor(
     readonly inner: BackingStore,
     options: FaultOptions = {},
   ) {
     this.faults = new FaultInjector(options);
+    const { writev, allocateBuffer } = inner;
+    if (writev !== undefined) {
+      this.writev = (sources, offset) => {
+        let length = 0;
+        for (const source of sources) length += source.length;
+        return this.inFlight.run(
+          () => this.faults.beforeWrite(length, this.path),
+          () => writev.call(inner, sources, offset),
+        );
+      };
+    }
+    if (allocateBuffer !== undefined) this.allocateBuffer = (length) => allocateBuffer.call(inner, length);
   }
 
   get blockSize(): number {
@@ -115,33 +182,68 @@ export class FaultyBackingStore implements BackingStore {
     return this.inner.path;
   }
 
-  async read(target: Uint8Array, offset: number): Promise<void> {
-    await this.faults.beforeRead(this.path);
-    await this.inner.read(target, offset);
+  read(target: Uint8Array, offset: number): Promise<void> {
+    return this.inFlight.run(
+      () => this.faults.beforeRead(this.path),
+      () => this.inner.read(target, offset),
+    );
   }
 
-  async write(source: Uint8Array, offset: number): Promise<void> {
-    await this.faults.beforeWrite(source.length, this.path);
-    await this.inner.write(source, offset);
+  write(source: Uint8Array, offset: number): Promise<void> {
+    return this.inFlight.run(
+      () => this.faults.beforeWrite(source.length, this.path),
+      () => this.inner.write(source, offset),
+    );
   }
 
   flush(): Promise<void> {
-    return this.inner.flush();
+    return this.inFlight.run(noFaults, () => this.inner.flush());
   }
 
   close(): Promise<void> {
-    return this.inner.close();
+    return this.inFlight.close(() => this.inner.close());
   }
 }
 
+/**
+ * A BlockDevice that fails on purpose. Capabilities are the inner device's: `writeZeroes`,
+ * `discard` and `allocateBuffer` exist exactly when the inner device has them, and
+ * `preferredIoSize` is the inner one's. `writeZeroes` faults as a write of its length (the
+ * zeroes count towards `enospcAfterBytes`); `discard` as the operation `discard`, with
+ * `writeErrorRatio` and no bytes counted (it frees space). Close waits for the requests in
+ * flight, as every real device does.
+ */
 export class FaultyBlockDevice implements BlockDevice {
   readonly faults: FaultInjector;
+  /** Present when the inner device has writeZeroes: the fault checks of write, then its writeZeroes. */
+  readonly writeZeroes?: (offset: number, length: number) => Promise<void>;
+  /** Present when the inner device has discard: the discard fault checks, then its discard. */
+  readonly discard?: (offset: number, length: number) => Promise<void>;
+  /** Present when the inner device has allocateBuffer: its memory, never a fault. */
+  readonly allocateBuffer?: (length: number) => Uint8Array;
+  private readonly inFlight = new InFlight();
 
   constructor(
     readonly inner: BlockDevice,
     options: FaultOptions = {},
   ) {
     this.faults = new FaultInjector(options);
+    const { writeZeroes, discard, allocateBuffer } = inner;
+    if (writeZeroes !== undefined) {
+      this.writeZeroes = (offset, length) =>
+        this.inFlight.run(
+          () => this.faults.beforeWrite(length),
+          () => writeZeroes.call(inner, offset, length),
+        );
+    }
+    if (discard !== undefined) {
+      this.discard = (offset, length) =>
+        this.inFlight.run(
+          () => this.faults.beforeDiscard(),
+          () => discard.call(inner, offset, length),
+        );
+    }
+    if (allocateBuffer !== undefined) this.allocateBuffer = (length) => allocateBuffer.call(inner, length);
   }
 
   get size(): number {
@@ -156,21 +258,29 @@ export class FaultyBlockDevice implements BlockDevice {
     return this.inner.readOnly;
   }
 
-  async read(target: Uint8Array, offset: number): Promise<number> {
-    await this.faults.beforeRead();
-    return this.inner.read(target, offset);
+  get preferredIoSize(): number | undefined {
+    return this.inner.preferredIoSize;
   }
 
-  async write(source: Uint8Array, offset: number): Promise<void> {
-    await this.faults.beforeWrite(source.length);
-    await this.inner.write(source, offset);
+  read(target: Uint8Array, offset: number): Promise<number> {
+    return this.inFlight.run(
+      () => this.faults.beforeRead(),
+      () => this.inner.read(target, offset),
+    );
+  }
+
+  write(source: Uint8Array, offset: number): Promise<void> {
+    return this.inFlight.run(
+      () => this.faults.beforeWrite(source.length),
+      () => this.inner.write(source, offset),
+    );
   }
 
   flush(): Promise<void> {
-    return this.inner.flush();
+    return this.inFlight.run(noFaults, () => this.inner.flush());
   }
 
   close(): Promise<void> {
-    return this.inner.close();
+    return this.inFlight.close(() => this.inner.close());
   }
 }

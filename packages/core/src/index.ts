@@ -10,5 +10,6 @@ export { IndirectTable } from './indirect-table';
 export * from './ioctl';
 export * from './memory';
 export { Mutex } from './mutex';
+export * from './positioned-io';
 export { SeededRandom } from './random';
 export * from './range';

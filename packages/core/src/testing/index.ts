@@ -9,4 +9,14 @@ export {
   type BackingStoreTestContext,
   testBackingStore,
 } from './backing-store';
+export {
+  type BlockDeviceCapabilities,
+  type BlockDeviceFactory,
+  type BlockDeviceFixture,
+  type BlockDeviceTestContext,
+  DEVICE_BYTES_MIN,
+  DEVICE_SECTORS_MIN,
+  testBlockDevice,
+} from './block-device';
 export { assertSameBytes, concatBytes, firstDifference, isAllZero, patternBytes } from './bytes';
+export { expectFssError } from './errors';
