@@ -16,7 +16,7 @@
  * unit every round. The scale scenario also times the whole `fssconfig -c` command.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { createConnection, type Socket } from 'node:net';
@@ -41,6 +41,38 @@ const require = createRequire(import.meta.url);
 const TSX_LOADER = pathToFileURL(
   join(dirname(require.resolve('tsx/package.json')), 'dist', 'loader.mjs'),
 ).href;
+
+/** The built daemon (`pnpm build`), what users run. */
+const BUILT_FSSD = 'packages/fssd/dist/fssd.js';
+
+/** Newest modification time (ms) of any file under packages/NAME/src. */
+function newestSourceMs(): number {
+  let newestMs = 0;
+  const visit = (dir: string): void => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) visit(path);
+      else newestMs = Math.max(newestMs, statSync(path).mtimeMs);
+    }
+  };
+  const packagesDir = join(REPO_DIR, 'packages');
+  for (const name of readdirSync(packagesDir)) {
+    const src = join(packagesDir, name, 'src');
+    if (existsSync(src)) visit(src);
+  }
+  return newestMs;
+}
+
+/**
+ * The built fssd when it exists and is newer than every source file (so it runs the code
+ * being measured), else undefined. The scale group measures memory with it when it can:
+ * from sources the daemon also carries the tsx loader and its transform caches.
+ */
+export function freshBuiltFssd(): string | undefined {
+  const path = join(REPO_DIR, BUILT_FSSD);
+  if (!existsSync(path)) return undefined;
+  return statSync(path).mtimeMs > newestSourceMs() ? path : undefined;
+}
 
 /** The source file of `bin` in this checkout. */
 export function fssBinPath(bin: FssBin): string {
@@ -69,6 +101,8 @@ export function originSocketPath(runDir: string, originName: string): string {
 
 export interface FssdOptions {
   runDir: string;
+  /** Run this built fssd.js (see freshBuiltFssd) instead of the sources. */
+  builtPath?: string | undefined;
   /** Start with `--cpu-prof --cpu-prof-dir=DIR`: a .cpuprofile is written there when it stops. */
   cpuProfileDir?: string | undefined;
   /** Extra Node flags, e.g. `--max-semi-space-size=16`. */
@@ -82,20 +116,11 @@ export interface FssdOptions {
 export function startFssd(cleanup: Cleanup, options: FssdOptions): Promise<Server> {
   const profiling =
     options.cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`];
-  const [conditions, importFlag, loader, script] = fssBinArgs('fssd') as [string, string, string, string];
+  const program = options.builtPath === undefined ? fssBinArgs('fssd') : [options.builtPath];
   return startServer(cleanup, {
     name: 'fssd',
     command: process.execPath,
-    args: [
-      ...profiling,
-      ...(options.nodeFlags ?? []),
-      conditions,
-      importFlag,
-      loader,
-      script,
-      '--rundir',
-      options.runDir,
-    ],
+    args: [...profiling, ...(options.nodeFlags ?? []), ...program, '--rundir', options.runDir],
     socketPath: controlSocketPath(options.runDir),
     env: { ...(options.env ?? process.env), FSS_RUNDIR: options.runDir },
     graceMs: 20_000,

@@ -47,6 +47,8 @@ export class FssdSession {
       nodeFlags?: readonly string[];
       env?: NodeJS.ProcessEnv;
       stdoutPath?: string;
+      /** A built fssd.js to run instead of the sources (fss-bins.ts freshBuiltFssd). */
+      builtPath?: string | undefined;
     },
   ): Promise<FssdSession> {
     const runDir = sandbox.path(`${options.name}-run`);
@@ -56,6 +58,7 @@ export class FssdSession {
       nodeFlags: options.nodeFlags ?? [],
       env: options.env ?? process.env,
       stdoutPath: options.stdoutPath,
+      builtPath: options.builtPath,
     });
     const control = await FssControl.connect(runDir);
     cleanup.defer(`close fssd control connection ${runDir}`, () => control.close());
