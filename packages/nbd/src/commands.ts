@@ -10,7 +10,8 @@
  *   FLUSH         device.flush(): every write replied before this FLUSH began has completed,
  *                 so it is covered (NBD's FLUSH rule), on every connection (CAN_MULTI_CONN)
  *   TRIM          device.discard() (an origin copies the old data first)
- *   WRITE_ZEROES  device.writeZeroes(), else zero buffers of at most ZERO_CHUNK_BYTES
+ *   WRITE_ZEROES  device.writeZeroes() (only advertised, and only validated, when the device
+ *                 has it; a device that cannot zero by itself falls back inside writeZeroes)
  *
  * On an origin, copy-on-write happens inside the device's write/discard/writeZeroes, before
  * the data changes, so by the time we reply the snapshots already hold the old contents.
@@ -21,10 +22,6 @@ import type { NbdExport } from './export';
 import { BASE_ALLOCATION_CONTEXT_ID, Command, CommandFlag, NbdErrno } from './protocol';
 import type { ReplyWriter } from './reply-writer';
 import type { NbdRequest } from './request';
-
-/** Largest zero buffer WRITE_ZEROES writes at a time on a device without writeZeroes. */
-const ZERO_CHUNK_BYTES = 1024 * 1024;
-let zeroChunk: Uint8Array | undefined;
 
 /**
  * Runs one validated request and sends its reply. Never rejects: failures become error
@@ -78,20 +75,10 @@ async function executeWrite(
       if (length > 0) await device.discard(offset, length);
       return;
     case Command.WRITE_ZEROES:
-      if (length > 0) await writeZeroes(device, offset, length);
+      assert(device.writeZeroes !== undefined, 'WRITE_ZEROES was validated against writeZeroes()');
+      if (length > 0) await device.writeZeroes(offset, length);
       return;
     default:
       assert(false, `command ${request.type} reached execute`);
-  }
-}
-
-async function writeZeroes(device: BlockDevice, offset: number, length: number): Promise<void> {
-  if (device.writeZeroes !== undefined) {
-    await device.writeZeroes(offset, length);
-    return;
-  }
-  zeroChunk ??= new Uint8Array(ZERO_CHUNK_BYTES);
-  for (let at = 0; at < length; at += ZERO_CHUNK_BYTES) {
-    await device.write(zeroChunk.subarray(0, Math.min(ZERO_CHUNK_BYTES, length - at)), offset + at);
   }
 }

@@ -24,10 +24,10 @@
  */
 import type { Socket } from 'node:net';
 import { assert } from '@fss/core';
-import type { BufferPool } from './buffer-pool';
 import { execute } from './commands';
 import type { NbdExport } from './export';
 import { type HandshakeResult, negotiate } from './handshake';
+import type { PayloadPool } from './payload-pool';
 import { Command, commandName, Limits, NbdErrno, REQUEST_BYTES } from './protocol';
 import { ReadMerger } from './read-merger';
 import { ReplyWriter } from './reply-writer';
@@ -54,7 +54,7 @@ export interface ConnectionOptions {
   /** READ/WRITE bytes of one connection executing at once (one request may exceed it alone). */
   readonly inFlightBytesMax: number;
   /** The buffer pool of an export, shared by the server's connections to it. */
-  readonly poolOf: (target: NbdExport) => BufferPool;
+  readonly poolOf: (target: NbdExport) => PayloadPool;
   /** A client that has not finished the handshake by then is disconnected. */
   readonly handshakeTimeoutMs: number;
   readonly isClosing: () => boolean;
@@ -71,7 +71,7 @@ interface Transmission {
   readonly writer: ReplyWriter;
   readonly merger: ReadMerger;
   /** The export's buffer pool (shared by the server's connections to it). */
-  readonly pool: BufferPool;
+  readonly pool: PayloadPool;
 }
 
 export class Connection {
@@ -295,6 +295,6 @@ export class Connection {
 }
 
 /** Returns a WRITE payload to its pool (the pool ignores buffers that are not its own). */
-function releasePayload(payload: Uint8Array | undefined, pool: BufferPool): void {
+function releasePayload(payload: Uint8Array | undefined, pool: PayloadPool): void {
   if (payload !== undefined) pool.release(payload);
 }

@@ -7,7 +7,9 @@
  *   SEND_FLUSH         always: FLUSH is harmless on a read-only export, and clients send it
  *   SEND_FUA           writable exports (FUA = write, then flush, then reply)
  *   SEND_TRIM          writable exports whose device has discard() (an origin copies first)
- *   SEND_WRITE_ZEROES  writable exports (writeZeroes(), else zero buffers)
+ *   SEND_WRITE_ZEROES  writable exports whose device has writeZeroes(); a device without it
+ *                      gets no WRITE_ZEROES (clients then write zero buffers themselves, and
+ *                      the request is refused with EINVAL if one sends it anyway)
  *   CAN_MULTI_CONN     always: every connection shares the one device object in this process,
  *                      there is no per-connection cache, and FLUSH flushes the whole device,
  *                      so a flush on one connection covers writes replied on every other
@@ -61,7 +63,8 @@ export function describeExport(options: NbdExportOptions): NbdExport {
   if (readOnly) {
     flags |= TransmissionFlag.READ_ONLY;
   } else {
-    flags |= TransmissionFlag.SEND_FUA | TransmissionFlag.SEND_WRITE_ZEROES;
+    flags |= TransmissionFlag.SEND_FUA;
+    if (device.writeZeroes !== undefined) flags |= TransmissionFlag.SEND_WRITE_ZEROES;
     if (device.discard !== undefined) flags |= TransmissionFlag.SEND_TRIM;
   }
   return {

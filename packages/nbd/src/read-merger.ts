@@ -40,9 +40,9 @@
  * after its reply was handed to the socket (the connection's in-flight accounting).
  */
 import { assert } from '@fss/core';
-import type { BufferPool } from './buffer-pool';
 import { nbdErrnoOf } from './errors';
 import type { NbdExport } from './export';
+import type { PayloadPool } from './payload-pool';
 import { Command } from './protocol';
 import type { ReplyWriter } from './reply-writer';
 import type { NbdRequest } from './request';
@@ -73,7 +73,7 @@ export class ReadMerger {
   constructor(
     private readonly target: NbdExport,
     private readonly writer: ReplyWriter,
-    private readonly pool: BufferPool,
+    private readonly pool: PayloadPool,
     private readonly done: (request: NbdRequest) => void,
   ) {}
 
@@ -171,7 +171,7 @@ export class ReadMerger {
   /**
    * A run of one request, or one request of a failed run: read into a pooled buffer and reply
    * with it (the header goes out corked beside it, so the data keeps the buffer's page
-   * alignment; see BufferPool), or with the error of the read. Gives back its own length of
+   * alignment; see PayloadPool), or with the error of the read. Gives back its own length of
    * held bytes once the buffer is back in the pool.
    */
   private async readOne(request: NbdRequest): Promise<void> {

@@ -6,6 +6,20 @@ import { judgeRequest, type NbdRequest, parseRequest } from './request';
 
 const writable = describeExport({ name: 'o', device: new MemoryBlockDevice(1 << 20) });
 const readOnly = describeExport({ name: 's', device: new MemoryBlockDevice(1 << 20, { readOnly: true }) });
+/** A writable device with neither writeZeroes nor discard. */
+const memory = new MemoryBlockDevice(1 << 20);
+const bare = describeExport({
+  name: 'b',
+  device: {
+    size: memory.size,
+    logicalSectorSize: memory.logicalSectorSize,
+    readOnly: false,
+    read: (target, offset) => memory.read(target, offset),
+    write: (source, offset) => memory.write(source, offset),
+    flush: () => memory.flush(),
+    close: () => memory.close(),
+  },
+});
 
 function request(type: number, offset: number, length: number, flags = 0): NbdRequest {
   return { type, offset, length, flags, cookie: new Uint8Array(8) };
@@ -67,6 +81,10 @@ describe('judgeRequest', () => {
     ['CACHE (not offered)', writable, request(Command.CACHE, 0, 512), NbdErrno.EINVAL],
     ['BLOCK_STATUS unselected', writable, request(Command.BLOCK_STATUS, 0, 512), NbdErrno.EINVAL],
     ['unknown command', writable, request(77, 0, 512), NbdErrno.EINVAL],
+    ['WRITE_ZEROES without writeZeroes', bare, request(Command.WRITE_ZEROES, 0, 512), NbdErrno.EINVAL],
+    ['TRIM without discard', bare, request(Command.TRIM, 0, 512), NbdErrno.EINVAL],
+    ['WRITE without writeZeroes', bare, request(Command.WRITE, 0, 512), 'execute'],
+    ['WRITE_ZEROES with writeZeroes', writable, request(Command.WRITE_ZEROES, 0, 512), 'execute'],
   ] as const)('%s', (_name, target, input, expected) => {
     const verdict = judgeRequest(input, target);
     if (expected === 'execute' || expected === 'close') expect(verdict.kind).toBe(expected);

@@ -11,7 +11,8 @@
  *                            command on a read-only export (EPERM); an offset past 2^53
  *                            (EINVAL); a range crossing the end: READ/TRIM/BLOCK_STATUS
  *                            EINVAL, WRITE/WRITE_ZEROES ENOSPC (spec "Size constraints"); TRIM
- *                            on a device without discard (EINVAL: it was never advertised)
+ *                            on a device without discard, WRITE_ZEROES on a device without
+ *                            writeZeroes (EINVAL: neither was advertised)
  *
  * The order of the checks matters only for which error a doubly-bad request gets; it mirrors
  * nbdkit's server/protocol.c validate_request (flags, read-only, range).
@@ -117,6 +118,8 @@ export function judgeRequest(request: NbdRequest, target: NbdExport, baseAllocat
     return refuse(readLike ? NbdErrno.EINVAL : NbdErrno.ENOSPC);
   }
   if (type === Command.TRIM && target.device.discard === undefined) return refuse(NbdErrno.EINVAL);
+  if (type === Command.WRITE_ZEROES && target.device.writeZeroes === undefined)
+    return refuse(NbdErrno.EINVAL);
   return EXECUTE;
 }
 

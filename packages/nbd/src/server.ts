@@ -19,11 +19,11 @@
 import { promises as fs } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { assert, FssError, toFssError } from '@fss/core';
-import { BufferPool } from './buffer-pool';
 import { Connection } from './connection';
 import { describeExport, type NbdExport, type NbdExportOptions } from './export';
+import { PayloadPool } from './payload-pool';
 
-/** Idle pooled buffers a server keeps per export for reuse (see BufferPool). */
+/** Idle pooled buffers a server keeps per export for reuse (see PayloadPool). */
 const POOL_RETAINED_BYTES_MAX = 64 * 1024 * 1024;
 
 export interface NbdServerOptions {
@@ -64,7 +64,7 @@ export class NbdServer {
   private readonly debug: ((message: string) => void) | undefined;
   private readonly onConnectionCountChange: ((count: number) => void) | undefined;
   private readonly connections = new Set<Connection>();
-  private readonly pools = new Map<NbdExport, BufferPool>();
+  private readonly pools = new Map<NbdExport, PayloadPool>();
   private readonly running = new Set<Promise<void>>();
   private server: Server | undefined;
   private socketPath: string | undefined;
@@ -77,8 +77,8 @@ export class NbdServer {
       const { device } = each;
       const pool =
         device.allocateBuffer === undefined
-          ? BufferPool.ofBuffers(POOL_RETAINED_BYTES_MAX)
-          : new BufferPool((length) => device.allocateBuffer!(length), POOL_RETAINED_BYTES_MAX);
+          ? PayloadPool.ofBuffers(POOL_RETAINED_BYTES_MAX)
+          : new PayloadPool((length) => device.allocateBuffer!(length), POOL_RETAINED_BYTES_MAX);
       this.pools.set(each, pool);
     }
     const names = new Set(this.exports.map((each) => each.name));

@@ -61,15 +61,30 @@ export function run(
 
 /**
  * Wraps a device: counts calls, tracks the most requests running at once, and can delay
- * every call (to hold requests in flight while a test looks).
+ * every call (to hold requests in flight while a test looks). Its capabilities are the inner
+ * device's: `discard`, `writeZeroes` and `allocateBuffer` exist exactly when the inner
+ * device has them, so the export advertises what it would without the wrapper.
  */
 export class InstrumentedDevice implements BlockDevice {
   calls: Record<string, number> = {};
   running = 0;
   runningMax = 0;
   delayMs = 0;
+  readonly discard?: (offset: number, length: number) => Promise<void>;
+  readonly writeZeroes?: (offset: number, length: number) => Promise<void>;
+  readonly allocateBuffer?: (length: number) => Uint8Array;
 
-  constructor(private readonly inner: BlockDevice) {}
+  constructor(private readonly inner: BlockDevice) {
+    const { discard, writeZeroes, allocateBuffer } = inner;
+    if (discard !== undefined) {
+      this.discard = (offset, length) => this.track('discard', () => discard.call(inner, offset, length));
+    }
+    if (writeZeroes !== undefined) {
+      this.writeZeroes = (offset, length) =>
+        this.track('writeZeroes', () => writeZeroes.call(inner, offset, length));
+    }
+    if (allocateBuffer !== undefined) this.allocateBuffer = (length) => allocateBuffer.call(inner, length);
+  }
 
   get size(): number {
     return this.inner.size;
@@ -79,6 +94,9 @@ export class InstrumentedDevice implements BlockDevice {
   }
   get readOnly(): boolean {
     return this.inner.readOnly;
+  }
+  get preferredIoSize(): number | undefined {
+    return this.inner.preferredIoSize;
   }
 
   read(target: Uint8Array, offset: number): Promise<number> {
@@ -93,12 +111,6 @@ export class InstrumentedDevice implements BlockDevice {
   close(): Promise<void> {
     return this.inner.close();
   }
-  discard(offset: number, length: number): Promise<void> {
-    return this.track('discard', () => this.inner.discard?.(offset, length) ?? Promise.resolve());
-  }
-  writeZeroes(offset: number, length: number): Promise<void> {
-    return this.track('writeZeroes', () => this.inner.writeZeroes!(offset, length));
-  }
 
   private async track<T>(name: string, call: () => Promise<T>): Promise<T> {
     this.calls[name] = (this.calls[name] ?? 0) + 1;
@@ -111,4 +123,20 @@ export class InstrumentedDevice implements BlockDevice {
       this.running--;
     }
   }
+}
+
+/**
+ * `inner` with only the methods every BlockDevice has: no discard, writeZeroes,
+ * allocateBuffer or preferredIoSize, as a device that cannot do them looks.
+ */
+export function bareDevice(inner: BlockDevice): BlockDevice {
+  return {
+    size: inner.size,
+    logicalSectorSize: inner.logicalSectorSize,
+    readOnly: inner.readOnly,
+    read: (target, offset) => inner.read(target, offset),
+    write: (source, offset) => inner.write(source, offset),
+    flush: () => inner.flush(),
+    close: () => inner.close(),
+  };
 }

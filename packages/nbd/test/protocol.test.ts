@@ -22,7 +22,7 @@ import {
   TransmissionFlag,
 } from '../src/protocol';
 import { NbdServer } from '../src/server';
-import { InstrumentedDevice, type RunningServer, startServer } from './helpers';
+import { bareDevice, InstrumentedDevice, type RunningServer, startServer } from './helpers';
 import { goData, RawClient } from './raw-client';
 
 const MiB = 1024 * 1024;
@@ -312,6 +312,28 @@ describe('transmission', () => {
     client.sendRequest(Command.TRIM, 0, 4096);
     expect((await client.readReply())!.error).toBe(0);
     expect(instrumented.calls['discard']).toBe(1);
+    client.close();
+    await local.close();
+  });
+
+  it('advertises neither WRITE_ZEROES nor TRIM for a device without them, and refuses both with EINVAL', async () => {
+    const device = new MemoryBlockDevice(pattern(MiB, 12));
+    const local = await startServer(dir.path, [{ name: 'bare', device: bareDevice(device) }], {
+      socketName: 'bare.sock',
+    });
+    const { client, flags } = await RawClient.go(local.socketPath);
+    expect(flags & TransmissionFlag.SEND_WRITE_ZEROES).toBe(0);
+    expect(flags & TransmissionFlag.SEND_TRIM).toBe(0);
+    expect(flags & TransmissionFlag.SEND_FUA).not.toBe(0);
+    const before = device.bytes.slice();
+    client.sendRequest(Command.WRITE_ZEROES, 0, 4096);
+    expect((await client.readReply())!.error).toBe(NbdErrno.EINVAL);
+    client.sendRequest(Command.TRIM, 0, 4096);
+    expect((await client.readReply())!.error).toBe(NbdErrno.EINVAL);
+    expect(Buffer.compare(device.bytes, before)).toBe(0);
+    client.sendRequest(Command.WRITE, 0, 512, { payload: new Uint8Array(512) });
+    expect((await client.readReply())!.error).toBe(0);
+    expect(device.bytes.subarray(0, 512).every((byte) => byte === 0)).toBe(true);
     client.close();
     await local.close();
   });

@@ -1,13 +1,15 @@
 /**
- * BufferPool: reusable request and reply buffers for one export, shared by its connections.
+ * PayloadPool: reusable READ reply and WRITE payload buffers for one export, shared by its
+ * connections. (Not blockdev-linux's `BufferPool`, a fixed set of O_DIRECT bounce buffers:
+ * this one keeps idle buffers of any length, up to a byte limit.)
  *
  * Why: a READ of 256 KiB needs a 256 KiB buffer. Allocating a fresh one per request costs an
  * mmap, 64 page faults and a munmap (glibc serves large blocks straight from mmap), plus
  * garbage-collector pressure at gigabytes per second; reusing buffers removes all three and
  * is most of the difference between us and a C server on sequential reads. Plain buffers are
-page-aligned (allocatePageAligned, below). For a device with
- * `allocateBuffer` (O_DIRECT alignment; the engine's origin and snapshots) the pool allocates
- * through it, so reused buffers keep the device's alignment.
+ * page-aligned (allocatePageAligned, below). For a device with `allocateBuffer` (O_DIRECT
+ * alignment; the engine's origin and snapshots) the pool allocates through it, so reused
+ * buffers keep the device's alignment.
  *
  * Buffers are kept by exact length: clients repeat the same request sizes (nbdcopy 256 KiB,
  * qemu 64 KiB, the kernel its max_sectors), so exact buckets hit nearly always and waste
@@ -23,7 +25,7 @@ import { assert } from '@fss/core';
 
 export type Allocate = (length: number) => Uint8Array;
 
-export class BufferPool {
+export class PayloadPool {
   private readonly idle = new Map<number, Uint8Array[]>();
   private readonly owned = new WeakSet<Uint8Array>();
   private idleBytes = 0;
@@ -36,8 +38,8 @@ export class BufferPool {
   }
 
   /** A pool of page-aligned buffers (see allocatePageAligned). */
-  static ofBuffers(retainedBytesMax: number): BufferPool {
-    return new BufferPool(allocatePageAligned, retainedBytesMax);
+  static ofBuffers(retainedBytesMax: number): PayloadPool {
+    return new PayloadPool(allocatePageAligned, retainedBytesMax);
   }
 
   /** A buffer of exactly `length` bytes (its contents are garbage). */

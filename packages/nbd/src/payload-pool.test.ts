@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { BufferPool } from './buffer-pool';
+import { PayloadPool } from './payload-pool';
 
-describe('BufferPool', () => {
+describe('PayloadPool', () => {
   it('reuses released buffers of the same length, and only its own', () => {
-    const pool = BufferPool.ofBuffers(1024 * 1024);
+    const pool = PayloadPool.ofBuffers(1024 * 1024);
     const first = pool.acquire(4096);
     expect(first.length).toBe(4096);
     pool.release(first);
@@ -15,7 +15,7 @@ describe('BufferPool', () => {
   });
 
   it('keeps at most retainedBytesMax idle', () => {
-    const pool = BufferPool.ofBuffers(8192);
+    const pool = PayloadPool.ofBuffers(8192);
     const buffers = [pool.acquire(4096), pool.acquire(4096), pool.acquire(4096)];
     for (const buffer of buffers) pool.release(buffer);
     const again = [pool.acquire(4096), pool.acquire(4096), pool.acquire(4096)];
@@ -23,7 +23,7 @@ describe('BufferPool', () => {
   });
 
   it('allocates through the given allocator and trims to the length', () => {
-    const pool = new BufferPool((length) => new Uint8Array(length + 512), 1 << 20);
+    const pool = new PayloadPool((length) => new Uint8Array(length + 512), 1 << 20);
     const buffer = pool.acquire(1000);
     expect(buffer.length).toBe(1000);
     pool.release(buffer);
