@@ -3,15 +3,24 @@ import {
   crc32,
   decodeHeader,
   encodeHeader,
+  encodeHeaderBlock,
   HEADER_BYTES,
   HEADER_TEXT_BYTES_MAX,
+  headerFor,
+  metadataBytes,
+  netbsdClustersInUse,
+  readTableCluster,
   readTableEntry,
   type StoreHeader,
+  storeLayout,
+  tableClustersFor,
   tableLocation,
   tableStoreCluster,
+  writeTableCluster,
   writeTableEntry,
 } from './format';
 import { computeGeometry } from './geometry';
+import { MemoryBackingStore } from './memory';
 
 const header: StoreHeader = {
   clusterShift: 16,
@@ -75,15 +84,68 @@ describe('store header, format version 1', () => {
   });
 });
 
-describe('indirect table layout', () => {
+describe('store layout', () => {
+  it('sizes the table as ((count * 4) >> shift) + 1, with the +1 on exact multiples too', () => {
+    expect(tableClustersFor(100, 9)).toBe(1); // 400 bytes
+    expect(tableClustersFor(128, 9)).toBe(2); // exactly 512 bytes
+    expect(tableClustersFor(129, 9)).toBe(2);
+    expect(tableClustersFor(16384, 16)).toBe(2); // exactly 64 KiB
+  });
+
+  it("lays out t_fss's 2 MiB image as fss does: 1 table cluster after our header, data from 2", () => {
+    const layout = storeLayout(computeGeometry({ deviceBytes: 2 * 1024 * 1024, storeBlockSize: 4096 }));
+    expect(layout).toMatchObject({ tableClusters: 1, firstDataCluster: 2, entriesPerTableCluster: 16384 });
+    expect(metadataBytes(layout)).toBe(2 * 65536);
+    expect(netbsdClustersInUse(layout.firstDataCluster)).toBe(1); // NetBSD's fresh sc_clnext
+  });
+
   it('places entry c in table cluster c / (clusterSize / 4), after the header cluster', () => {
-    const geometry = computeGeometry({ deviceBytes: 1 << 30, clusterSize: 512, storeBlockSize: 512 });
-    expect(geometry.entriesPerTableCluster).toBe(128);
-    expect(tableLocation(geometry, 0)).toEqual({ tableCluster: 0, entryIndex: 0 });
-    expect(tableLocation(geometry, 127)).toEqual({ tableCluster: 0, entryIndex: 127 });
-    expect(tableLocation(geometry, 128)).toEqual({ tableCluster: 1, entryIndex: 0 });
-    expect(tableStoreCluster(geometry, 0)).toBe(1);
-    expect(geometry.firstDataCluster).toBe(1 + geometry.tableClusters);
+    const layout = storeLayout(
+      computeGeometry({ deviceBytes: 1 << 30, clusterSize: 512, storeBlockSize: 512 }),
+    );
+    expect(layout.entriesPerTableCluster).toBe(128);
+    expect(tableLocation(layout, 0)).toEqual({ tableCluster: 0, entryIndex: 0 });
+    expect(tableLocation(layout, 127)).toEqual({ tableCluster: 0, entryIndex: 127 });
+    expect(tableLocation(layout, 128)).toEqual({ tableCluster: 1, entryIndex: 0 });
+    expect(tableStoreCluster(layout, 0)).toBe(1);
+    expect(layout.firstDataCluster).toBe(1 + layout.tableClusters);
+  });
+
+  it('reads a never-written table cluster as zeroes without touching the store', async () => {
+    const layout = storeLayout(
+      computeGeometry({ deviceBytes: 1 << 20, clusterSize: 512, storeBlockSize: 512 }),
+    );
+    const store = new MemoryBackingStore();
+    const junk = new Uint8Array(512).fill(0xee); // what a raw device may hold there
+    await store.write(junk, 512);
+    const target = new Uint8Array(512).fill(1);
+    await readTableCluster(store, layout, 0, false, target);
+    expect(target.every((byte) => byte === 0)).toBe(true);
+    await readTableCluster(store, layout, 0, true, target);
+    expect(target.every((byte) => byte === 0xee)).toBe(true);
+    await writeTableCluster(store, layout, 1, new Uint8Array(512).fill(7));
+    await readTableCluster(store, layout, 1, true, target);
+    expect(target.every((byte) => byte === 7)).toBe(true);
+  });
+
+  it('builds the header of a layout, valid or invalid, padded to the store block', () => {
+    const layout = storeLayout(computeGeometry({ deviceBytes: 3 << 20, storeBlockSize: 4096 }));
+    const valid = headerFor(layout, { timeMicros: 5, originIdentity: 'img', nextCluster: 2 });
+    expect(valid).toMatchObject({ state: 'valid', invalidReason: '', clusterCount: 48, tableClusters: 1 });
+    const invalid = headerFor(layout, {
+      timeMicros: 5,
+      originIdentity: 'img',
+      nextCluster: 9,
+      invalidReason: 'ENOSPC',
+    });
+    expect(invalid).toMatchObject({ state: 'invalid', invalidReason: 'ENOSPC', nextCluster: 9 });
+    const block = encodeHeaderBlock(invalid, 4096);
+    expect(block.length).toBe(4096);
+    expect(decodeHeader(block)).toEqual(invalid);
+    expect(block.subarray(HEADER_BYTES).every((byte) => byte === 0)).toBe(true);
+    expect(() => headerFor(layout, { timeMicros: 0, originIdentity: '', nextCluster: 1 })).toThrow(
+      /after the table/,
+    );
   });
 
   it('stores entries as little-endian uint32', () => {

@@ -1,13 +1,22 @@
 /**
- * The backing-store format, version 1: the one place it is defined (SPEC §7).
+ * The backing-store format, version 1: the one place it is defined (SPEC §7). Everything about
+ * where things are on a store lives here: the header and its state, the indirect table's size
+ * and place, the first data cluster, the table's entry codec, and the rule that a table
+ * cluster never written reads as zero. The engine and fssck only call these.
  *
  * A backing store is a sequence of clusters of the snapshot's cluster size:
  *
- *   cluster 0                      header (this file), padded with zeroes to a cluster
+ *   cluster 0                      header (below), padded with zeroes to a cluster
  *   clusters 1 .. tableClusters    the indirect table: one little-endian uint32 per origin
  *                                  cluster, the backing-store cluster holding its saved data,
- *                                  0 = not stored (cluster 0 is the header, so 0 is never data)
+ *                                  0 = not stored (cluster 0 is the header, so 0 is never data);
+ *                                  ((clusterCount * 4) >> shift) + 1 clusters, the +1 even on an
+ *                                  exact multiple, as fss sizes it
  *   clusters firstDataCluster ..   saved origin clusters, appended in write-back order
+ *
+ * A table cluster that was never written holds no entries whatever bytes the store has there
+ * (a raw device's old contents must never look like entries): it reads as all zeroes without
+ * being read. Which table clusters were written is known to the writer of a fresh store.
  *
  * Header layout (all integers little-endian; 512 bytes, so it fits the smallest cluster):
  *
@@ -32,8 +41,14 @@
  * Fields are read and written only through encodeHeader/decodeHeader.
  */
 import { assert } from './assert';
+import type { BackingStore } from './device';
 import { FssError } from './errors';
-import { HEADER_CLUSTERS, type SnapshotGeometry, TABLE_ENTRY_BYTES } from './geometry';
+import type { SnapshotGeometry } from './geometry';
+
+/** Bytes per indirect-table entry (little-endian uint32). */
+export const TABLE_ENTRY_BYTES = 4;
+/** The header occupies backing-store cluster 0 (SPEC §7). */
+export const HEADER_CLUSTERS = 1;
 
 export const STORE_MAGIC = 'FSSSTORE';
 export const STORE_FORMAT_VERSION = 1;
@@ -76,21 +91,84 @@ export interface StoreHeader {
   invalidReason: string;
 }
 
-export function headerFromGeometry(
-  geometry: SnapshotGeometry,
-  fields: { timeMicros: number; originIdentity: string; nextCluster: number },
+/** Where everything is on a store of this geometry. */
+export interface StoreLayout {
+  readonly geometry: SnapshotGeometry;
+  /** Backing-store clusters holding the indirect table. */
+  readonly tableClusters: number;
+  /** Indirect-table entries per table cluster. */
+  readonly entriesPerTableCluster: number;
+  /** The first backing-store cluster that holds data (after header and table). */
+  readonly firstDataCluster: number;
+}
+
+/** fss's table size: ((clusterCount * 4) >> shift) + 1 clusters. */
+export function tableClustersFor(clusterCount: number, clusterShift: number): number {
+  return Math.floor((clusterCount * TABLE_ENTRY_BYTES) / 2 ** clusterShift) + 1;
+}
+
+export function storeLayout(geometry: SnapshotGeometry): StoreLayout {
+  const tableClusters = tableClustersFor(geometry.clusterCount, geometry.clusterShift);
+  const entriesPerTableCluster = geometry.clusterSize / TABLE_ENTRY_BYTES;
+  assert(Number.isInteger(entriesPerTableCluster), 'a cluster holds whole table entries');
+  assert(tableClusters * entriesPerTableCluster >= geometry.clusterCount, 'the table covers every cluster');
+  return {
+    geometry,
+    tableClusters,
+    entriesPerTableCluster,
+    firstDataCluster: HEADER_CLUSTERS + tableClusters,
+  };
+}
+
+/** The least a store must hold: the header and the whole indirect table, in bytes. */
+export function metadataBytes(layout: StoreLayout): number {
+  return layout.firstDataCluster * layout.geometry.clusterSize;
+}
+
+/**
+ * fsg_bs_size for a store whose first free cluster is `nextCluster`: what NetBSD's sc_clnext
+ * counts (the table and the stored data), without our header cluster.
+ */
+export function netbsdClustersInUse(nextCluster: number): number {
+  assert(nextCluster >= HEADER_CLUSTERS, 'the header cluster is always in use');
+  return nextCluster - HEADER_CLUSTERS;
+}
+
+/** The header of a store laid out as `layout`: valid, or invalid with its reason. */
+export function headerFor(
+  layout: StoreLayout,
+  fields: { timeMicros: number; originIdentity: string; nextCluster: number; invalidReason?: string },
 ): StoreHeader {
+  const { geometry } = layout;
+  assert(fields.nextCluster >= layout.firstDataCluster, 'data starts after the table');
   return {
     clusterShift: geometry.clusterShift,
-    state: 'valid',
+    state: fields.invalidReason === undefined ? 'valid' : 'invalid',
     deviceBytes: geometry.deviceBytes,
     clusterCount: geometry.clusterCount,
-    tableClusters: geometry.tableClusters,
+    tableClusters: layout.tableClusters,
     nextCluster: fields.nextCluster,
     timeMicros: fields.timeMicros,
     originIdentity: fields.originIdentity,
-    invalidReason: '',
+    invalidReason: fields.invalidReason ?? '',
   };
+}
+
+/**
+ * The header as the block written at offset 0: its 512 bytes zero-padded to `blockBytes`
+ * (at least the header, a whole number of store blocks), in memory from `allocate`.
+ */
+export function encodeHeaderBlock(
+  header: StoreHeader,
+  blockBytes: number,
+  allocate: (length: number) => Uint8Array = (length) => new Uint8Array(length),
+): Uint8Array {
+  const length = Math.max(HEADER_BYTES, blockBytes);
+  const block = allocate(length);
+  assert(block.length === length, 'allocate returned the wrong length');
+  block.fill(0);
+  block.set(encodeHeader(header));
+  return block;
 }
 
 /** Encodes a header into its 512 bytes. */
@@ -140,27 +218,57 @@ export function decodeHeader(bytes: Uint8Array): StoreHeader {
 }
 
 /** Byte offset of a backing-store cluster. */
-export function storeClusterOffset(geometry: SnapshotGeometry, storeCluster: number): number {
-  return storeCluster * geometry.clusterSize;
+export function storeClusterOffset(layout: StoreLayout, storeCluster: number): number {
+  return storeCluster * layout.geometry.clusterSize;
 }
 
 /** Where an origin cluster's indirect entry lives: which table cluster, which entry in it. */
 export function tableLocation(
-  geometry: SnapshotGeometry,
+  layout: StoreLayout,
   cluster: number,
 ): { tableCluster: number; entryIndex: number } {
-  assert(cluster >= 0 && cluster < geometry.clusterCount, `cluster ${cluster} has no table entry`);
-  const tableCluster = Math.floor(cluster / geometry.entriesPerTableCluster);
-  return { tableCluster, entryIndex: cluster - tableCluster * geometry.entriesPerTableCluster };
+  assert(cluster >= 0 && cluster < layout.geometry.clusterCount, `cluster ${cluster} has no table entry`);
+  const tableCluster = Math.floor(cluster / layout.entriesPerTableCluster);
+  return { tableCluster, entryIndex: cluster - tableCluster * layout.entriesPerTableCluster };
 }
 
 /** The backing-store cluster that holds table cluster `tableCluster`. */
-export function tableStoreCluster(geometry: SnapshotGeometry, tableCluster: number): number {
+export function tableStoreCluster(layout: StoreLayout, tableCluster: number): number {
   assert(
-    tableCluster >= 0 && tableCluster < geometry.tableClusters,
+    tableCluster >= 0 && tableCluster < layout.tableClusters,
     `table cluster ${tableCluster} out of range`,
   );
   return HEADER_CLUSTERS + tableCluster;
+}
+
+/**
+ * Reads table cluster `tableCluster` into `target` (one cluster). One never `written` reads
+ * as all zeroes without touching the store: see the file comment.
+ */
+export async function readTableCluster(
+  store: BackingStore,
+  layout: StoreLayout,
+  tableCluster: number,
+  written: boolean,
+  target: Uint8Array,
+): Promise<void> {
+  assert(target.length === layout.geometry.clusterSize, 'a table cluster is one cluster');
+  if (!written) {
+    target.fill(0);
+    return;
+  }
+  await store.read(target, storeClusterOffset(layout, tableStoreCluster(layout, tableCluster)));
+}
+
+/** Writes table cluster `tableCluster` from `source` (one cluster). */
+export function writeTableCluster(
+  store: BackingStore,
+  layout: StoreLayout,
+  tableCluster: number,
+  source: Uint8Array,
+): Promise<void> {
+  assert(source.length === layout.geometry.clusterSize, 'a table cluster is one cluster');
+  return store.write(source, storeClusterOffset(layout, tableStoreCluster(layout, tableCluster)));
 }
 
 export function readTableEntry(tableClusterBytes: Uint8Array, entryIndex: number): number {

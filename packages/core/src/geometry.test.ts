@@ -5,13 +5,15 @@ import {
   cacheSlotCountFor,
   clusterBytes,
   clusterCountFor,
+  clusterOffset,
+  clusterPiece,
+  clusterRange,
   clusterShiftFor,
   clusterToByte,
   computeGeometry,
   isPowerOfTwo,
   lastClusterBytesFor,
   requestedClusterSize,
-  tableClustersFor,
 } from './geometry';
 
 const BLOCK_SIZES = [512, 1024, 2048, 4096, 8192, 16384, 65536];
@@ -128,20 +130,10 @@ describe('cache slots and table size', () => {
     ).toBe(8);
   });
 
-  it('sizes the table as ((count * 4) >> shift) + 1, with the +1 on exact multiples too', () => {
-    expect(tableClustersFor(100, 9)).toBe(1); // 400 bytes
-    expect(tableClustersFor(128, 9)).toBe(2); // exactly 512 bytes
-    expect(tableClustersFor(129, 9)).toBe(2);
-    expect(tableClustersFor(16384, 16)).toBe(2); // exactly 64 KiB
-  });
-
-  it("matches fss for t_fss's 2 MiB image: 32 clusters of 64K, 1 table cluster", () => {
+  it("matches fss for t_fss's 2 MiB image: 32 clusters of 64K", () => {
     const geometry = computeGeometry({ deviceBytes: 2 * 1024 * 1024, storeBlockSize: 4096 });
     expect(geometry.clusterSize).toBe(65536);
     expect(geometry.clusterCount).toBe(32);
-    expect(geometry.tableClusters).toBe(1);
-    expect(geometry.firstDataCluster).toBe(2); // header + table
-    expect(geometry.entriesPerTableCluster).toBe(16384);
   });
 
   it('refuses an empty or non-integer device with EINVAL', () => {
@@ -163,5 +155,37 @@ describe('byte and cluster conversions', () => {
     expect(byteToCluster(geometry, 65536)).toBe(1);
     expect(byteToCluster(geometry, 2 ** 40 - 1)).toBe(2 ** 24 - 1); // a 32-bit shift would wrap here
     expect(clusterToByte(geometry, 2 ** 24 - 1)).toBe(2 ** 40 - 65536);
+  });
+});
+
+describe('offsets inside clusters', () => {
+  for (const clusterSize of [512, 4096, 65536, 1 << 20]) {
+    it(`agree with byte-by-byte arithmetic for ${clusterSize}-byte clusters`, () => {
+      const geometry = computeGeometry({ deviceBytes: 2 ** 41 + 7, clusterSize, storeBlockSize: 512 });
+      const size = geometry.clusterSize;
+      for (const offset of [0, 1, size - 1, size, size + 1, 3 * size - 5, 2 ** 40 + 3]) {
+        expect(clusterOffset(geometry, offset)).toBe(offset % size);
+        for (const length of [1, size - clusterOffset(geometry, offset), size + 1, 3 * size]) {
+          const { first, end } = clusterRange(geometry, offset, length);
+          expect(first).toBe(Math.floor(offset / size));
+          expect(end).toBe(Math.floor((offset + length - 1) / size) + 1);
+          let covered = 0;
+          for (let cluster = first; cluster < end; cluster++) {
+            const piece = clusterPiece(geometry, cluster, offset, length);
+            expect(piece.offsetInRequest).toBe(covered); // pieces tile the request in order
+            expect(cluster * size + piece.offsetInCluster).toBe(offset + covered);
+            expect(piece.offsetInCluster + piece.length).toBeLessThanOrEqual(size);
+            covered += piece.length;
+          }
+          expect(covered).toBe(length);
+        }
+      }
+    });
+  }
+
+  it('refuses a piece of a cluster the request does not touch', () => {
+    const geometry = computeGeometry({ deviceBytes: 1 << 20, clusterSize: 4096, storeBlockSize: 512 });
+    expect(() => clusterPiece(geometry, 3, 0, 4096)).toThrow(/does not overlap/);
+    expect(() => clusterRange(geometry, 0, 0)).toThrow(/at least one byte/);
   });
 });

@@ -13,8 +13,9 @@
  *   cluster count    ((deviceBytes - 1) >> shift) + 1
  *   last cluster     holds ((deviceBytes - 1) & mask) + 1 bytes, zero-filled past that
  *   cache slots      32 when cluster <= 8 KiB, 8 when <= 64 KiB, else 4
- *   table size       ((clusterCount * 4) >> shift) + 1 clusters (the +1 even on an exact
- *                    multiple, as fss does)
+ *
+ * Only cluster math lives here. Where clusters go on a backing store (the header, the
+ * indirect table's size and place, the first data cluster) is the store format's, format.ts.
  *
  * Offsets are plain numbers: every value passes Number.isSafeInteger (2^53 bytes is 8 PiB),
  * and shifts are written as multiplications because JavaScript's bit operators are 32-bit.
@@ -32,10 +33,6 @@ export const CLUSTER_COUNT_MAX = 2 ** 24;
 export const CLUSTER_SIZE_DEFAULT = 65536;
 /** A cluster shift may not reach this (a cluster is at most 2 GiB). */
 export const CLUSTER_SHIFT_LIMIT = 32;
-/** Bytes per indirect-table entry (little-endian uint32). */
-export const TABLE_ENTRY_BYTES = 4;
-/** The header occupies backing-store cluster 0 (SPEC §7). */
-export const HEADER_CLUSTERS = 1;
 
 export interface SnapshotGeometry {
   /** Size of the origin, in bytes. */
@@ -51,12 +48,6 @@ export interface SnapshotGeometry {
   readonly lastClusterBytes: number;
   /** Cache slots for this cluster size. */
   readonly cacheSlotCount: number;
-  /** Backing-store clusters holding the indirect table. */
-  readonly tableClusters: number;
-  /** Indirect-table entries per table cluster. */
-  readonly entriesPerTableCluster: number;
-  /** The first backing-store cluster that holds data (after header and table). */
-  readonly firstDataCluster: number;
 }
 
 export function isPowerOfTwo(value: number): boolean {
@@ -115,10 +106,6 @@ export function cacheSlotCountFor(clusterSize: number): number {
   return 4;
 }
 
-export function tableClustersFor(clusterCount: number, clusterShift: number): number {
-  return Math.floor((clusterCount * TABLE_ENTRY_BYTES) / 2 ** clusterShift) + 1;
-}
-
 export interface GeometryRequest {
   deviceBytes: number;
   /** The caller's cluster size (fss_csize); 0 or absent means the default. */
@@ -140,7 +127,6 @@ export function computeGeometry(request: GeometryRequest): SnapshotGeometry {
   const clusterCount = clusterCountFor(deviceBytes, clusterShift);
   assert(clusterCount <= CLUSTER_COUNT_MAX + 1, 'cluster count exceeds CLUSTER_COUNT_MAX + 1');
   assert(clusterSize >= storeBlockSize, 'cluster smaller than the store block');
-  const tableClusters = tableClustersFor(clusterCount, clusterShift);
   return {
     deviceBytes,
     clusterShift,
@@ -149,9 +135,6 @@ export function computeGeometry(request: GeometryRequest): SnapshotGeometry {
     clusterCount,
     lastClusterBytes: lastClusterBytesFor(deviceBytes, clusterShift),
     cacheSlotCount: Math.max(cacheSlotCountFor(clusterSize), request.cacheSlotsMin ?? 0),
-    tableClusters,
-    entriesPerTableCluster: clusterSize / TABLE_ENTRY_BYTES,
-    firstDataCluster: HEADER_CLUSTERS + tableClusters,
   };
 }
 
@@ -163,6 +146,43 @@ export function byteToCluster(geometry: SnapshotGeometry, offsetInDevice: number
 /** The first byte of a cluster (FSS_CLTOB). */
 export function clusterToByte(geometry: SnapshotGeometry, cluster: number): number {
   return cluster * geometry.clusterSize;
+}
+
+/** Where a byte of the origin lies inside its cluster (FSS_CLOFF). */
+export function clusterOffset(geometry: SnapshotGeometry, offsetInDevice: number): number {
+  return offsetInDevice - clusterToByte(geometry, byteToCluster(geometry, offsetInDevice));
+}
+
+/** The clusters [first, end) that `length` bytes at `offsetInDevice` touch (length > 0). */
+export function clusterRange(
+  geometry: SnapshotGeometry,
+  offsetInDevice: number,
+  length: number,
+): { first: number; end: number } {
+  assert(length > 0, 'a cluster range covers at least one byte');
+  assert(offsetInDevice >= 0, 'a cluster range starts inside the device');
+  return {
+    first: byteToCluster(geometry, offsetInDevice),
+    end: byteToCluster(geometry, offsetInDevice + length - 1) + 1,
+  };
+}
+
+/**
+ * The part of a request of `length` bytes at `offsetInDevice` that lies in `cluster`: where
+ * it starts inside the cluster, where inside the request, and how long it is. The request
+ * and the cluster must overlap.
+ */
+export function clusterPiece(
+  geometry: SnapshotGeometry,
+  cluster: number,
+  offsetInDevice: number,
+  length: number,
+): { offsetInCluster: number; offsetInRequest: number; length: number } {
+  const clusterStart = clusterToByte(geometry, cluster);
+  const from = Math.max(offsetInDevice, clusterStart);
+  const to = Math.min(offsetInDevice + length, clusterStart + geometry.clusterSize);
+  assert(from < to, `cluster ${cluster} does not overlap ${offsetInDevice}+${length}`);
+  return { offsetInCluster: from - clusterStart, offsetInRequest: from - offsetInDevice, length: to - from };
 }
 
 /** Bytes of the origin in a cluster: clusterSize, or lastClusterBytes for the last one. */

@@ -1,12 +1,11 @@
 /**
  * The indirect table: origin cluster -> backing-store cluster, stored on the backing store
- * right after the header (format.ts) with one table cluster held in memory, as fss keeps
- * one (`indir_cur` with a dirty flag).
+ * where the store format (format.ts) puts it, with one table cluster held in memory, as fss
+ * keeps one (`indir_cur` with a dirty flag).
  *
  * - Switching to another table cluster first writes the current one back if it is dirty.
- * - A table cluster that was never written is all zeroes ("not stored") without being read:
- *   `written` remembers which ones hold data, so a raw device's old contents are never
- *   mistaken for entries.
+ * - `written` remembers which table clusters this store has been given, so the format's rule
+ *   (a never-written table cluster reads as zero) can be applied without reading the store.
  * - Every access runs under one mutex: the write-back path (setting entries) and snapshot
  *   reads (looking entries up) may both need to switch the cached table cluster.
  * - A failed write of a dirty table cluster is a backing-store write failure: it is
@@ -16,17 +15,17 @@ import { assert } from './assert';
 import { CopiedBitmap } from './bitmap';
 import type { BackingStore } from './device';
 import {
+  readTableCluster,
   readTableEntry,
-  storeClusterOffset,
+  type StoreLayout,
   tableLocation,
-  tableStoreCluster,
+  writeTableCluster,
   writeTableEntry,
 } from './format';
-import type { SnapshotGeometry } from './geometry';
 import { Mutex } from './mutex';
 
 export class IndirectTable {
-  private readonly geometry: SnapshotGeometry;
+  private readonly layout: StoreLayout;
   private readonly store: BackingStore;
   private readonly onWriteError: (error: unknown) => void;
   private readonly current: Uint8Array;
@@ -36,17 +35,17 @@ export class IndirectTable {
   private readonly lock = new Mutex();
 
   constructor(
-    geometry: SnapshotGeometry,
+    layout: StoreLayout,
     store: BackingStore,
     buffer: Uint8Array,
     onWriteError: (error: unknown) => void,
   ) {
-    assert(buffer.length === geometry.clusterSize, 'table buffer must be one cluster');
-    this.geometry = geometry;
+    assert(buffer.length === layout.geometry.clusterSize, 'table buffer must be one cluster');
+    this.layout = layout;
     this.store = store;
     this.current = buffer;
     this.onWriteError = onWriteError;
-    this.written = new CopiedBitmap(geometry.tableClusters);
+    this.written = new CopiedBitmap(layout.tableClusters);
   }
 
   /** Records `storeClusters[i]` as the home of `clusters[i]`. Entries are set once. */
@@ -54,7 +53,7 @@ export class IndirectTable {
     assert(clusters.length === storeClusters.length, 'entry arrays differ in length');
     return this.lock.run(async () => {
       for (let i = 0; i < clusters.length; i++) {
-        const { tableCluster, entryIndex } = tableLocation(this.geometry, clusters[i]!);
+        const { tableCluster, entryIndex } = tableLocation(this.layout, clusters[i]!);
         await this.switchTo(tableCluster);
         assert(readTableEntry(this.current, entryIndex) === 0, `cluster ${clusters[i]} stored twice`);
         writeTableEntry(this.current, entryIndex, storeClusters[i]!);
@@ -68,7 +67,7 @@ export class IndirectTable {
     return this.lock.run(async () => {
       const result: number[] = new Array(clusters.length);
       for (let i = 0; i < clusters.length; i++) {
-        const { tableCluster, entryIndex } = tableLocation(this.geometry, clusters[i]!);
+        const { tableCluster, entryIndex } = tableLocation(this.layout, clusters[i]!);
         await this.switchTo(tableCluster);
         result[i] = readTableEntry(this.current, entryIndex);
       }
@@ -84,22 +83,22 @@ export class IndirectTable {
   private async switchTo(tableCluster: number): Promise<void> {
     if (tableCluster === this.currentIndex) return;
     await this.writeCurrent();
-    if (this.written.has(tableCluster)) {
-      const offset = storeClusterOffset(this.geometry, tableStoreCluster(this.geometry, tableCluster));
-      this.currentIndex = -1; // a failed read must not leave a half-read cluster looking current
-      await this.store.read(this.current, offset);
-    } else {
-      this.current.fill(0);
-    }
+    this.currentIndex = -1; // a failed read must not leave a half-read cluster looking current
+    await readTableCluster(
+      this.store,
+      this.layout,
+      tableCluster,
+      this.written.has(tableCluster),
+      this.current,
+    );
     this.currentIndex = tableCluster;
   }
 
   private async writeCurrent(): Promise<void> {
     if (!this.dirty) return;
     assert(this.currentIndex >= 0, 'dirty table without a current cluster');
-    const offset = storeClusterOffset(this.geometry, tableStoreCluster(this.geometry, this.currentIndex));
     try {
-      await this.store.write(this.current, offset);
+      await writeTableCluster(this.store, this.layout, this.currentIndex, this.current);
     } catch (error) {
       this.onWriteError(error);
       throw error;

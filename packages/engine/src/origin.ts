@@ -2,17 +2,22 @@
  * The origin: the device whose point-in-time contents snapshots preserve, and the only path
  * writes take to it (SPEC §1, "the interception rule").
  *
- * `write`, `writeZeroes` and `discard` first ask every active snapshot to preserve the
- * clusters they touch, and only then reach the device; a store failure invalidates that
- * snapshot and never fails or blocks the write. Reads go straight to the device.
+ * Every write (`write`, and `writeZeroes` and `discard` when the device has them) goes through
+ * the copy-on-write rule (copy-on-write.ts) before it reaches the device; a store failure
+ * invalidates that snapshot and never fails or blocks the write. Reads go straight to the
+ * device.
  *
- * Taking a snapshot suspends writes for a moment (see WriteGate): writes in flight finish,
+ * Capabilities are the device's: an origin has `writeZeroes` and `discard` exactly when its
+ * device has them (an export then advertises WRITE_ZEROES and TRIM, nothing silently does
+ * nothing), and `allocateBuffer` hands out the device's memory.
+ *
+ * Taking a snapshot suspends writes for a moment (the write gate): writes in flight finish,
  * the snapshot becomes active, writes resume. Its backing store is prepared (header written)
  * before that, so the suspension is short.
  */
-import { type BackingStore, type BlockDevice, checkWriteRange, FssError } from '@fss/core';
+import { assert, type BackingStore, type BlockDevice, checkWriteRange, FssError } from '@fss/core';
+import { CopyOnWrite } from './copy-on-write';
 import { type Logger, Snapshot, type SnapshotHost, type SnapshotOptions } from './snapshot';
-import { WriteGate } from './write-gate';
 
 export interface OriginOptions {
   /** What to call the origin in messages and FSSIOCGET (default `origin`). */
@@ -23,35 +28,42 @@ export interface OriginOptions {
   now?: () => number;
 }
 
-/** Zero-writes without device support are sent in chunks of this size. */
-const ZERO_CHUNK_BYTES = 1024 * 1024;
-
 export class Origin implements BlockDevice {
   readonly device: BlockDevice;
   readonly name: string;
+  /** Writes zeroes over a range, copy-on-write; present when the device has writeZeroes. */
+  readonly writeZeroes?: (offset: number, length: number) => Promise<void>;
+  /** Discards a range, copy-on-write first; present when the device has discard. */
+  readonly discard?: (offset: number, length: number) => Promise<void>;
   private readonly options: OriginOptions;
-  private readonly gate = new WriteGate();
-  /** Snapshots taking copies, in creation order. */
-  private active: Snapshot[] = [];
+  private readonly copyOnWrite: CopyOnWrite;
   /** Every snapshot not yet closed. */
   private readonly open = new Set<Snapshot>();
-  private closed = false;
-  private zeroChunk: Uint8Array | undefined;
   private readonly host: SnapshotHost;
 
   constructor(device: BlockDevice, options: OriginOptions = {}) {
     this.device = device;
     this.options = options;
     this.name = options.name ?? 'origin';
-    const origin = this;
+    this.copyOnWrite = new CopyOnWrite(this.name);
+    const { copyOnWrite, open } = this;
     this.host = {
       device,
       name: this.name,
       detach(snapshot) {
-        origin.active = origin.active.filter((candidate) => candidate !== snapshot);
-        if (snapshot.state === 'closed') origin.open.delete(snapshot);
+        copyOnWrite.detach(snapshot);
+        if (snapshot.state === 'closed') open.delete(snapshot);
       },
     };
+    const { writeZeroes, discard } = device;
+    if (writeZeroes !== undefined) {
+      this.writeZeroes = (offset, length) =>
+        this.guarded(offset, length, 'write', () => writeZeroes.call(device, offset, length));
+    }
+    if (discard !== undefined) {
+      this.discard = (offset, length) =>
+        this.guarded(offset, length, 'discard', () => discard.call(device, offset, length));
+    }
   }
 
   get size(): number {
@@ -80,27 +92,8 @@ export class Origin implements BlockDevice {
     return this.device.read(target, offset);
   }
 
-  async write(source: Uint8Array, offset: number): Promise<void> {
-    this.checkWritable(offset, source.length, 'write');
-    if (source.length === 0) return;
-    await this.guarded(offset, source.length, () => this.device.write(source, offset));
-  }
-
-  async writeZeroes(offset: number, length: number): Promise<void> {
-    this.checkWritable(offset, length, 'write');
-    if (length === 0) return;
-    await this.guarded(offset, length, () =>
-      this.device.writeZeroes !== undefined
-        ? this.device.writeZeroes(offset, length)
-        : this.writeZeroChunks(offset, length),
-    );
-  }
-
-  /** Discard is advisory: snapshots copy first, then the device discards if it can. */
-  async discard(offset: number, length: number): Promise<void> {
-    this.checkWritable(offset, length, 'discard');
-    if (length === 0 || this.device.discard === undefined) return;
-    await this.guarded(offset, length, () => this.device.discard!(offset, length));
+  write(source: Uint8Array, offset: number): Promise<void> {
+    return this.guarded(offset, source.length, 'write', () => this.device.write(source, offset));
   }
 
   flush(): Promise<void> {
@@ -123,29 +116,22 @@ export class Origin implements BlockDevice {
       throw error;
     }
     const now = options.now ?? this.options.now ?? Date.now;
-    const resume = await this.gate.suspend();
-    const originOpen = !this.closed; // it may have closed while we waited for the gate
-    let observerFailure: unknown;
+    let joined: boolean;
     try {
-      if (originOpen) {
+      joined = await this.copyOnWrite.takeSnapshotMoment(snapshot, () => {
         snapshot.activate(now());
-        this.active.push(snapshot);
-        this.open.add(snapshot);
         options.onActivate?.(snapshot);
-      }
+      });
     } catch (error) {
-      observerFailure = error;
-    } finally {
-      resume();
-    }
-    if (observerFailure !== undefined) {
       await snapshot.close().catch(() => undefined);
-      throw observerFailure;
+      throw error;
     }
-    if (!originOpen) {
+    if (!joined) {
       await store.close().catch(() => undefined);
-      this.checkOpen('snapshot');
+      this.checkOpen('snapshot'); // the origin closed while we waited for the gate
     }
+    assert(joined, 'a snapshot of an open origin joins it');
+    this.open.add(snapshot);
     await this.commitHeader(snapshot);
     return snapshot;
   }
@@ -155,30 +141,24 @@ export class Origin implements BlockDevice {
    * reads need the origin) and the device is closed.
    */
   async close(): Promise<void> {
-    if (this.closed) return;
-    const resume = await this.gate.suspend();
-    this.closed = true;
-    resume();
-    for (const snapshot of this.active) snapshot.invalidate('origin went away');
+    if (this.copyOnWrite.isClosed) return;
+    for (const snapshot of await this.copyOnWrite.close()) snapshot.invalidate('origin went away');
     await this.device.close();
   }
 
-  /** Runs `operation` on the device once every active snapshot has preserved the range. */
-  private async guarded(offset: number, length: number, operation: () => Promise<void>): Promise<void> {
-    if (this.gate.isOpen) this.gate.enterOpen();
-    else await this.gate.enter();
-    try {
-      this.checkOpen('write');
-      const waits: Promise<unknown>[] = [];
-      for (const snapshot of this.active) {
-        const wait = snapshot.preserve(offset, length);
-        if (wait !== undefined) waits.push(wait);
-      }
-      if (waits.length > 0) await (waits.length === 1 ? waits[0] : Promise.all(waits));
-      await operation();
-    } finally {
-      this.gate.leave();
-    }
+  /** Checks the request, then runs `operation` under the copy-on-write rule. */
+  private async guarded(
+    offset: number,
+    length: number,
+    syscall: string,
+    operation: () => Promise<void>,
+  ): Promise<void> {
+    this.checkOpen(syscall);
+    if (this.device.readOnly)
+      throw new FssError('EROFS', 'origin is read-only', { syscall, path: this.name });
+    checkWriteRange(this.size, offset, length, this.name);
+    if (length === 0) return;
+    await this.copyOnWrite.write(offset, length, operation);
   }
 
   /** The header now carries the snapshot time; a store that cannot take it invalidates. */
@@ -192,23 +172,9 @@ export class Origin implements BlockDevice {
     }
   }
 
-  private async writeZeroChunks(offset: number, length: number): Promise<void> {
-    this.zeroChunk ??= this.allocateBuffer(ZERO_CHUNK_BYTES).fill(0);
-    for (let done = 0; done < length; ) {
-      const chunk = Math.min(this.zeroChunk.length, length - done);
-      await this.device.write(this.zeroChunk.subarray(0, chunk), offset + done);
-      done += chunk;
-    }
-  }
-
-  private checkWritable(offset: number, length: number, syscall: string): void {
-    this.checkOpen(syscall);
-    if (this.device.readOnly)
-      throw new FssError('EROFS', 'origin is read-only', { syscall, path: this.name });
-    checkWriteRange(this.size, offset, length, this.name);
-  }
-
   private checkOpen(syscall: string): void {
-    if (this.closed) throw new FssError('EBADF', 'origin is closed', { syscall, path: this.name });
+    if (this.copyOnWrite.isClosed) {
+      throw new FssError('EBADF', 'origin is closed', { syscall, path: this.name });
+    }
   }
 }

@@ -31,22 +31,24 @@ import {
   assert,
   type BackingStore,
   type BlockDevice,
-  byteToCluster,
   CopiedBitmap,
   clusterBytes,
+  clusterPiece,
+  clusterRange,
   clusterToByte,
   computeGeometry,
-  encodeHeader,
+  encodeHeaderBlock,
   FssError,
   type FssGet,
-  HEADER_BYTES,
-  HEADER_CLUSTERS,
-  headerFromGeometry,
+  headerFor,
   IndirectTable,
   Mutex,
+  netbsdClustersInUse,
   readableLength,
   type SnapshotGeometry,
+  type StoreLayout,
   storeClusterOffset,
+  storeLayout,
   timeValFromMs,
   toFssError,
   writeAll,
@@ -100,6 +102,8 @@ export class Snapshot implements BlockDevice {
   readonly readOnly = true;
   readonly name: string;
   readonly geometry: SnapshotGeometry;
+  /** Where the header, the table and the data are on the store (the store format). */
+  readonly layout: StoreLayout;
   readonly mount: string;
   readonly store: BackingStore;
   private readonly host: SnapshotHost;
@@ -127,12 +131,13 @@ export class Snapshot implements BlockDevice {
       storeBlockSize: store.blockSize,
       cacheSlotsMin: options.cacheSlotsMin ?? 0,
     });
-    this.nextCluster = this.geometry.firstDataCluster;
+    this.layout = storeLayout(this.geometry);
+    this.nextCluster = this.layout.firstDataCluster;
     this.copied = new CopiedBitmap(this.geometry.clusterCount);
     const onStoreWriteError = (error: unknown) =>
       this.invalidate(`write error on backing store: ${describe(error)}`);
     this.table = new IndirectTable(
-      this.geometry,
+      this.layout,
       store,
       this.allocate(this.geometry.clusterSize),
       onStoreWriteError,
@@ -195,7 +200,7 @@ export class Snapshot implements BlockDevice {
       fsg_time: timeValFromMs(this.timeMs),
       fsg_csize: this.geometry.clusterSize,
       fsg_mount_size: this.geometry.clusterCount,
-      fsg_bs_size: this.nextCluster - HEADER_CLUSTERS,
+      fsg_bs_size: netbsdClustersInUse(this.nextCluster),
     };
   }
 
@@ -216,7 +221,7 @@ export class Snapshot implements BlockDevice {
     const length = readableLength(this.size, offset, target.length, this.name);
     if (length === 0) return 0;
     const view = length === target.length ? target : target.subarray(0, length);
-    const { first, end } = this.clusterRange(offset, length);
+    const { first, end } = clusterRange(this.geometry, offset, length);
     try {
       if (!this.copied.allSet(first, end)) {
         const read = await this.host.device.read(view, offset);
@@ -291,20 +296,16 @@ export class Snapshot implements BlockDevice {
   }
 
   private async writeHeaderNow(): Promise<void> {
-    const blockBytes = Math.max(HEADER_BYTES, this.store.blockSize);
-    const block = this.allocate(blockBytes);
-    block.fill(0);
-    const header = headerFromGeometry(this.geometry, {
+    const header = headerFor(this.layout, {
       timeMicros: this.timeMs * 1000,
       originIdentity: this.options.originIdentity ?? this.host.name,
       nextCluster: this.nextCluster,
+      invalidReason: this.currentState === 'invalid' ? (this.reason ?? '') : undefined,
     });
-    if (this.currentState === 'invalid') {
-      header.state = 'invalid';
-      header.invalidReason = this.reason ?? '';
-    }
-    block.set(encodeHeader(header));
-    await this.store.write(block, 0);
+    await this.store.write(
+      encodeHeaderBlock(header, this.store.blockSize, (bytes) => this.allocate(bytes)),
+      0,
+    );
   }
 
   /** The Origin calls this, with its writes suspended, to take the snapshot. */
@@ -315,7 +316,7 @@ export class Snapshot implements BlockDevice {
     const g = this.geometry;
     this.options.debug?.(
       `${this.name}: snapshot active: ${g.clusterCount} clusters of ${g.clusterSize}, ` +
-        `${g.cacheSlotCount} cache slots, ${g.tableClusters} indir clusters`,
+        `${g.cacheSlotCount} cache slots, ${this.layout.tableClusters} indir clusters`,
     );
   }
 
@@ -325,7 +326,7 @@ export class Snapshot implements BlockDevice {
    */
   preserve(offset: number, length: number): Promise<unknown> | undefined {
     if (this.currentState !== 'active' || length === 0) return undefined;
-    const { first, end } = this.clusterRange(offset, length);
+    const { first, end } = clusterRange(this.geometry, offset, length);
     let cluster = this.copied.nextClear(first, end);
     if (cluster === -1) return undefined;
     const waits: Promise<void>[] = [];
@@ -355,7 +356,7 @@ export class Snapshot implements BlockDevice {
     await writeAll(
       this.store,
       batch.map((dirty) => dirty.data),
-      storeClusterOffset(this.geometry, firstStoreCluster),
+      storeClusterOffset(this.layout, firstStoreCluster),
     );
     await this.table.setEntries(
       batch.map((dirty) => dirty.cluster),
@@ -403,29 +404,24 @@ export class Snapshot implements BlockDevice {
       ) {
         j += 1;
       }
-      const runStart = clusterToByte(this.geometry, clusters[i]!);
-      const from = Math.max(offset, runStart);
-      const to = Math.min(offset + view.length, clusterToByte(this.geometry, clusters[j]! + 1));
-      const storeOffset = storeClusterOffset(this.geometry, storeClusters[i]!) + (from - runStart);
-      reads.push(this.store.read(view.subarray(from - offset, to - offset), storeOffset));
+      // The run's clusters are contiguous on both sides: one read from where the request
+      // enters the first of them to where it leaves the last.
+      const head = clusterPiece(this.geometry, clusters[i]!, offset, view.length);
+      const tail = clusterPiece(this.geometry, clusters[j]!, offset, view.length);
+      const storeOffset = storeClusterOffset(this.layout, storeClusters[i]!) + head.offsetInCluster;
+      const target = view.subarray(head.offsetInRequest, tail.offsetInRequest + tail.length);
+      reads.push(this.store.read(target, storeOffset));
       i = j + 1;
     }
     return reads;
   }
 
   private copyClusterPiece(view: Uint8Array, offset: number, cluster: number, saved: Uint8Array): void {
-    const clusterStart = clusterToByte(this.geometry, cluster);
-    const from = Math.max(offset, clusterStart);
-    const to = Math.min(offset + view.length, clusterStart + this.geometry.clusterSize);
-    view.set(saved.subarray(from - clusterStart, to - clusterStart), from - offset);
-  }
-
-  /** The clusters [first, end) that `length` bytes at `offset` touch (length > 0). */
-  private clusterRange(offset: number, length: number): { first: number; end: number } {
-    return {
-      first: byteToCluster(this.geometry, offset),
-      end: byteToCluster(this.geometry, offset + length - 1) + 1,
-    };
+    const piece = clusterPiece(this.geometry, cluster, offset, view.length);
+    view.set(
+      saved.subarray(piece.offsetInCluster, piece.offsetInCluster + piece.length),
+      piece.offsetInRequest,
+    );
   }
 
   private checkReadable(): void {

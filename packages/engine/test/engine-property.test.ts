@@ -206,8 +206,10 @@ async function runCase(input: CaseInput, withFaults: boolean) {
       writes.push({ at, data });
       originModel.set(data, at);
       const zero = generated.kind === 'zero';
+      const writeZeroes = origin.writeZeroes;
+      expect(writeZeroes, 'the origin offers writeZeroes: its (faulty) memory device has it').toBeDefined();
       work.push(
-        after(generated.startTicks, () => (zero ? origin.writeZeroes(at, length) : origin.write(data, at))),
+        after(generated.startTicks, () => (zero ? writeZeroes!(at, length) : origin.write(data, at))),
       );
     }
 

@@ -41,7 +41,9 @@ import {
   computeGeometry,
   FssError,
   isFssError,
+  metadataBytes,
   type SnapshotGeometry,
+  storeLayout,
   toFssError,
 } from '@fss/core';
 import type { Backends } from './backends';
@@ -169,12 +171,12 @@ export function checkGeometry(
     clusterSize: origin.clusterSize,
     storeBlockSize: store.blockSize,
   });
-  const metadataBytes = geometry.firstDataCluster * geometry.clusterSize;
-  if (store.capacityBytes !== undefined && store.capacityBytes < metadataBytes) {
+  const required = metadataBytes(storeLayout(geometry));
+  if (store.capacityBytes !== undefined && store.capacityBytes < required) {
     throw new FssError(
       'ENOSPC',
       `backup device of ${store.capacityBytes} bytes cannot hold the store's header and indirect ` +
-        `table (${metadataBytes} bytes for ${geometry.clusterCount} clusters of ${geometry.clusterSize})`,
+        `table (${required} bytes for ${geometry.clusterCount} clusters of ${geometry.clusterSize})`,
       { syscall: 'FSSIOCSET', path: plan.kind === 'raw' ? plan.path : undefined },
     );
   }
