@@ -28,6 +28,10 @@
  *               absent, the case is skipped ("when present"); declaring true turns that skip
  *               into a failure, declaring false requires the capability to be absent.
  *
+ * A case a device is known to fail (a bug being fixed elsewhere) is declared in
+ * `expectedFailures` with the reason, and runs as `it.fails`: it must keep failing, so a fix
+ * shows at once, and an entry that names no case fails too.
+ *
  * Layout. Cases address the device in sectors (`logicalSectorSize`) from the start and in
  * sectors back from the end; the device must hold at least DEVICE_BYTES_MIN bytes and
  * DEVICE_SECTORS_MIN sectors (checked by the first case). Data is seeded noise, different for
@@ -83,6 +87,12 @@ export interface BlockDeviceCapabilities {
    * declares ENXIO: it answers as an unconfigured NetBSD fss unit does (fss_strategy).
    */
   readAfterCloseCode?: ErrnoCode;
+  /**
+   * Cases this device is known to fail, by the start of their name, each with the reason
+   * (a bug being fixed elsewhere). They run as `it.fails`: they must still fail, so the day
+   * the bug is fixed the case fails until its entry is removed. Default: none.
+   */
+  expectedFailures?: Readonly<Record<string, string>>;
 }
 
 /** Handed to `additionalTests`, so a device's own cases open devices the same way. */
@@ -105,6 +115,8 @@ const SECTOR_BYTES_MAX = 65536;
 type OptionalCapability = 'writeZeroes' | 'discard' | 'allocateBuffer' | 'preferredIoSize';
 
 interface SuiteContext extends BlockDeviceTestContext {
+  /** The expectedFailures entries that named a registered case. */
+  readonly matchedFailures: Set<string>;
   releaseAll(): Promise<void>;
   /** Registers a device a case opened itself (a reopen), to be closed after the case. */
   adopt(device: BlockDevice): void;
@@ -137,6 +149,11 @@ export function testBlockDevice(
     defineDiscardTests(context);
     defineAllocateBufferTests(context);
     defineLifecycleTests(context);
+    for (const start of Object.keys(capabilities.expectedFailures ?? {})) {
+      it(`names a case in expectedFailures: "${start}"`, () => {
+        expect(context.matchedFailures.has(start), `no case starts with "${start}"`).toBe(true);
+      });
+    }
     additionalTests?.(context);
   });
 }
@@ -156,6 +173,7 @@ function createContext(factory: BlockDeviceFactory, capabilities: BlockDeviceCap
   };
   return {
     capabilities,
+    matchedFailures: new Set(),
     openFixture,
     async open() {
       return (await openFixture()).device;
@@ -246,6 +264,27 @@ function capabilityOf<Name extends 'writeZeroes' | 'discard' | 'allocateBuffer'>
   return method.bind(device) as NonNullable<BlockDevice[Name]>;
 }
 
+/**
+ * Registers one case: skipped when `skip` (its name says why), run as `it.fails` when the
+ * device declares it an expected failure (its name then says that, and why), else run.
+ */
+function defineCase(
+  context: SuiteContext,
+  skip: boolean,
+  name: string,
+  body: (test: { skip: (note?: string) => void }) => Promise<void>,
+): void {
+  const expected = Object.entries(context.capabilities.expectedFailures ?? {}).find(([start]) =>
+    name.startsWith(start),
+  );
+  if (expected !== undefined) context.matchedFailures.add(expected[0]);
+  if (expected !== undefined && !skip) {
+    it.fails(`${name} (expected to fail: ${expected[1]})`, body);
+    return;
+  }
+  it.skipIf(skip)(name, body);
+}
+
 /** The skip note of a case that needs a writable device, and whether to skip. */
 function needsWritable(context: SuiteContext): [skip: boolean, why: string] {
   const skip = context.capabilities.readOnly === true;
@@ -266,22 +305,27 @@ function largeSectors(device: BlockDevice, sector: number): number {
 // --- Cases ---
 
 function defineGeometryTests(context: SuiteContext): void {
-  it('reports a safe-integer size, a power-of-two sector size and readOnly as declared', async () => {
-    const { device, sector } = await openDevice(context);
-    expect(Number.isSafeInteger(device.size)).toBe(true);
-    expect(device.size).toBeGreaterThanOrEqual(DEVICE_BYTES_MIN);
-    expect(device.size / sector).toBeGreaterThanOrEqual(DEVICE_SECTORS_MIN);
-    expect(isPowerOfTwo(sector)).toBe(true);
-    expect(sector).toBeGreaterThanOrEqual(512);
-    expect(sector).toBeLessThanOrEqual(SECTOR_BYTES_MAX);
-    expect(device.readOnly).toBe(context.capabilities.readOnly === true);
-    // Whole-sector devices end on a sector boundary: their last sector can be written whole.
-    if (context.capabilities.unaligned !== true) expect(device.size % sector).toBe(0);
-  });
+  defineCase(
+    context,
+    false,
+    'reports a safe-integer size, a power-of-two sector size and readOnly as declared',
+    async () => {
+      const { device, sector } = await openDevice(context);
+      expect(Number.isSafeInteger(device.size)).toBe(true);
+      expect(device.size).toBeGreaterThanOrEqual(DEVICE_BYTES_MIN);
+      expect(device.size / sector).toBeGreaterThanOrEqual(DEVICE_SECTORS_MIN);
+      expect(isPowerOfTwo(sector)).toBe(true);
+      expect(sector).toBeGreaterThanOrEqual(512);
+      expect(sector).toBeLessThanOrEqual(SECTOR_BYTES_MAX);
+      expect(device.readOnly).toBe(context.capabilities.readOnly === true);
+      // Whole-sector devices end on a sector boundary: their last sector can be written whole.
+      if (context.capabilities.unaligned !== true) expect(device.size % sector).toBe(0);
+    },
+  );
 
   const declared = context.capabilities.preferredIoSize;
   const note = declared === false ? ' (skipped: declared without preferredIoSize)' : ' (when present)';
-  it.skipIf(declared === false)(`declares a power-of-two preferredIoSize${note}`, async (test) => {
+  defineCase(context, declared === false, `declares a power-of-two preferredIoSize${note}`, async (test) => {
     const { device } = await openDevice(context);
     if (declared === true) expect(device.preferredIoSize, 'preferredIoSize was declared').toBeDefined();
     if (device.preferredIoSize === undefined) test.skip('the device has no preferredIoSize');
@@ -297,7 +341,7 @@ function defineGeometryTests(context: SuiteContext): void {
   ] as OptionalCapability[]) {
     const skip = context.capabilities[name] !== false;
     const why = skip ? ` (skipped: not declared absent)` : '';
-    it.skipIf(skip)(`has no ${name}, as declared${why}`, async () => {
+    defineCase(context, skip, `has no ${name}, as declared${why}`, async () => {
       const { device } = await openDevice(context);
       expect(device[name]).toBeUndefined();
     });
@@ -305,7 +349,7 @@ function defineGeometryTests(context: SuiteContext): void {
 }
 
 function defineReadTests(context: SuiteContext): void {
-  it('reads whole sectors at sector offsets, singly and in runs', async () => {
+  defineCase(context, false, 'reads whole sectors at sector offsets, singly and in runs', async () => {
     const opened = await openDevice(context);
     const { device, sector } = opened;
     const one = await knownBytes(opened, 0, sector, 1);
@@ -319,7 +363,7 @@ function defineReadTests(context: SuiteContext): void {
     }
   });
 
-  it('reads a run larger than any bounce buffer, whole and in pieces', async () => {
+  defineCase(context, false, 'reads a run larger than any bounce buffer, whole and in pieces', async () => {
     const opened = await openDevice(context);
     const { device, sector } = opened;
     const sectors = largeSectors(device, sector);
@@ -333,21 +377,26 @@ function defineReadTests(context: SuiteContext): void {
     }
   });
 
-  it('reads 0 bytes at the end, EINVAL beyond it, and truncates a read crossing it', async () => {
-    const opened = await openDevice(context);
-    const { device, sector } = opened;
-    const tailStart = device.size - 2 * sector;
-    const tail = await knownBytes(opened, tailStart, 2 * sector, 4);
-    const crossing = patternBytes(4 * sector, 5);
-    expect(await device.read(crossing, tailStart)).toBe(2 * sector);
-    assertSameBytes(crossing.subarray(0, 2 * sector), tail, 'read across the end', tailStart);
-    expect(await device.read(new Uint8Array(sector), device.size)).toBe(0);
-    expect(await device.read(new Uint8Array(0), device.size)).toBe(0);
-    await expectFssError(device.read(new Uint8Array(sector), device.size + sector), 'EINVAL');
-    await expectFssError(device.read(new Uint8Array(1), device.size + 1), 'EINVAL');
-  });
+  defineCase(
+    context,
+    false,
+    'reads 0 bytes at the end, EINVAL beyond it, and truncates a read crossing it',
+    async () => {
+      const opened = await openDevice(context);
+      const { device, sector } = opened;
+      const tailStart = device.size - 2 * sector;
+      const tail = await knownBytes(opened, tailStart, 2 * sector, 4);
+      const crossing = patternBytes(4 * sector, 5);
+      expect(await device.read(crossing, tailStart)).toBe(2 * sector);
+      assertSameBytes(crossing.subarray(0, 2 * sector), tail, 'read across the end', tailStart);
+      expect(await device.read(new Uint8Array(sector), device.size)).toBe(0);
+      expect(await device.read(new Uint8Array(0), device.size)).toBe(0);
+      await expectFssError(() => device.read(new Uint8Array(sector), device.size + sector), 'EINVAL');
+      await expectFssError(() => device.read(new Uint8Array(1), device.size + 1), 'EINVAL');
+    },
+  );
 
-  it('reads into a view at any memory address, touching only the view', async () => {
+  defineCase(context, false, 'reads into a view at any memory address, touching only the view', async () => {
     const opened = await openDevice(context);
     const { device, sector } = opened;
     const expected = await knownBytes(opened, 16 * sector, 4 * sector, 6);
@@ -360,19 +409,24 @@ function defineReadTests(context: SuiteContext): void {
     expect(backing.subarray(5 * sector + 1).every((byte) => byte === 0xaa)).toBe(true);
   });
 
-  it('rejects offsets that are not byte offsets with EINVAL (an FssError)', async () => {
-    const { device, sector } = await openDevice(context);
-    const target = new Uint8Array(sector);
-    for (const offset of [-sector, 1.5, Number.NaN, 2 ** 53]) {
-      const error = await expectFssError(device.read(target, offset), 'EINVAL');
-      expect(error.name).toBe('FssError');
-      if (!device.readOnly) await expectFssError(device.write(target, offset), ['EINVAL', 'ENOSPC']);
-    }
-    if (!device.readOnly) await expectFssError(device.write(target, -sector), 'EINVAL');
-  });
+  defineCase(
+    context,
+    false,
+    'rejects offsets that are not byte offsets with EINVAL (an FssError)',
+    async () => {
+      const { device, sector } = await openDevice(context);
+      const target = new Uint8Array(sector);
+      for (const offset of [-sector, 1.5, Number.NaN, 2 ** 53]) {
+        const error = await expectFssError(() => device.read(target, offset), 'EINVAL');
+        expect(error.name).toBe('FssError');
+        if (!device.readOnly) await expectFssError(() => device.write(target, offset), ['EINVAL', 'ENOSPC']);
+      }
+      if (!device.readOnly) await expectFssError(() => device.write(target, -sector), 'EINVAL');
+    },
+  );
 
   const [skipUnaligned, whyUnaligned] = needsUnaligned(context);
-  it.skipIf(skipUnaligned)(`reads at unaligned offsets and lengths${whyUnaligned}`, async () => {
+  defineCase(context, skipUnaligned, `reads at unaligned offsets and lengths${whyUnaligned}`, async () => {
     const opened = await openDevice(context);
     const { device, sector } = opened;
     const base = 32 * sector;
@@ -389,7 +443,7 @@ function defineReadTests(context: SuiteContext): void {
     }
   });
 
-  it('serves many concurrent reads, each with its own bytes', async () => {
+  defineCase(context, false, 'serves many concurrent reads, each with its own bytes', async () => {
     const opened = await openDevice(context);
     const { device, sector } = opened;
     const base = 64 * sector;
@@ -403,7 +457,7 @@ function defineReadTests(context: SuiteContext): void {
     });
   });
 
-  it('flushes, and reads return the same bytes after a flush', async () => {
+  defineCase(context, false, 'flushes, and reads return the same bytes after a flush', async () => {
     const opened = await openDevice(context);
     const { device, sector } = opened;
     await device.flush();
@@ -417,24 +471,32 @@ function defineWriteTests(context: SuiteContext): void {
   const [skip, why] = needsWritable(context);
   const [skipUnaligned, whyUnaligned] = needsUnaligned(context);
 
-  it.skipIf(skip)(`fails a write crossing the end with ENOSPC and writes nothing${why}`, async () => {
-    const { device, sector } = await openDevice(context);
-    const tailStart = device.size - 4 * sector;
-    const model = patternBytes(4 * sector, 20);
-    await device.write(model, tailStart);
-    await expectFssError(device.write(patternBytes(4 * sector, 21), device.size - 2 * sector), 'ENOSPC');
-    await expectFssError(device.write(patternBytes(sector, 22), device.size), 'ENOSPC');
-    await expectFssError(device.write(patternBytes(sector, 23), device.size + 8 * sector), 'ENOSPC');
-    assertSameBytes(await readBytes(device, tailStart, model.length), model, 'after ENOSPC', tailStart);
-    // Ending exactly at the end fits, and so does an empty write there.
-    const last = patternBytes(sector, 24);
-    await device.write(last, device.size - sector);
-    await device.write(new Uint8Array(0), device.size);
-    model.set(last, 3 * sector);
-    assertSameBytes(await readBytes(device, tailStart, model.length), model, 'last sector', tailStart);
-  });
+  defineCase(
+    context,
+    skip,
+    `fails a write crossing the end with ENOSPC and writes nothing${why}`,
+    async () => {
+      const { device, sector } = await openDevice(context);
+      const tailStart = device.size - 4 * sector;
+      const model = patternBytes(4 * sector, 20);
+      await device.write(model, tailStart);
+      await expectFssError(
+        () => device.write(patternBytes(4 * sector, 21), device.size - 2 * sector),
+        'ENOSPC',
+      );
+      await expectFssError(() => device.write(patternBytes(sector, 22), device.size), 'ENOSPC');
+      await expectFssError(() => device.write(patternBytes(sector, 23), device.size + 8 * sector), 'ENOSPC');
+      assertSameBytes(await readBytes(device, tailStart, model.length), model, 'after ENOSPC', tailStart);
+      // Ending exactly at the end fits, and so does an empty write there.
+      const last = patternBytes(sector, 24);
+      await device.write(last, device.size - sector);
+      await device.write(new Uint8Array(0), device.size);
+      model.set(last, 3 * sector);
+      assertSameBytes(await readBytes(device, tailStart, model.length), model, 'last sector', tailStart);
+    },
+  );
 
-  it.skipIf(skip)(`returns the newest bytes after overlapping overwrites${why}`, async () => {
+  defineCase(context, skip, `returns the newest bytes after overlapping overwrites${why}`, async () => {
     const { device, sector } = await openDevice(context);
     const model = new Uint8Array(8 * sector);
     for (const [first, count, seed] of [
@@ -451,20 +513,25 @@ function defineWriteTests(context: SuiteContext): void {
     assertSameBytes(await readBytes(device, 0, model.length), model, 'after overwrites', 0);
   });
 
-  it.skipIf(skip)(`writes from a view at any memory address, only the view's bytes${why}`, async () => {
-    const { device, sector } = await openDevice(context);
-    const backing = patternBytes(6 * sector + 3, 40);
-    const view = backing.subarray(sector + 1, 5 * sector + 1);
-    await device.write(view, 16 * sector);
-    assertSameBytes(
-      await readBytes(device, 16 * sector, view.length),
-      view,
-      'misaligned source',
-      16 * sector,
-    );
-  });
+  defineCase(
+    context,
+    skip,
+    `writes from a view at any memory address, only the view's bytes${why}`,
+    async () => {
+      const { device, sector } = await openDevice(context);
+      const backing = patternBytes(6 * sector + 3, 40);
+      const view = backing.subarray(sector + 1, 5 * sector + 1);
+      await device.write(view, 16 * sector);
+      assertSameBytes(
+        await readBytes(device, 16 * sector, view.length),
+        view,
+        'misaligned source',
+        16 * sector,
+      );
+    },
+  );
 
-  it.skipIf(skip)(`writes a run larger than any bounce buffer${why}`, async () => {
+  defineCase(context, skip, `writes a run larger than any bounce buffer${why}`, async () => {
     const { device, sector } = await openDevice(context);
     const sectors = largeSectors(device, sector);
     const before = patternBytes(sector, 41);
@@ -479,7 +546,9 @@ function defineWriteTests(context: SuiteContext): void {
     assertSameBytes(await readBytes(device, afterAt, sector), after, 'sector after', afterAt);
   });
 
-  it.skipIf(skip || skipUnaligned)(
+  defineCase(
+    context,
+    skip || skipUnaligned,
     `writes at unaligned offsets and lengths, keeping the bytes around them${why || whyUnaligned}`,
     async () => {
       const { device, sector } = await openDevice(context);
@@ -501,7 +570,7 @@ function defineWriteTests(context: SuiteContext): void {
     },
   );
 
-  it.skipIf(skip)(`keeps concurrent writes to disjoint ranges apart${why}`, async () => {
+  defineCase(context, skip, `keeps concurrent writes to disjoint ranges apart${why}`, async () => {
     const { device, sector } = await openDevice(context);
     // 48 ranges of 1..5 sectors, back to back, issued all at once in a scrambled order.
     const ranges: { offset: number; source: Uint8Array }[] = [];
@@ -521,7 +590,9 @@ function defineWriteTests(context: SuiteContext): void {
     });
   });
 
-  it.skipIf(skip || skipUnaligned)(
+  defineCase(
+    context,
+    skip || skipUnaligned,
     `keeps concurrent unaligned writes that share sectors apart${why || whyUnaligned}`,
     async () => {
       const { device, sector } = await openDevice(context);
@@ -543,7 +614,7 @@ function defineWriteTests(context: SuiteContext): void {
     },
   );
 
-  it.skipIf(skip)(`serves reads while other ranges are being written${why}`, async () => {
+  defineCase(context, skip, `serves reads while other ranges are being written${why}`, async () => {
     const { device, sector } = await openDevice(context);
     const stable = patternBytes(32 * sector, 200);
     await device.write(stable, 0);
@@ -558,7 +629,7 @@ function defineWriteTests(context: SuiteContext): void {
     });
   });
 
-  it.skipIf(skip)(`flushes while writes are in flight, and every write lands${why}`, async () => {
+  defineCase(context, skip, `flushes while writes are in flight, and every write lands${why}`, async () => {
     const { device, sector } = await openDevice(context);
     const sources = Array.from({ length: 8 }, (_, index) => patternBytes(4 * sector, 250 + index));
     await Promise.all([
@@ -574,7 +645,7 @@ function defineWriteTests(context: SuiteContext): void {
 
   const skipReopen = skip || context.capabilities.reopen !== true;
   const whyReopen = why || (skipReopen ? ' (skipped: the fixture cannot reopen its storage)' : '');
-  it.skipIf(skipReopen)(`keeps flushed data through close and reopen${whyReopen}`, async () => {
+  defineCase(context, skipReopen, `keeps flushed data through close and reopen${whyReopen}`, async () => {
     const { device, fixture, sector } = await openDevice(context);
     const places = [0, 37 * sector, device.size - 3 * sector];
     const sources = places.map((_, index) => patternBytes(3 * sector, 300 + index));
@@ -589,7 +660,7 @@ function defineWriteTests(context: SuiteContext): void {
     }
   });
 
-  it.skipIf(skip)(`completes writes already in flight when close is called${why}`, async () => {
+  defineCase(context, skip, `completes writes already in flight when close is called${why}`, async () => {
     const { device, fixture, sector } = await openDevice(context);
     // Issue the writes without awaiting them, then close: a device that closes under them
     // fails them, losing data the caller was told is being written.
@@ -613,18 +684,25 @@ function defineReadOnlyTests(context: SuiteContext): void {
   const skip = context.capabilities.readOnly !== true;
   const why = skip ? ' (skipped: writable device)' : '';
 
-  it.skipIf(skip)(`refuses write, writeZeroes and discard with EROFS, changing nothing${why}`, async () => {
-    const opened = await openDevice(context);
-    const { device, sector } = opened;
-    const before = await knownBytes(opened, 0, 8 * sector, 0);
-    await expectFssError(device.write(patternBytes(sector, 400), 0), 'EROFS');
-    await expectFssError(device.write(patternBytes(4 * sector, 401), 2 * sector), 'EROFS');
-    if (device.writeZeroes !== undefined) await expectFssError(device.writeZeroes(0, 4 * sector), 'EROFS');
-    if (device.discard !== undefined) await expectFssError(device.discard(0, 4 * sector), 'EROFS');
-    assertSameBytes(await readBytes(device, 0, before.length), before, 'after EROFS', 0);
-  });
+  defineCase(
+    context,
+    skip,
+    `refuses write, writeZeroes and discard with EROFS, changing nothing${why}`,
+    async () => {
+      const opened = await openDevice(context);
+      const { device, sector } = opened;
+      const before = await knownBytes(opened, 0, 8 * sector, 0);
+      await expectFssError(() => device.write(patternBytes(sector, 400), 0), 'EROFS');
+      await expectFssError(() => device.write(patternBytes(4 * sector, 401), 2 * sector), 'EROFS');
+      const { writeZeroes, discard } = device;
+      if (writeZeroes !== undefined)
+        await expectFssError(() => writeZeroes.call(device, 0, 4 * sector), 'EROFS');
+      if (discard !== undefined) await expectFssError(() => discard.call(device, 0, 4 * sector), 'EROFS');
+      assertSameBytes(await readBytes(device, 0, before.length), before, 'after EROFS', 0);
+    },
+  );
 
-  it.skipIf(skip)(`reads back its contents whole${why}`, async () => {
+  defineCase(context, skip, `reads back its contents whole${why}`, async () => {
     const opened = await openDevice(context);
     const { device } = opened;
     const expected = await knownBytes(opened, 0, device.size, 0);
@@ -638,21 +716,26 @@ function defineWriteZeroesTests(context: SuiteContext): void {
   const note = why || (skip ? ' (skipped: declared without writeZeroes)' : ' (when present)');
   const [skipUnaligned, whyUnaligned] = needsUnaligned(context);
 
-  it.skipIf(skip)(`writeZeroes reads back zeroes and leaves neighbours intact${note}`, async (test) => {
-    const { device, sector } = await openDevice(context);
-    const writeZeroes = capabilityOf(context, device, 'writeZeroes', test);
-    const base = 32 * sector;
-    const model = patternBytes(16 * sector, 500);
-    await device.write(model, base);
-    await writeZeroes(base + 4 * sector, 4 * sector);
-    model.fill(0, 4 * sector, 8 * sector);
-    await writeZeroes(base + 12 * sector, 0);
-    const back = await readBytes(device, base, model.length);
-    expect(isAllZero(back.subarray(4 * sector, 8 * sector))).toBe(true);
-    assertSameBytes(back, model, 'around the zeroes', base);
-  });
+  defineCase(
+    context,
+    skip,
+    `writeZeroes reads back zeroes and leaves neighbours intact${note}`,
+    async (test) => {
+      const { device, sector } = await openDevice(context);
+      const writeZeroes = capabilityOf(context, device, 'writeZeroes', test);
+      const base = 32 * sector;
+      const model = patternBytes(16 * sector, 500);
+      await device.write(model, base);
+      await writeZeroes(base + 4 * sector, 4 * sector);
+      model.fill(0, 4 * sector, 8 * sector);
+      await writeZeroes(base + 12 * sector, 0);
+      const back = await readBytes(device, base, model.length);
+      expect(isAllZero(back.subarray(4 * sector, 8 * sector))).toBe(true);
+      assertSameBytes(back, model, 'around the zeroes', base);
+    },
+  );
 
-  it.skipIf(skip)(`writeZeroes over a range larger than any zero buffer${note}`, async (test) => {
+  defineCase(context, skip, `writeZeroes over a range larger than any zero buffer${note}`, async (test) => {
     const { device, sector } = await openDevice(context);
     const writeZeroes = capabilityOf(context, device, 'writeZeroes', test);
     const sectors = largeSectors(device, sector);
@@ -663,7 +746,9 @@ function defineWriteZeroesTests(context: SuiteContext): void {
     assertSameBytes(await readBytes(device, 15 * sector, model.length), model, 'large zeroes', 15 * sector);
   });
 
-  it.skipIf(skip || skipUnaligned)(
+  defineCase(
+    context,
+    skip || skipUnaligned,
     `writeZeroes at unaligned offsets and lengths${why || whyUnaligned || note}`,
     async (test) => {
       const { device, sector } = await openDevice(context);
@@ -684,18 +769,23 @@ function defineWriteZeroesTests(context: SuiteContext): void {
     },
   );
 
-  it.skipIf(skip)(`writeZeroes crossing the end is ENOSPC and zeroes nothing${note}`, async (test) => {
-    const { device, sector } = await openDevice(context);
-    const writeZeroes = capabilityOf(context, device, 'writeZeroes', test);
-    const tailStart = device.size - 4 * sector;
-    const model = patternBytes(4 * sector, 530);
-    await device.write(model, tailStart);
-    await expectFssError(writeZeroes(device.size - 2 * sector, 4 * sector), 'ENOSPC');
-    await expectFssError(writeZeroes(device.size + sector, sector), 'ENOSPC');
-    assertSameBytes(await readBytes(device, tailStart, model.length), model, 'after ENOSPC', tailStart);
-  });
+  defineCase(
+    context,
+    skip,
+    `writeZeroes crossing the end is ENOSPC and zeroes nothing${note}`,
+    async (test) => {
+      const { device, sector } = await openDevice(context);
+      const writeZeroes = capabilityOf(context, device, 'writeZeroes', test);
+      const tailStart = device.size - 4 * sector;
+      const model = patternBytes(4 * sector, 530);
+      await device.write(model, tailStart);
+      await expectFssError(() => writeZeroes(device.size - 2 * sector, 4 * sector), 'ENOSPC');
+      await expectFssError(() => writeZeroes(device.size + sector, sector), 'ENOSPC');
+      assertSameBytes(await readBytes(device, tailStart, model.length), model, 'after ENOSPC', tailStart);
+    },
+  );
 
-  it.skipIf(skip)(`runs many writeZeroes at once, each on its own range${note}`, async (test) => {
+  defineCase(context, skip, `runs many writeZeroes at once, each on its own range${note}`, async (test) => {
     const { device, sector } = await openDevice(context);
     const writeZeroes = capabilityOf(context, device, 'writeZeroes', test);
     const base = 16 * sector;
@@ -720,7 +810,9 @@ function defineDiscardTests(context: SuiteContext): void {
   const note = why || (skip ? ' (skipped: declared without discard)' : ' (when present)');
   const [skipUnaligned, whyUnaligned] = needsUnaligned(context);
 
-  it.skipIf(skip)(
+  defineCase(
+    context,
+    skip,
     `discard leaves the device usable: the range reads, neighbours keep their bytes${note}`,
     async (test) => {
       const { device, sector } = await openDevice(context);
@@ -742,7 +834,9 @@ function defineDiscardTests(context: SuiteContext): void {
     },
   );
 
-  it.skipIf(skip || skipUnaligned)(
+  defineCase(
+    context,
+    skip || skipUnaligned,
     `discard of an unaligned range keeps every byte outside it${why || whyUnaligned || note}`,
     async (test) => {
       const { device, sector } = await openDevice(context);
@@ -759,13 +853,13 @@ function defineDiscardTests(context: SuiteContext): void {
     },
   );
 
-  it.skipIf(skip)(`discard crossing the end is ENOSPC and changes nothing${note}`, async (test) => {
+  defineCase(context, skip, `discard crossing the end is ENOSPC and changes nothing${note}`, async (test) => {
     const { device, sector } = await openDevice(context);
     const discard = capabilityOf(context, device, 'discard', test);
     const tailStart = device.size - 4 * sector;
     const model = patternBytes(4 * sector, 620);
     await device.write(model, tailStart);
-    await expectFssError(discard(device.size - 2 * sector, 4 * sector), 'ENOSPC');
+    await expectFssError(() => discard(device.size - 2 * sector, 4 * sector), 'ENOSPC');
     assertSameBytes(await readBytes(device, tailStart, model.length), model, 'after ENOSPC', tailStart);
   });
 }
@@ -774,7 +868,9 @@ function defineAllocateBufferTests(context: SuiteContext): void {
   const declared = context.capabilities.allocateBuffer;
   const note = declared === false ? ' (skipped: declared without allocateBuffer)' : ' (when present)';
 
-  it.skipIf(declared === false)(
+  defineCase(
+    context,
+    declared === false,
     `allocateBuffer gives buffers of the length asked, usable for reads and writes${note}`,
     async (test) => {
       const opened = await openDevice(context);
@@ -806,20 +902,27 @@ function defineAllocateBufferTests(context: SuiteContext): void {
 function defineLifecycleTests(context: SuiteContext): void {
   const readCode = context.capabilities.readAfterCloseCode ?? 'EBADF';
 
-  it(`fails every operation after close (reads ${readCode}, the rest EBADF)`, async () => {
-    const { device, sector } = await openDevice(context);
-    await device.read(new Uint8Array(sector), 0);
-    await device.close();
-    await expectFssError(device.read(new Uint8Array(sector), 0), readCode);
-    await expectFssError(device.flush(), 'EBADF');
-    // A read-only device may refuse a write for being read-only before looking further.
-    const writeCodes: ErrnoCode[] = device.readOnly ? ['EBADF', 'EROFS'] : ['EBADF'];
-    await expectFssError(device.write(new Uint8Array(sector), 0), writeCodes);
-    if (device.writeZeroes !== undefined) await expectFssError(device.writeZeroes(0, sector), writeCodes);
-    if (device.discard !== undefined) await expectFssError(device.discard(0, sector), writeCodes);
-  });
+  defineCase(
+    context,
+    false,
+    `fails every operation after close (reads ${readCode}, the rest EBADF)`,
+    async () => {
+      const { device, sector } = await openDevice(context);
+      await device.read(new Uint8Array(sector), 0);
+      await device.close();
+      await expectFssError(() => device.read(new Uint8Array(sector), 0), readCode);
+      await expectFssError(() => device.flush(), 'EBADF');
+      // A read-only device may refuse a write for being read-only before looking further.
+      const writeCodes: ErrnoCode[] = device.readOnly ? ['EBADF', 'EROFS'] : ['EBADF'];
+      await expectFssError(() => device.write(new Uint8Array(sector), 0), writeCodes);
+      const { writeZeroes, discard } = device;
+      if (writeZeroes !== undefined)
+        await expectFssError(() => writeZeroes.call(device, 0, sector), writeCodes);
+      if (discard !== undefined) await expectFssError(() => discard.call(device, 0, sector), writeCodes);
+    },
+  );
 
-  it('lets close be called twice', async () => {
+  defineCase(context, false, 'lets close be called twice', async () => {
     const { device } = await openDevice(context);
     await device.close();
     await expect(device.close()).resolves.toBeUndefined();
