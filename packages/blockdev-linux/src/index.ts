@@ -32,12 +32,14 @@ export {
   lastErrno,
   libc,
   POLL_PROTOTYPE,
+  READ_PROTOTYPE,
 } from './libc';
 export {
   type AttachLoopOptions,
   attachLoop,
   type DetachLoopOptions,
   detachLoop,
+  detachLoopSync,
   LO_FLAGS_DIRECT_IO,
   LO_FLAGS_READ_ONLY,
   LOOP_CLR_FD,

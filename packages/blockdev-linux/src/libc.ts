@@ -2,7 +2,8 @@
  * The libc calls Node does not offer, bound once through koffi (prebuilt, no compiler at
  * install time). Data I/O does not go through here: reads and writes use Node's `fs` (libuv)
  * on an O_DIRECT descriptor, which is faster than an FFI round trip and keeps the event loop
- * free. koffi is only for ioctl, statx, flock, fallocate, mount, umount2, eventfd and poll.
+ * free. koffi is only for ioctl, statx, flock, fallocate, mount, umount2, eventfd, poll, and
+ * read(2) where an empty non-blocking read must not cost an exception.
  *
  * ioctl is variadic in C. koffi cannot call variadic prototypes asynchronously, so we declare
  * one fixed prototype per argument shape; for int and pointer arguments that is the same
@@ -56,7 +57,16 @@ export interface Libc {
   umount2: AsyncCapable<(target: string, flags: number) => number>;
   /** eventfd(initval, flags): a descriptor threads can poll to learn they should stop. */
   eventfd(initialValue: number, flags: number): number;
+  /**
+   * read(fd, buf, count) into caller memory: the result and errno, no exception. For
+   * non-blocking descriptors read in a loop until EAGAIN, where `fs.readSync` would build
+   * (and, with source maps on, map) an Error's stack trace for every empty read.
+   */
+  read(fd: number, target: Uint8Array, count: number): number;
 }
+
+/** read(2) for worker threads, which bind it themselves like poll (see POLL_PROTOTYPE). */
+export const READ_PROTOTYPE = 'intptr_t read(int fd, void *buf, size_t count)';
 
 /**
  * poll(2) over an array of `struct pollfd` (int fd, short events, short revents: 8 bytes
@@ -92,6 +102,7 @@ export function libc(): Libc {
     ),
     umount2: lib.func('int umount2(const char *target, int flags)'),
     eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
+    read: lib.func(READ_PROTOTYPE),
   };
   return bound;
 }

@@ -256,6 +256,27 @@ export async function detachLoop(device: string, options: DetachLoopOptions = {}
   }
 }
 
+/**
+ * Detaches `device` synchronously, for an exit hook: LOOP_CLR_FD, then the close that unbinds
+ * it. Only safe when no I/O of the device can wait for this thread (the FUSE server behind it
+ * has already aborted its connection); everywhere else use detachLoop. Returns false when
+ * the device could not be opened or unbound (it then stays as it was).
+ */
+export function detachLoopSync(device: string): boolean {
+  loopName(device);
+  let fd: number;
+  try {
+    fd = openSync(device, constants.O_RDONLY);
+  } catch {
+    return false;
+  }
+  try {
+    return libc().ioctlULongArg(fd, LOOP_CLR_FD, 0) === 0 || lastErrno() === ENXIO;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** `loop7` of `/dev/loop7`; asserts the name is a loop device's. */
 function loopName(device: string): string {
   const match = /^\/dev\/(loop\d+)$/.exec(device);

@@ -11,10 +11,18 @@
  * then unmount the FUSE file. A loop device still open elsewhere (mounted) cannot be
  * detached: close() then fails with EBUSY and keeps serving, since unmounting the file under
  * a mounted filesystem would turn the filesystem's every I/O into an error.
+ *
+ * If the process exits without close(), serveFuse's exit hook aborts the FUSE connection and
+ * unmounts lazily; ours, registered after it, then detaches the loop device synchronously,
+ * which is safe only because nothing can wait for this process's answers any more. A lazily
+ * unmounted file no longer has a path under the mount point, so a later removeStaleMount
+ * could not find the device by its backing path. After SIGKILL neither hook runs and both
+ * stay for removeStaleMount.
  */
 
-import { attachLoop, detachLoop, type LoopDevice } from '@fss/blockdev-linux';
+import { attachLoop, detachLoop, detachLoopSync, type LoopDevice } from '@fss/blockdev-linux';
 import type { BlockDevice } from '@fss/core';
+import { onProcessExit } from './exit-hooks';
 import type { UnmountResult } from './mount';
 import { type FuseFile, type ServeFuseOptions, serveFuse } from './serve';
 
@@ -50,12 +58,14 @@ export async function attachBlockDevice(
     throw error;
   }
   let closed: Promise<UnmountResult> | undefined;
+  const removeExitHook = onProcessExit(() => detachLoopSync(loop.path));
   return {
     loop,
     file,
     close() {
       closed ??= (async () => {
         await detachLoop(loop.path);
+        removeExitHook();
         return file.close();
       })();
       closed.catch(() => {

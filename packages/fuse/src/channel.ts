@@ -28,7 +28,15 @@
  */
 import { closeSync, constants, openSync, writeSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { addressOf, errnoError, koffiEntryPath, lastErrno, libc, POLL_PROTOTYPE } from '@fss/blockdev-linux';
+import {
+  addressOf,
+  errnoError,
+  koffiEntryPath,
+  lastErrno,
+  libc,
+  POLL_PROTOTYPE,
+  READ_PROTOTYPE,
+} from '@fss/blockdev-linux';
 import { assert, FssError } from '@fss/core';
 import { FUSE_DEV_IOC_CLONE, FUSE_MIN_READ_BUFFER, WRITE_PAYLOAD_OFFSET } from './abi';
 import {
@@ -148,6 +156,7 @@ export class FuseChannel {
     const workerData: ReaderData = {
       koffiPath: koffiEntryPath(),
       pollPrototype: POLL_PROTOTYPE,
+      readPrototype: READ_PROTOTYPE,
       fuseFd: fd,
       stopFd: this.stopFd,
       readerIndex: index,

@@ -2,6 +2,10 @@
  * The reader thread's program, as source text (plain CommonJS, evaluated with `eval: true`:
  * no file to locate next to the built output, and it runs the same from sources and dist).
  *
+ * read(2) and poll(2) are koffi calls, not `fs.readSync`: an empty non-blocking read would
+ * otherwise throw an Error per request, and building its stack trace (mapped through source
+ * maps under tsx) cost more CPU than everything else a request does.
+ *
  * Why threads at all. A read of /dev/fuse blocks until the kernel has a request. Node has no
  * way to wait for readability of an arbitrary descriptor on its event loop, and a blocking
  * `fs.read` would hold one of libuv's four pool threads, the same threads every disk read and
@@ -44,6 +48,7 @@ export type ReaderMessage =
 export interface ReaderData {
   koffiPath: string;
   pollPrototype: string;
+  readPrototype: string;
   fuseFd: number;
   stopFd: number;
   readerIndex: number;
@@ -60,9 +65,11 @@ export interface ReaderData {
 
 export const READER_SOURCE = `
 const { parentPort, workerData: d } = require('node:worker_threads');
-const { readSync } = require('node:fs');
 const koffi = require(d.koffiPath);
-const poll = koffi.load('libc.so.6').func(d.pollPrototype);
+const libc = koffi.load('libc.so.6');
+const poll = libc.func(d.pollPrototype);
+const read = libc.func(d.readPrototype);
+const ERRNO = { EINTR: 4, EAGAIN: 11, ENOENT: 2, ENODEV: 19, ECONNABORTED: 103 };
 const control = new Int32Array(d.control);
 const lengths = new Int32Array(d.lengths);
 const views = d.slotOffsets.map((offset) => new Uint8Array(d.data, offset, d.slotBytes));
@@ -96,24 +103,22 @@ function takeSlot() {
 /** Reads one message into views[mine]; its length, or -1 when the reader must stop. */
 function readMessage(mine) {
   for (;;) {
-    try {
-      return readSync(d.fuseFd, views[mine], 0, d.slotBytes, null);
-    } catch (error) {
-      const code = error && error.code;
-      if (code === 'EAGAIN') {
-        pollEvents[3] = 0; pollEvents[7] = 0;
-        poll(pollfds, 2, -1);
-        if (pollEvents[7] !== 0 || stopping()) return -1;
-        continue;
-      }
-      if (code === 'ENOENT' || code === 'EINTR') continue;
-      if (code === 'ENODEV' || code === 'ECONNABORTED') {
-        parentPort.postMessage({ type: 'ended', code });
-        return -1;
-      }
-      parentPort.postMessage({ type: 'error', code: String(code), message: String(error && error.message) });
+    const length = read(d.fuseFd, views[mine], d.slotBytes);
+    if (length >= 0) return Number(length);
+    const errno = koffi.errno();
+    if (errno === ERRNO.EAGAIN) {
+      pollEvents[3] = 0; pollEvents[7] = 0;
+      poll(pollfds, 2, -1);
+      if (pollEvents[7] !== 0 || stopping()) return -1;
+      continue;
+    }
+    if (errno === ERRNO.ENOENT || errno === ERRNO.EINTR) continue;
+    if (errno === ERRNO.ENODEV || errno === ERRNO.ECONNABORTED) {
+      parentPort.postMessage({ type: 'ended', code: errno === ERRNO.ENODEV ? 'ENODEV' : 'ECONNABORTED' });
       return -1;
     }
+    parentPort.postMessage({ type: 'error', code: 'errno ' + errno, message: 'read(/dev/fuse) failed' });
+    return -1;
   }
 }
 

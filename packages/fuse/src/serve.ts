@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { libc } from '@fss/blockdev-linux';
 import { assert, type BlockDevice, FssError } from '@fss/core';
 import { FuseChannel } from './channel';
-import { MainChannel } from './main-channel';
+import { onProcessExit } from './exit-hooks';
 import { mountFuse, type UnmountResult, unmountFuse } from './mount';
 import { FuseSession, type FuseSessionStats } from './session';
 
@@ -39,17 +39,11 @@ export interface ServeFuseOptions {
   readOnly?: boolean;
   /** Reader threads (default 1; see the README for the measurements). */
   readerThreads?: number;
-  /**
-   * Who reads /dev/fuse: `threads` (reader threads hand requests over in shared slots) or
-   * `main` (the main thread reads, non-blocking; a poller thread only wakes it). Default
-   * `threads`; both are kept so the README's measurements can be repeated.
-   */
-  readMode?: 'threads' | 'main';
   /** Requests in flight at most: reader slots of `maxWriteBytes` each (default 64). */
   slotCount?: number;
   /** Largest READ/WRITE the kernel may send: 4 KiB to 1 MiB, whole pages (default 1 MiB). */
   maxWriteBytes?: number;
-  /** FOPEN_* flags for every OPEN (default DEFAULT_OPEN_FLAGS: PARALLEL_DIRECT_WRITES). */
+  /** FOPEN_* flags for every OPEN (default DEFAULT_OPEN_FLAGS: DIRECT_IO | PARALLEL_DIRECT_WRITES). */
   openFlags?: number;
   /** INIT max_background (default 128). */
   maxBackground?: number;
@@ -101,10 +95,9 @@ export async function serveFuse(device: BlockDevice, options: ServeFuseOptions):
   const ended = new Promise<void>((resolve) => {
     endConnection = resolve;
   });
-  let channel: FuseChannel | MainChannel;
-  const Channel = options.readMode === 'main' ? MainChannel : FuseChannel;
+  let channel: FuseChannel;
   try {
-    channel = new Channel({
+    channel = new FuseChannel({
       fuseFd: fd,
       readerCount: options.readerThreads ?? 1,
       slotCount: options.slotCount ?? 64,
@@ -149,10 +142,10 @@ class ServedFile implements FuseFile {
   readonly ended: Promise<void>;
   private readonly fd: number;
   private readonly session: FuseSession;
-  private readonly channel: FuseChannel | MainChannel;
+  private readonly channel: FuseChannel;
   private closing: Promise<UnmountResult> | undefined;
   private fdOpen = true;
-  private readonly onExit = () => this.abortOnExit();
+  private readonly removeExitHook: () => void;
 
   constructor(
     mountPoint: string,
@@ -160,7 +153,7 @@ class ServedFile implements FuseFile {
     readOnly: boolean,
     fd: number,
     session: FuseSession,
-    channel: FuseChannel | MainChannel,
+    channel: FuseChannel,
     ended: Promise<void>,
   ) {
     this.mountPoint = mountPoint;
@@ -170,7 +163,7 @@ class ServedFile implements FuseFile {
     this.session = session;
     this.channel = channel;
     this.ended = ended;
-    process.on('exit', this.onExit);
+    this.removeExitHook = onProcessExit(() => this.abortOnExit());
   }
 
   get stats(): Readonly<FuseSessionStats> {
@@ -183,7 +176,7 @@ class ServedFile implements FuseFile {
       await this.session.whenIdle();
       await this.channel.stop();
       this.closeFd();
-      process.off('exit', this.onExit);
+      this.removeExitHook();
       return unmounted;
     })();
     return this.closing;

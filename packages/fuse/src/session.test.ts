@@ -250,7 +250,9 @@ describe('the tree: one directory, one file', () => {
     rw.init();
     rw.open(2); // O_RDWR
     expect(rw.replies.at(-1)!.error).toBe(0);
-    expect(rw.replies.at(-1)!.view.getUint32(8, true)).toBe(OpenFlag.PARALLEL_DIRECT_WRITES);
+    expect(rw.replies.at(-1)!.view.getUint32(8, true)).toBe(
+      OpenFlag.DIRECT_IO | OpenFlag.PARALLEL_DIRECT_WRITES,
+    );
     const ro = harness(new MemoryBlockDevice(4096), { readOnly: true });
     ro.init();
     ro.open(1); // O_WRONLY

@@ -29,10 +29,10 @@
  *   LOOKUP, GETATTR   the two nodes; anything else ENOENT
  *   SETATTR           refused (EPERM) unless it changes nothing: a device cannot be resized,
  *                     chmod-ed or chown-ed; time updates are accepted and ignored
- *   OPEN              EROFS for writing when read-only; answered with DEFAULT_OPEN_FLAGS
- *                     (the loop driver's O_DIRECT requests then stay asynchronous; other
- *                     openers may use the page cache, which the kernel invalidates on
- *                     every direct write and at every open)
+ *   OPEN              EROFS for writing when read-only; answered with DEFAULT_OPEN_FLAGS:
+ *                     FOPEN_DIRECT_IO (no page cache for any opener: every access is
+ *                     coherent with the device) and FOPEN_PARALLEL_DIRECT_WRITES (no
+ *                     exclusive inode lock per write)
  *   READ, WRITE       clamped at the device's end (a READ past it reads 0 bytes, a WRITE
  *                     starting at or past it is ENOSPC, one crossing it is short)
  *   FLUSH             nothing to do: close(2) does not promise durability
@@ -85,12 +85,14 @@ export const FILE_NODE_ID = 2;
 /** How long the kernel may cache names and attributes: they never change. */
 const ATTR_VALID_SECONDS = 365 * 24 * 3600;
 /**
- * FOPEN flags of every OPEN. Not FOPEN_DIRECT_IO: with it the kernel handles each O_DIRECT
- * request of the loop driver synchronously (one in flight per loop worker), without it the
- * same requests take the kernel's asynchronous direct-I/O path (FUSE_ASYNC_DIO) and stay in
- * flight together; measured in the README.
+ * FOPEN flags of every OPEN. DIRECT_IO: no opener of the file ever goes through the page
+ * cache, so every read sees the device as it is now (the device may also change through
+ * other paths, e.g. an origin's NBD export) and nothing is cached twice under a loop device.
+ * The loop driver's O_DIRECT requests stay asynchronous either way (FUSE_ASYNC_DIO).
+ * PARALLEL_DIRECT_WRITES: direct writes take the inode lock shared, not exclusive, so
+ * writes to different places of the file do not wait for each other in the kernel.
  */
-export const DEFAULT_OPEN_FLAGS = OpenFlag.PARALLEL_DIRECT_WRITES;
+export const DEFAULT_OPEN_FLAGS = OpenFlag.DIRECT_IO | OpenFlag.PARALLEL_DIRECT_WRITES;
 /** Requests the kernel may keep in the background queue (async direct I/O counts here). */
 export const DEFAULT_MAX_BACKGROUND = 128;
 

@@ -14,7 +14,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loopDevicesUnder, openBlockDevice } from '@fss/blockdev-linux';
+import { loopBackingFile, loopDevicesUnder, openBlockDevice } from '@fss/blockdev-linux';
 import { FaultyBlockDevice, MemoryBlockDevice } from '@fss/core';
 import { firstDifference } from '@fss/core/testing';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -66,6 +66,26 @@ async function writeThroughKernel(
     ...(direct ? ['oflag=direct'] : []),
     'status=none',
   ]);
+}
+
+/** Starts fixtures/serve-forever.ts on `mountPoint`; resolves with the child and its loop device. */
+async function startServer(mountPoint: string, mode: 'serve' | 'exit') {
+  const fixture = fileURLToPath(new URL('./fixtures/serve-forever.ts', import.meta.url));
+  const child = spawn(
+    process.execPath,
+    ['--conditions=@fss/source', '--import', 'tsx', fixture, mountPoint, mode],
+    { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const loopPath = await new Promise<string>((resolve, reject) => {
+    let output = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes('\n')) resolve(output.split('\n')[0]!.trim());
+    });
+    void exited.then((code) => reject(new Error(`serve-forever exited ${code} before attaching`)));
+  });
+  return { child, exited, loopPath };
 }
 
 describe.skipIf(!canRun)(`FUSE file + loop device (${ROOT_REASON}; needs /dev/fuse)`, () => {
@@ -281,37 +301,21 @@ describe.skipIf(!canRun)(`FUSE file + loop device (${ROOT_REASON}; needs /dev/fu
 
   it('a server killed by SIGKILL: I/O fails fast (no hang), removeStaleMount detaches and unmounts', async () => {
     const mountPoint = tempDir('fss-fuse-killed-');
-    const fixture = fileURLToPath(new URL('./fixtures/serve-forever.ts', import.meta.url));
-    const child = spawn(
-      process.execPath,
-      ['--conditions=@fss/source', '--import', 'tsx', fixture, mountPoint.path],
-      {
-        cwd: fileURLToPath(new URL('..', import.meta.url)),
-        stdio: ['ignore', 'pipe', 'inherit'],
-      },
-    );
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    let server: Awaited<ReturnType<typeof startServer>> | undefined;
     const cleanup = async () => {
       unreleased.delete(cleanup);
-      child.kill('SIGKILL');
-      await exited;
+      server?.child.kill('SIGKILL');
+      await server?.exited;
       await removeStaleMount(mountPoint.path);
       if (!(await isFssFuseMounted(mountPoint.path))) mountPoint.remove();
     };
     unreleased.add(cleanup);
     try {
-      const loopPath = await new Promise<string>((resolve, reject) => {
-        let output = '';
-        child.stdout!.on('data', (chunk: Buffer) => {
-          output += chunk.toString();
-          const line = output.split('\n')[0]!;
-          if (output.includes('\n')) resolve(line.trim());
-        });
-        child.once('exit', (code) => reject(new Error(`serve-forever exited ${code} before attaching`)));
-      });
+      server = await startServer(mountPoint.path, 'serve');
+      const { loopPath } = server;
       expect(loopPath).toMatch(/^\/dev\/loop\d+$/);
-      child.kill('SIGKILL');
-      await exited;
+      server.child.kill('SIGKILL');
+      await server.exited;
       // What SIGKILL leaves: the mount point and the loop device; I/O fails instead of hanging.
       expect(await isFssFuseMounted(mountPoint.path)).toBe(true);
       expect(await loopDevicesUnder(mountPoint.path)).toEqual([loopPath]);
@@ -324,6 +328,29 @@ describe.skipIf(!canRun)(`FUSE file + loop device (${ROOT_REASON}; needs /dev/fu
       expect(await removeStaleMount(mountPoint.path)).toEqual({ loops: [loopPath], unmounted: true });
       expect(await isFssFuseMounted(mountPoint.path)).toBe(false);
       expect(await loopDevicesUnder(mountPoint.path)).toEqual([]);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('a server that exits without close(): its exit hooks detach the loop device and unmount', async () => {
+    const mountPoint = tempDir('fss-fuse-exit-');
+    let server: Awaited<ReturnType<typeof startServer>> | undefined;
+    const cleanup = async () => {
+      unreleased.delete(cleanup);
+      server?.child.kill('SIGKILL');
+      await server?.exited;
+      await removeStaleMount(mountPoint.path);
+      if (!(await isFssFuseMounted(mountPoint.path))) mountPoint.remove();
+    };
+    unreleased.add(cleanup);
+    try {
+      server = await startServer(mountPoint.path, 'exit');
+      expect(await server.exited).toBe(0);
+      expect(await isFssFuseMounted(mountPoint.path)).toBe(false);
+      // Unbound (or already reused by a parallel test for a file of its own, never ours).
+      const backing = await loopBackingFile(server.loopPath.slice('/dev/'.length));
+      expect(backing === undefined || !backing.endsWith('/device')).toBe(true);
     } finally {
       await cleanup();
     }
