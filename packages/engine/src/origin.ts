@@ -87,7 +87,7 @@ export class Origin implements BlockDevice {
     return this.device.allocateBuffer?.(length) ?? new Uint8Array(length);
   }
 
-  read(target: Uint8Array, offset: number): Promise<number> {
+  async read(target: Uint8Array, offset: number): Promise<number> {
     this.checkOpen('read');
     return this.device.read(target, offset);
   }
@@ -96,7 +96,7 @@ export class Origin implements BlockDevice {
     return this.guarded(offset, source.length, 'write', () => this.device.write(source, offset));
   }
 
-  flush(): Promise<void> {
+  async flush(): Promise<void> {
     this.checkOpen('fsync');
     return this.device.flush();
   }

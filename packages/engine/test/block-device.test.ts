@@ -20,18 +20,11 @@ const DEVICE_BYTES = 4 * 1024 * 1024;
 const CLUSTER_BYTES = 4096;
 const quiet = { logger: () => {} };
 
-/**
- * What an Origin over memory can do, and the one case it fails today: once closed, its `read`
- * and `flush` throw synchronously instead of returning a rejected promise. When that is fixed
- * in origin.ts this case starts failing; then delete the entry.
- */
+/** What an Origin over memory can do: everything, including writes at any byte. */
 const originCapabilities = {
   unaligned: true,
   writeZeroes: true,
   discard: true,
-  expectedFailures: {
-    'fails every operation after close': 'Origin.read and flush throw synchronously once closed',
-  },
 } as const;
 
 testBlockDevice(

@@ -20,6 +20,7 @@ import type { BackingStore } from '@fss/core';
 import { FssError, isPowerOfTwo } from '@fss/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { assertSameBytes, concatBytes, isAllZero, patternBytes } from './bytes';
+import { expectFssError } from './errors';
 
 /** What a factory returns: a store, optionally with a cleanup to run after it is closed. */
 export interface BackingStoreFixture {
@@ -155,20 +156,6 @@ async function readBytes(store: BackingStore, offset: number, length: number): P
   const target = patternBytes(length, 0x5eed ^ offset);
   await store.read(target, offset);
   return target;
-}
-
-/** Expects `promise` to reject with an FssError of `code`, and returns the error. */
-async function expectFssError(promise: Promise<unknown>, code: string): Promise<FssError> {
-  const error = await promise.then(
-    () => undefined,
-    (reason: unknown) => reason,
-  );
-  expect(error, `expected a rejection with ${code}`).toBeInstanceOf(FssError);
-  const fssError = error as FssError;
-  expect(fssError.code).toBe(code);
-  expect(fssError.errno).toBeGreaterThan(0);
-  expect(fssError.message).toContain(code);
-  return fssError;
 }
 
 function defineBasicTests(context: SuiteContext): void {
