@@ -11,6 +11,12 @@
  *   node --conditions=@fss/source --import tsx bench/ab.ts slots
  *       in-process first-touch writes with fss's 8 cache slots for 64 KiB clusters against
  *       32 and 128 (SnapshotOptions.cacheSlotsMin), and fio on the device for scale.
+ *   FSS_AB_BASE=DIR [FSS_AB_NEW=DIR] node --conditions=@fss/source --import tsx bench/ab.ts trees
+ *       two versions of fss side by side: fssd from the sources of the tree at FSS_AB_BASE
+ *       ("base") and at FSS_AB_NEW ("new", default this checkout), each on its own copy of
+ *       the image, plus qemu-nbd. bench/export-tree.sh makes such trees (a commit, plus
+ *       working-tree paths laid over it). FSS_AB_WORKLOADS picks workloads (default: all of
+ *       treeWorkloads). This is how each data-path change was measured before its commit.
  *
  * Sizes and rounds come from the bench's environment (lib/config.ts).
  */
@@ -18,11 +24,12 @@ import { Cleanup } from './lib/cleanup';
 import { KiB, MiB, readConfig } from './lib/config';
 import { InProcessOrigin } from './lib/in-process';
 import type { Contender, Row } from './lib/measure';
-import { FssdSession, type OursOrigin } from './lib/ours';
+import { FssdSession, type OursOrigin, type Unit } from './lib/ours';
 import { startQemuNbd } from './lib/peers';
+import { sleepMs } from './lib/processes';
 import { formatTable } from './lib/report';
 import { Sandbox } from './lib/sandbox';
-import { nbdcopyRead, runFio, transfer } from './lib/workloads';
+import { nbdcopyRead, nbdcopyWrite, runFio, transfer } from './lib/workloads';
 import { makeContext } from './scenarios/context';
 
 type Context = ReturnType<typeof makeContext>;
@@ -195,9 +202,163 @@ async function cacheSlots(ctx: Context): Promise<Row[]> {
   }
 }
 
+/** One daemon of a `trees` run: its label, session, origin and a unit with every cluster copied. */
+interface TreeDaemon {
+  readonly label: string;
+  readonly fss: FssdSession;
+  readonly origin: OursOrigin;
+  copied: Unit | undefined;
+}
+
+type TreeWorkload = {
+  readonly unit: 'MiB/s' | 'IOPS';
+  /** Untimed set-up on each daemon before the first round (e.g. a unit to read). */
+  readonly prepare?: (daemon: TreeDaemon) => Promise<void>;
+  readonly run: (daemon: TreeDaemon | undefined) => Promise<number>;
+};
+
+/** The workloads `trees` can compare, each as the bench measures it. */
+function treeWorkloads(ctx: Context, qemuSocket: string): Record<string, TreeWorkload> {
+  const { config } = ctx;
+  const fio = (rw: 'write' | 'randwrite', socketPath: string) =>
+    runFio({
+      target: { kind: 'nbd', socketPath },
+      rw,
+      blockBytes: rw === 'write' ? MiB : 4 * KiB,
+      queueDepth: 16,
+      sizeBytes: config.writeBytes,
+      ...(rw === 'randwrite' ? { seconds: config.fioSeconds } : {}),
+    }).then((result) => (rw === 'write' ? result.mibPerSecond : result.iops));
+  /** `write` on the origin with `count` fresh units, after an untimed `prepass` if given. */
+  const withUnits = async (
+    daemon: TreeDaemon,
+    count: number,
+    prepass: boolean,
+    write: (socketPath: string) => Promise<number>,
+  ): Promise<number> => {
+    const units: Unit[] = [];
+    try {
+      for (let unit = 1; unit <= count; unit++) units.push(await daemon.fss.configure(unit, daemon.origin));
+      if (prepass) await write(daemon.origin.socketPath);
+      return await write(daemon.origin.socketPath);
+    } finally {
+      for (const unit of units) await daemon.fss.unconfigure(unit);
+    }
+  };
+  const seqWrite = (socketPath: string) => fio('write', socketPath);
+  const nbdcopy = (socketPath: string) =>
+    nbdcopyWrite(ctx.sandbox.path('ab-source.img'), config.writeBytes, socketPath);
+  return {
+    write: { unit: 'MiB/s', run: (d) => seqWrite(d?.origin.socketPath ?? qemuSocket) },
+    'first-touch': {
+      unit: 'MiB/s',
+      run: (d) => (d === undefined ? seqWrite(qemuSocket) : withUnits(d, 1, false, seqWrite)),
+    },
+    'first-touch-nbdcopy': {
+      unit: 'MiB/s',
+      run: (d) => (d === undefined ? nbdcopy(qemuSocket) : withUnits(d, 1, false, nbdcopy)),
+    },
+    overwrite: {
+      unit: 'MiB/s',
+      run: (d) => (d === undefined ? seqWrite(qemuSocket) : withUnits(d, 1, true, seqWrite)),
+    },
+    'four-snapshots': {
+      unit: 'MiB/s',
+      run: (d) => (d === undefined ? seqWrite(qemuSocket) : withUnits(d, 4, false, seqWrite)),
+    },
+    randwrite: { unit: 'IOPS', run: (d) => fio('randwrite', d?.origin.socketPath ?? qemuSocket) },
+    'read-1': {
+      unit: 'MiB/s',
+      run: (d) => nbdcopyRead(d?.origin.socketPath ?? qemuSocket, config.imageBytes, 1),
+    },
+    'read-4': {
+      unit: 'MiB/s',
+      run: (d) => nbdcopyRead(d?.origin.socketPath ?? qemuSocket, config.imageBytes, 4),
+    },
+    'copied-read-1': {
+      unit: 'MiB/s',
+      prepare: (d) => copyEverything(d, config.imageBytes),
+      run: (d) => nbdcopyRead(d?.copied?.socketPath ?? qemuSocket, config.imageBytes, 1),
+    },
+    'copied-read-4': {
+      unit: 'MiB/s',
+      prepare: (d) => copyEverything(d, config.imageBytes),
+      run: (d) => nbdcopyRead(d?.copied?.socketPath ?? qemuSocket, config.imageBytes, 4),
+    },
+  };
+}
+
+/** Configures fss0 and rewrites the whole origin, so that fss0 holds every cluster. */
+async function copyEverything(daemon: TreeDaemon, sizeBytes: number): Promise<void> {
+  if (daemon.copied !== undefined) return;
+  daemon.copied = await daemon.fss.configure(0, daemon.origin);
+  await runFio({
+    target: { kind: 'nbd', socketPath: daemon.origin.socketPath },
+    rw: 'write',
+    blockBytes: MiB,
+    queueDepth: 16,
+    sizeBytes,
+  });
+  await sleepMs(1000); // the last write-back batch lands before anything is timed
+}
+
+async function trees(ctx: Context): Promise<Row[]> {
+  const { config, cleanup, sandbox } = ctx;
+  const baseTree = process.env['FSS_AB_BASE'];
+  if (baseTree === undefined || baseTree === '')
+    throw new Error('trees: set FSS_AB_BASE to the base checkout');
+  sandbox.makeDataFile('ab-source.img', config.writeBytes, 2);
+  const daemons: TreeDaemon[] = [];
+  const newTree = process.env['FSS_AB_NEW'] || undefined;
+  for (const [label, sourceTree] of [
+    ['base', baseTree],
+    ['new', newTree],
+  ] as const) {
+    const image = await sandbox.makeImage(`${label}.img`, config.imageBytes, 1);
+    const fss = await FssdSession.start(cleanup, sandbox, { name: label, sourceTree });
+    daemons.push({ label, fss, origin: await fss.addOrigin(image.path, 'bench'), copied: undefined });
+  }
+  const qemu = await startQemuNbd(
+    cleanup,
+    (await sandbox.makeImage('qemu.img', config.imageBytes, 1)).path,
+    sandbox.dir,
+  );
+  const all = treeWorkloads(ctx, qemu.socketPath);
+  const wanted = (process.env['FSS_AB_WORKLOADS'] ?? Object.keys(all).join(',')).split(',');
+  for (const daemon of daemons) {
+    await nbdcopyRead(daemon.origin.socketPath, config.imageBytes, 4); // warm-up
+    await all['write']!.run(daemon);
+  }
+  const rows: Row[] = [];
+  for (const name of wanted) {
+    const workload = all[name];
+    if (workload === undefined)
+      throw new Error(`trees: unknown workload ${name} (${Object.keys(all).join(', ')})`);
+    for (const daemon of daemons) await workload.prepare?.(daemon);
+    rows.push(
+      ...(await ctx.compare({
+        group: 'trees',
+        unit: workload.unit,
+        better: 'higher',
+        contenders: [
+          { label: 'qemu-nbd', run: () => workload.run(undefined) },
+          ...daemons.map((daemon) => ({ label: daemon.label, run: () => workload.run(daemon) })),
+        ],
+        rows: [
+          { name: `${name}: new vs base`, subject: 'new', against: ['base'], target: null },
+          { name: `${name}: base vs qemu-nbd`, subject: 'base', against: ['qemu-nbd'], target: null },
+          { name: `${name}: new vs qemu-nbd`, subject: 'new', against: ['qemu-nbd'], target: null },
+        ],
+      })),
+    );
+  }
+  return rows;
+}
+
 const EXPERIMENTS: Record<string, (ctx: Context) => Promise<Row[]>> = {
   threadpool: threadPool,
   slots: cacheSlots,
+  trees,
 };
 
 async function main(): Promise<void> {

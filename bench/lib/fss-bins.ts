@@ -87,6 +87,17 @@ export function fssBinArgs(bin: FssBin): string[] {
   return ['--conditions=@fss/source', '--import', TSX_LOADER, fssBinPath(bin)];
 }
 
+/**
+ * Node arguments that run fssd from the sources of another checkout at `treeDir` (for A/B
+ * runs of two versions: ab.ts trees). The tree needs its own node_modules links, as
+ * `git archive` plus copies of this checkout's package node_modules folders give it.
+ */
+export function fssdArgsInTree(treeDir: string): string[] {
+  const path = join(treeDir, BIN_CANDIDATES.fssd[0]!);
+  if (!existsSync(path)) throw new Error(`cannot find fssd in ${treeDir}: ${path} does not exist`);
+  return ['--conditions=@fss/source', '--import', TSX_LOADER, path];
+}
+
 export function controlSocketPath(runDir: string): string {
   return join(runDir, 'fssd.sock');
 }
@@ -103,6 +114,8 @@ export interface FssdOptions {
   runDir: string;
   /** Run this built fssd.js (see freshBuiltFssd) instead of the sources. */
   builtPath?: string | undefined;
+  /** Run fssd from the sources of this other checkout instead (fssdArgsInTree). */
+  sourceTree?: string | undefined;
   /** Start with `--cpu-prof --cpu-prof-dir=DIR`: a .cpuprofile is written there when it stops. */
   cpuProfileDir?: string | undefined;
   /** Extra Node flags, e.g. `--max-semi-space-size=16`. */
@@ -116,7 +129,12 @@ export interface FssdOptions {
 export function startFssd(cleanup: Cleanup, options: FssdOptions): Promise<Server> {
   const profiling =
     options.cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`];
-  const program = options.builtPath === undefined ? fssBinArgs('fssd') : [options.builtPath];
+  const program =
+    options.builtPath !== undefined
+      ? [options.builtPath]
+      : options.sourceTree !== undefined
+        ? fssdArgsInTree(options.sourceTree)
+        : fssBinArgs('fssd');
   return startServer(cleanup, {
     name: 'fssd',
     command: process.execPath,

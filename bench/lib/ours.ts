@@ -49,6 +49,8 @@ export class FssdSession {
       stdoutPath?: string;
       /** A built fssd.js to run instead of the sources (fss-bins.ts freshBuiltFssd). */
       builtPath?: string | undefined;
+      /** Another checkout whose fssd sources to run (ab.ts trees). */
+      sourceTree?: string | undefined;
     },
   ): Promise<FssdSession> {
     const runDir = sandbox.path(`${options.name}-run`);
@@ -59,6 +61,7 @@ export class FssdSession {
       env: options.env ?? process.env,
       stdoutPath: options.stdoutPath,
       builtPath: options.builtPath,
+      sourceTree: options.sourceTree,
     });
     const control = await FssControl.connect(runDir);
     cleanup.defer(`close fssd control connection ${runDir}`, () => control.close());
