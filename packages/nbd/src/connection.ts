@@ -7,14 +7,16 @@
  *       │                              │ malformed request                     (in-flight
  *       └──abort / refused / EOF───────┴───────────────────────────────────→ CLOSED  replies sent)
  *
- * The transmission loop reads one request at a time and starts it without waiting for it, so
- * up to `inFlightMax` requests run concurrently (replies may go out of order, as NBD allows).
- * Before reading the next request the loop waits for a free slot and, once more than 8 MiB of
- * replies is queued, for the socket to drain;
- * while it waits it reads nothing, the SocketReader's queue fills and pauses the socket, and
- * the client is held back by the kernel's flow control. A second limit counts the READ/WRITE
- * bytes in flight, so memory per connection stays below inFlightBytesMax plus one maximal
- * request plus the reader's high-water mark, whatever sizes the client asks for.
+ * The transmission loop takes one request at a time from the SocketReader (which frames them
+ * as they arrive, WRITE payloads received straight into pooled device buffers) and starts it
+ * without waiting for it, so up to `inFlightMax` requests run concurrently (replies may go out
+ * of order, as NBD allows). Before taking the next request the loop waits for a free slot and,
+ * once more than 8 MiB of replies is queued, for the socket to drain; while it waits the
+ * reader's read-ahead fills, then its staging buffer, then it pauses the socket, and the
+ * client is held back by the kernel's flow control. A second limit counts the READ/WRITE bytes
+ * in flight, so memory per connection stays below inFlightBytesMax plus one maximal request
+ * plus the reader's read-ahead and staging (socket-reader.ts), whatever sizes the client asks
+ * for.
  *
  * Shutdown (server.close()): requests already read run to completion and are answered;
  * requests that arrive afterwards are answered ESHUTDOWN; once nothing is in flight the
@@ -28,17 +30,14 @@ import { execute } from './commands';
 import type { NbdExport } from './export';
 import { type HandshakeResult, negotiate } from './handshake';
 import type { PayloadPool } from './payload-pool';
-import { Command, commandName, Limits, NbdErrno, REQUEST_BYTES } from './protocol';
+import { Command, commandName, NbdErrno } from './protocol';
 import { ReadMerger } from './read-merger';
 import { ReplyWriter } from './reply-writer';
-import { hasPayload, judgeRequest, type NbdRequest, parseRequest } from './request';
-import { EndOfStream, SocketReader } from './socket-reader';
+import { judgeRequest, type NbdRequest } from './request';
+import { EndOfStream, type SocketReader } from './socket-reader';
 
 /** How long an ending connection waits for the client to close before it is destroyed. */
 const SHUTDOWN_GRACE_MS = 5000;
-
-/** WRITE payloads up to this size are used where they arrived; larger ones are pooled. */
-const POOLED_PAYLOAD_BYTES_MIN = 65536;
 
 /** Buffer bytes a request holds while it runs: its READ reply or WRITE payload. */
 function dataBytes(request: NbdRequest): number {
@@ -76,7 +75,6 @@ interface Transmission {
 
 export class Connection {
   state: ConnectionState = 'handshake';
-  private readonly reader: SocketReader;
   /** Set when the handshake ends. */
   private transmission: Transmission | undefined;
   private inFlight = 0;
@@ -84,13 +82,14 @@ export class Connection {
   private slotFreed: (() => void) | undefined;
   private idle: (() => void) | undefined;
 
+  /** `reader` reads `socket` (openSocketReader made the pair). */
   constructor(
     readonly socket: Socket,
+    private readonly reader: SocketReader,
     private readonly options: ConnectionOptions,
   ) {
     assert(options.inFlightMax >= 1, 'at least one request in flight');
-    // Enough for one maximal WRITE plus its header to arrive while we wait for a slot.
-    this.reader = new SocketReader(socket, Limits.PAYLOAD_BYTES_MAX + REQUEST_BYTES);
+    assert(options.exports.length > 0, 'a connection serves at least one export');
     socket.setNoDelay?.(true);
   }
 
@@ -156,16 +155,17 @@ export class Connection {
   }
 
   private async transmit(session: Transmission): Promise<void> {
-    const { target, writer } = session;
+    const { target, writer, pool } = session;
+    // WRITE payloads go straight into pooled buffers of the export's device (aligned for
+    // O_DIRECT when it has allocateBuffer), returned by releasePayload once answered.
+    this.reader.startFraming((length) => pool.acquire(length));
     for (;;) {
       await this.waitForSlot();
       await writer.drained();
-      const header = await this.reader.read(REQUEST_BYTES);
-      const request = parseRequest(header);
+      const { request, payload } = await this.reader.nextFrame();
       if (request === undefined) return this.abort('request without the request magic');
       const verdict = judgeRequest(request, target, session.baseAllocation);
       if (verdict.kind === 'close') return this.abort(verdict.reason);
-      const payload = hasPayload(request) ? await this.readPayload(request, session) : undefined;
       this.options.debug?.(`${commandName(request.type)} ${request.offset}+${request.length}`);
 
       if (request.type === Command.DISC) return this.drainAndEnd();
@@ -180,20 +180,6 @@ export class Connection {
         this.start(request, payload, session);
       }
     }
-  }
-
-  /**
-   * Reads a WRITE payload: into a pooled device buffer when the device has allocateBuffer (no
-   * bounce copy for O_DIRECT), else small payloads as a view of the received bytes and large
-   * ones into a pooled buffer. releasePayload() returns pooled ones once answered.
-   */
-  private readPayload(request: NbdRequest, session: Transmission): Promise<Uint8Array> {
-    const { length } = request;
-    if (length === 0) return Promise.resolve(new Uint8Array(0));
-    if (session.target.device.allocateBuffer === undefined && length <= POOLED_PAYLOAD_BYTES_MIN) {
-      return this.reader.read(length);
-    }
-    return this.reader.readInto(session.pool.acquire(length));
   }
 
   /** Starts a request; READs go through the merger, everything else runs on its own. */

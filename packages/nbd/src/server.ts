@@ -22,6 +22,7 @@ import { assert, FssError, toFssError } from '@fss/core';
 import { Connection } from './connection';
 import { describeExport, type NbdExport, type NbdExportOptions } from './export';
 import { PayloadPool } from './payload-pool';
+import { openSocketReader } from './socket-reader';
 
 /** Idle pooled buffers a server keeps per export for reuse (see PayloadPool). */
 const POOL_RETAINED_BYTES_MAX = 64 * 1024 * 1024;
@@ -104,7 +105,11 @@ export class NbdServer {
   async listen(address: NbdListenAddress): Promise<NbdListenAddress> {
     assert(this.server === undefined, 'listen() is called once');
     assert(!this.closing, 'the server is closed');
-    const server = createServer({ allowHalfOpen: true }, (socket) => this.accept(socket));
+    // pauseOnConnect: nothing is read before openSocketReader moves the handle into a socket
+    // that reads straight into the connection's buffers.
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) =>
+      this.serve(socket, true),
+    );
     this.server = server;
     if ('path' in address) {
       await removeStaleSocket(address.path);
@@ -120,14 +125,25 @@ export class NbdServer {
     return { host: bound.address, port: bound.port };
   }
 
-  /** Serves an already connected socket (socket activation, socketpairs, tests). */
+  /**
+   * Serves an already connected socket (socket activation, socketpairs, tests). It may have
+   * read already, so it is read through its 'data' chunks (one copy more than the sockets
+   * listen() accepts).
+   */
   accept(socket: Socket): void {
+    this.serve(socket, false);
+  }
+
+  /** `neverRead`: the socket comes paused from our own listener (see openSocketReader). */
+  private serve(accepted: Socket, neverRead: boolean): void {
     if (this.closing || this.connections.size >= this.connectionMax) {
       this.log(this.closing ? 'refusing a client: shutting down' : 'refusing a client: too many connections');
-      socket.destroy();
+      accepted.destroy();
       return;
     }
-    const connection = new Connection(socket, {
+    const { socket, reader } = openSocketReader(accepted, neverRead);
+    assert(reader.receivedBytes === 0 || !neverRead, 'a fresh socket has read nothing');
+    const connection = new Connection(socket, reader, {
       exports: this.exports,
       inFlightMax: this.inFlightMax,
       inFlightBytesMax: this.inFlightBytesMax,

@@ -5,6 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { lstatSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { FaultyBlockDevice, FssError, MemoryBlockDevice } from '@fss/core';
 import { pattern, tempDir } from '@fss/test-utils';
@@ -313,6 +314,35 @@ describe('transmission', () => {
     expect((await client.readReply())!.error).toBe(0);
     expect(instrumented.calls['discard']).toBe(1);
     client.close();
+    await local.close();
+  });
+
+  it('pipelined WRITEs of every size arrive byte-exact, on a listened and an accept()ed socket', async () => {
+    const device = new MemoryBlockDevice(8 * MiB);
+    const local = await startServer(dir.path, [{ name: 'x', device }], { socketName: 'w.sock' });
+    // accept(): a socket some other listener took, read through its 'data' chunks.
+    const relay = createServer({ allowHalfOpen: true }, (socket) => local.server.accept(socket));
+    const relayPath = join(dir.path, 'relay.sock');
+    await new Promise<void>((resolve) => relay.listen(relayPath, resolve));
+    const sizes = [0, 1, 512, 4096, 32767, 32768, 65536, 65537, 300_000, MiB];
+    for (const path of [local.socketPath, relayPath]) {
+      const { client } = await RawClient.go(path);
+      let offset = 0;
+      const written: { offset: number; data: Uint8Array }[] = [];
+      for (const [index, length] of sizes.entries()) {
+        const data = pattern(length, 100 + index);
+        written.push({ offset, data });
+        client.sendRequest(Command.WRITE, offset, length, { payload: data, cookie: BigInt(index) });
+        offset += length + 7; // odd offsets: every payload lands unaligned somewhere
+      }
+      for (let index = 0; index < sizes.length; index++) expect((await client.readReply())!.error).toBe(0);
+      for (const { offset: at, data } of written) {
+        expect(Buffer.compare(device.bytes.subarray(at, at + data.length), data)).toBe(0);
+      }
+      device.bytes.fill(0);
+      client.close();
+    }
+    relay.close();
     await local.close();
   });
 
