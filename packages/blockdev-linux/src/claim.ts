@@ -31,8 +31,8 @@ export async function busyDeviceError(path: string, cause?: unknown): Promise<Fs
   return new FssError(
     'EBUSY',
     `${path} is ${where}; fss snapshots only a device whose every write passes through it: ` +
-      `unmount or release it, then add it to fss (fss origin add ${path}) and write to it through ` +
-      `fss's export`,
+      `unmount or release it, attach it to fss (fss origin add ${path} --attach) and mount ` +
+      `/dev/fss/NAME instead`,
     { syscall: 'open', path, cause },
   );
 }

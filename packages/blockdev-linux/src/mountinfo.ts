@@ -9,10 +9,13 @@
  * filesystem, mount point, mount options, optional fields ended by "-", fs type, source,
  * superblock options. Paths escape space, tab, newline and backslash as octal (`\040`).
  *
- * btrfs, overlayfs, tmpfs and FUSE report anonymous devices (major 0); they are not block
- * devices and `sourceDeviceOf` says so with ENOTBLK.
+ * btrfs, overlayfs, tmpfs and FUSE report anonymous devices (major 0). btrfs still names its
+ * block device in the source field, so a major-0 entry whose source is a block device counts
+ * as that device's; the others are not on a block device and `sourceDeviceOf` says so with
+ * ENOTBLK.
  */
 import { readFile, realpath, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { FssError, toFssError } from '@fss/core';
 
 export interface MountInfoEntry {
@@ -107,14 +110,20 @@ export async function sourceDeviceOf(path: string, mountInfo?: MountInfoEntry[])
   }
   const { major, minor } = decodeDeviceNumber(dev);
   const entries = mountInfo ?? (await readMountInfo());
-  // With stacked mounts the last entry for a mount point is the visible one.
+  // With stacked mounts the last entry for a mount point is the visible one. Its device
+  // number is the superblock's; on btrfs a subvolume's files report their own anonymous one,
+  // so only a block-device number must match what stat says.
   const entry = entries.findLast(
-    (e) => e.mountPoint === mountPoint && e.major === major && e.minor === minor,
+    (e) => e.mountPoint === mountPoint && (e.major === 0 || (e.major === major && e.minor === minor)),
   );
   if (entry === undefined) {
     throw new FssError('EINVAL', `${path} is not a mount point`, { syscall: 'mountinfo', path });
   }
-  const devicePath = major === 0 ? undefined : await blockDeviceNode(major, minor);
+  if (entry.major === 0) {
+    const named = await namedBlockDevice(entry.source);
+    if (named !== undefined) return { mountPoint, ...named, fsType: entry.fsType, source: entry.source };
+  }
+  const devicePath = entry.major === 0 ? undefined : await blockDeviceNode(major, minor);
   if (devicePath === undefined) {
     throw new FssError(
       'ENOTBLK',
@@ -140,7 +149,70 @@ export async function mountPointsOf(devicePath: string, mountInfo?: MountInfoEnt
   }
   const { major, minor } = decodeDeviceNumber(rdev);
   const entries = mountInfo ?? (await readMountInfo());
-  return entries.filter((e) => e.major === major && e.minor === minor).map((e) => e.mountPoint);
+  const mounted: string[] = [];
+  for (const entry of entries) {
+    if (entry.major === major && entry.minor === minor) mounted.push(entry.mountPoint);
+    else if (entry.major === 0 && entry.source.startsWith('/')) {
+      const named = await namedBlockDevice(entry.source); // btrfs: see the file comment
+      if (named?.major === major && named.minor === minor) mounted.push(entry.mountPoint);
+    }
+  }
+  return mounted;
+}
+
+/** A mount table source that names a block device (btrfs's), as its number and path. */
+async function namedBlockDevice(
+  source: string,
+): Promise<{ major: number; minor: number; devicePath: string } | undefined> {
+  if (!source.startsWith('/')) return undefined;
+  const stats = await stat(source, { bigint: true }).catch(() => undefined);
+  if (stats === undefined || !stats.isBlockDevice()) return undefined;
+  return { ...decodeDeviceNumber(stats.rdev), devicePath: source };
+}
+
+/** The mounted filesystem a path lies on, and its block device when it has one. */
+export interface Filesystem {
+  mountPoint: string;
+  fsType: string;
+  source: string;
+  /** The block device it is on ("MAJ:MIN" and node), undefined for tmpfs, FUSE, overlayfs … */
+  device: { rdev: string; devicePath: string } | undefined;
+}
+
+/**
+ * Which filesystem `path` is on: the visible mount with the longest mount point that
+ * contains the path's real location (a path that does not exist yet counts as its nearest
+ * existing ancestor, where it would be created).
+ */
+export async function filesystemOf(path: string, mountInfo?: MountInfoEntry[]): Promise<Filesystem> {
+  let location = path;
+  let real: string | undefined;
+  for (;;) {
+    real = await realpath(location).catch(() => undefined);
+    if (real !== undefined) break;
+    const parent = dirname(location);
+    if (parent === location) throw new FssError('ENOENT', `${path} has no existing ancestor`, { path });
+    location = parent;
+  }
+  const entries = mountInfo ?? (await readMountInfo());
+  let best: MountInfoEntry | undefined;
+  for (const entry of entries) {
+    const inside =
+      entry.mountPoint === '/' || real === entry.mountPoint || real.startsWith(`${entry.mountPoint}/`);
+    // With stacked mounts the last entry for a mount point is the visible one.
+    if (inside && (best === undefined || entry.mountPoint.length >= best.mountPoint.length)) best = entry;
+  }
+  if (best === undefined)
+    throw new FssError('EINVAL', `no mount holds ${path}`, { syscall: 'mountinfo', path });
+  let device: Filesystem['device'];
+  if (best.major === 0) {
+    const named = await namedBlockDevice(best.source);
+    if (named !== undefined) device = { rdev: `${named.major}:${named.minor}`, devicePath: named.devicePath };
+  } else {
+    const node = await blockDeviceNode(best.major, best.minor);
+    if (node !== undefined) device = { rdev: `${best.major}:${best.minor}`, devicePath: node };
+  }
+  return { mountPoint: best.mountPoint, fsType: best.fsType, source: best.source, device };
 }
 
 /** /dev/NAME for a block device number, from sysfs; undefined when there is no such block device. */

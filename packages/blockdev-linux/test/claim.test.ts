@@ -21,8 +21,7 @@ describe.skipIf(!isRoot)(`exclusive claim of block devices (${ROOT_REASON})`, ()
         );
         expect(error).toMatchObject({ code: 'EBUSY', errno: 16, syscall: 'open', path: device });
         expect((error as Error).message).toContain(mountPoint);
-        expect((error as Error).message).toContain(`fss origin add ${device})`);
-        expect((error as Error).message).not.toContain('--attach'); // not available yet
+        expect((error as Error).message).toContain(`fss origin add ${device} --attach`);
       });
       // Unmounted: the claim succeeds.
       await (await openBlockDevice(device)).close();

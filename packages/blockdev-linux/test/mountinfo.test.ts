@@ -3,9 +3,11 @@
  * device, as the kernel reports them. Parsing is checked on fixed text (escapes, optional
  * fields); lookups on a real ext4 mounted from a loop device.
  */
+
+import { execFileSync } from 'node:child_process';
 import { realpathSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { decodeDeviceNumber, mountPointsOf, parseMountInfo, sourceDeviceOf } from '../src';
+import { decodeDeviceNumber, filesystemOf, mountPointsOf, parseMountInfo, sourceDeviceOf } from '../src';
 import { isRoot, ROOT_REASON, tempDir, withExt4Mount, withLoop } from './helpers';
 
 describe('parseMountInfo', () => {
@@ -81,6 +83,51 @@ describe.skipIf(!isRoot)(`mountinfo lookups on a mounted loop device (${ROOT_REA
     await expect(sourceDeviceOf('/no/such/dir')).rejects.toMatchObject({
       code: 'ENOENT',
       path: '/no/such/dir',
+    });
+  });
+});
+
+describe('filesystemOf', () => {
+  const table = parseMountInfo(
+    [
+      '1 0 8:1 / / rw - ext4 /dev/sda1 rw',
+      '2 1 0:30 / /run rw - tmpfs tmpfs rw',
+      '3 2 0:31 / /run/sub rw - tmpfs tmpfs rw',
+      '4 1 0:44 / /srv/pool rw - btrfs /dev/null rw',
+    ].join('\n'),
+  );
+
+  it('picks the longest mount point that holds the path, for paths that do not exist yet too', async () => {
+    expect(await filesystemOf('/', table)).toMatchObject({ mountPoint: '/', fsType: 'ext4' });
+    expect(await filesystemOf('/run/nonexistent/file', table)).toMatchObject({
+      mountPoint: '/run',
+      device: undefined, // tmpfs: no block device
+    });
+    expect((await filesystemOf('/proc/self', table)).mountPoint).toBe('/');
+  });
+
+  it("takes a major-0 filesystem's block device from its source (btrfs), only when it is one", async () => {
+    // /dev/null is a character device: not a block device, so no device.
+    expect((await filesystemOf('/srv/pool/x', table)).device).toBeUndefined();
+  });
+});
+
+describe.skipIf(!isRoot)(`btrfs mounts (${ROOT_REASON})`, () => {
+  it('sourceDeviceOf and mountPointsOf see the block device behind a btrfs mount', async () => {
+    await withLoop({ sizeBytes: 256 << 20 }, async ({ device }) => {
+      execFileSync('mkfs.btrfs', ['-q', '-f', device]);
+      const dir = tempDir('fss-btrfs-');
+      execFileSync('mount', [device, dir.path]);
+      try {
+        const mountPoint = realpathSync(dir.path);
+        const source = await sourceDeviceOf(mountPoint);
+        expect(source).toMatchObject({ mountPoint, fsType: 'btrfs', devicePath: device });
+        expect(await mountPointsOf(device)).toEqual([mountPoint]);
+        expect((await filesystemOf(`${mountPoint}/a/new/file`)).device?.devicePath).toBe(device);
+      } finally {
+        execFileSync('umount', [dir.path]);
+        dir.remove();
+      }
     });
   });
 });

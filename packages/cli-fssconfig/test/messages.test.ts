@@ -59,7 +59,6 @@ const FSS_CASES: string[][] = [
   ['origin', 'add'],
   ['origin', 'add', 'missing'],
   ['origin', 'add', 'image', '--name', 'bad/name'],
-  ['origin', 'add', 'image', '--attach'],
   ['origin', 'add', 'image', '--name', 'disk'],
   ['origin', 'add', 'image'],
   ['origin', 'ls'],

@@ -6,13 +6,18 @@
  *                while a loop device is backed by them (SPEC §1 claim)
  *   file stores  @fss/backing-file: created 0600 O_EXCL, sparse, optional unlink once open
  *   raw stores   @fss/backing-rawdev: claimed O_EXCL, refused when it shares the origin's storage
- *   mount points @fss/blockdev-linux mountinfo, to name the device behind a mount point
+ *   mount points @fss/blockdev-linux mountinfo, to name the device behind a mount point, and
+ *                FIFREEZE/FITHAW (in a worker, with a watchdog) around a snapshot of one
+ *   devices      @fss/fuse: a loop device over fssd's own FUSE file of an origin or a snapshot
  */
 
+import { existsSync } from 'node:fs';
 import { type FileBackingStoreOptions, openFileBackingStore } from '@fss/backing-file';
 import { openRawDeviceBackingStore } from '@fss/backing-rawdev';
-import { openBlockDevice, sourceDeviceOf } from '@fss/blockdev-linux';
+import { openBlockDevice, sourceDeviceOf, withFrozenFilesystem } from '@fss/blockdev-linux';
 import type { BackingStore, BlockDevice } from '@fss/core';
+import { attachBlockDevice, removeStaleMount } from '@fss/fuse';
+import type { Attacher } from './devices';
 
 export interface Backends {
   /** Opens and claims an origin; EBUSY (with a message saying what to do) when it is in use. */
@@ -26,8 +31,31 @@ export interface Backends {
    */
   openRawStore(path: string, originPath: string): Promise<{ store: BackingStore; sizeBytes: number }>;
   /** The block device a mount point is mounted from. */
-  mountSource(path: string): Promise<string>;
+  mountSource(path: string): Promise<{ devicePath: string; rdev: string }>;
+  /**
+   * Runs `work` with the filesystem at `mountPoint` frozen (FIFREEZE), and thaws it in every
+   * outcome; the freeze runs off the daemon's event loop, which serves the filesystem's I/O.
+   */
+  frozen<T>(mountPoint: string, work: () => Promise<T>): Promise<T>;
+  /** Kernel block devices (a loop device over a FUSE file); undefined where they cannot be made. */
+  attacher: Attacher | undefined;
 }
+
+/** Kernel devices need root, /dev/fuse and the loop driver. */
+export function canAttachDevices(): boolean {
+  return process.getuid?.() === 0 && existsSync('/dev/fuse') && existsSync('/dev/loop-control');
+}
+
+export const fuseAttacher: Attacher = {
+  attach: async (device, options) => {
+    const attached = await attachBlockDevice(device, {
+      mountPoint: options.mountPoint,
+      readOnly: options.readOnly,
+    });
+    return { loopPath: attached.loop.path, close: () => attached.close() };
+  },
+  removeStale: (mountPoint) => removeStaleMount(mountPoint),
+};
 
 export const linuxBackends: Backends = {
   openOrigin: (path) => openBlockDevice(path, { exclusive: true }),
@@ -42,5 +70,10 @@ export const linuxBackends: Backends = {
     const store = await openRawDeviceBackingStore(path, { origin: originPath });
     return { store, sizeBytes: store.sizeBytes };
   },
-  mountSource: async (path) => (await sourceDeviceOf(path)).devicePath,
+  mountSource: async (path) => {
+    const source = await sourceDeviceOf(path);
+    return { devicePath: source.devicePath, rdev: `${source.major}:${source.minor}` };
+  },
+  frozen: (mountPoint, work) => withFrozenFilesystem(mountPoint, work),
+  attacher: canAttachDevices() ? fuseAttacher : undefined,
 };

@@ -1,11 +1,13 @@
 /**
  * The fssd command line:
  *
- *   fssd [--rundir DIR] [--units N]
+ *   fssd [--rundir DIR] [--units N] [--devices auto|off] [--devdir DIR]
  *
  * fssd always runs in the foreground (systemd's Type=simple; the clients detach it
  * themselves when they start it on demand). DIR defaults to $FSS_RUNDIR, then SPEC §4's
- * defaults; N to $FSS_UNITS, then 16. Exit status: 0 after SIGTERM/SIGINT released
+ * defaults; N to $FSS_UNITS, then 16. `--devices` (default $FSS_DEVICES, else auto): kernel
+ * block devices for units and attached origins where possible (root, /dev/fuse, loop);
+ * `--devdir` (default $FSS_DEVDIR, else /dev): where their links go. Exit status: 0 after SIGTERM/SIGINT released
  * everything, 1 when it cannot start, 2 on bad usage, 3 when another fssd already serves
  * the run directory.
  */
@@ -14,16 +16,20 @@ import { defaultRunDir, EXIT_ALREADY_RUNNING, UNIT_COUNT_DEFAULT, UNIT_COUNT_MAX
 import { FssError, isFssError } from '@fss/core';
 import { Fssd } from './fssd';
 
-const USAGE = 'usage: fssd [--rundir DIR] [--units N]';
+const USAGE = 'usage: fssd [--rundir DIR] [--units N] [--devices auto|off] [--devdir DIR]';
 
 export interface FssdArgs {
   runDir: string;
   unitCount: number;
+  devices: 'auto' | 'off';
+  devDir: string;
 }
 
 export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): FssdArgs | string {
   let runDir = defaultRunDir(env);
   let units = env['FSS_UNITS'] ?? String(UNIT_COUNT_DEFAULT);
+  let devices = env['FSS_DEVICES'] || 'auto';
+  let devDir = env['FSS_DEVDIR'] || '/dev';
   for (let index = 0; index < argv.length; index += 1) {
     const arg = argv[index] as string;
     const [flag, inline] = arg.includes('=')
@@ -38,6 +44,14 @@ export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): 
       const text = value();
       if (text === undefined) return USAGE;
       units = text;
+    } else if (flag === '--devices') {
+      const text = value();
+      if (text === undefined) return USAGE;
+      devices = text;
+    } else if (flag === '--devdir') {
+      const dir = value();
+      if (dir === undefined || !dir.startsWith('/')) return USAGE;
+      devDir = dir;
     } else if (flag === '-f' || flag === '--foreground') {
       // Always in the foreground; accepted for unit files written for other daemons.
     } else {
@@ -47,7 +61,9 @@ export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): 
   if (!/^[1-9][0-9]*$/.test(units) || Number(units) > UNIT_COUNT_MAX) {
     return `fssd: units: ${units}: not a number in 1..${UNIT_COUNT_MAX}`;
   }
-  return { runDir, unitCount: Number(units) };
+  if (devices !== 'auto' && devices !== 'off') return `fssd: devices: ${devices}: not auto or off`;
+  if (!devDir.startsWith('/')) return `fssd: devdir: ${devDir}: not an absolute path`;
+  return { runDir, unitCount: Number(units), devices, devDir };
 }
 
 export async function runFssd(argv: readonly string[]): Promise<void> {
@@ -58,6 +74,8 @@ export async function runFssd(argv: readonly string[]): Promise<void> {
   }
   const daemon: Fssd = new Fssd({
     runDir: args.runDir,
+    devices: args.devices,
+    devDir: args.devDir,
     unitCount: args.unitCount,
     onUnreachable: () => stop('run directory removed'),
   });

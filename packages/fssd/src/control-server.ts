@@ -164,7 +164,9 @@ export class ControlServer {
         return this.ioctl(request, connection);
       case 'origin-add':
         return mutex.run(async () =>
-          origins.info(await origins.add(request.path, { name: request.name, explicit: true })),
+          origins.info(
+            await origins.add(request.path, { name: request.name, explicit: true, attach: request.attach }),
+          ),
         );
       case 'origin-rm':
         return mutex.run(async () => {

@@ -22,6 +22,7 @@ import { checkSocketPath, type RunPaths, runPaths, UNIT_COUNT_DEFAULT, UNIT_COUN
 import { FssError, Mutex, toFssError } from '@fss/core';
 import { type Backends, linuxBackends } from './backends';
 import { ControlServer } from './control-server';
+import { KernelDevices } from './devices';
 import { type Exporter, nbdExporter } from './exports';
 import { lockRunDir, type RunDirLock } from './lock';
 import { createLog, type Log } from './log';
@@ -39,6 +40,13 @@ export interface FssdOptions {
    * directory): nobody can reach this daemon any more, so it should stop. Default: nothing.
    */
   onUnreachable?: () => void;
+  /**
+   * Kernel block devices for units (/dev/fssN) and attached origins (/dev/fss/NAME): `auto`
+   * (default) makes them where possible (root, /dev/fuse, the loop driver), `off` never.
+   */
+  devices?: 'auto' | 'off';
+  /** Where the device links go (default /dev). */
+  devDir?: string;
 }
 
 export class Fssd {
@@ -50,6 +58,7 @@ export class Fssd {
   private units: UnitTable | undefined;
   private origins: OriginTable | undefined;
   private runDirWatcher: FSWatcher | undefined;
+  private kernelDevices: KernelDevices | undefined;
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
 
@@ -85,6 +94,7 @@ export class Fssd {
       });
       await removeLeftovers(paths);
       this.serve(paths);
+      await this.kernelDevices?.removeStale();
       const control = this.control as ControlServer;
       await control.listen(paths.control);
       undo.push(async () => {
@@ -93,7 +103,8 @@ export class Fssd {
       });
       this.lock = lock;
       this.watchRunDir();
-      this.log(`started: ${this.unitCount} units, control socket ${paths.control}`);
+      const devices = this.kernelDevices === undefined ? 'no kernel devices' : 'kernel devices on';
+      this.log(`started: ${this.unitCount} units, ${devices}, control socket ${paths.control}`);
     } catch (error) {
       for (const step of undo.reverse()) await step().catch(() => undefined);
       this.control = undefined;
@@ -109,6 +120,12 @@ export class Fssd {
     const mutex = new Mutex();
     const exporter = this.options.exporter ?? nbdExporter(this.log);
     const backends = this.options.backends ?? linuxBackends;
+    const attacher = this.options.devices === 'off' ? undefined : backends.attacher;
+    const devices =
+      attacher === undefined
+        ? undefined
+        : new KernelDevices({ paths, devDir: this.options.devDir ?? '/dev', attacher, log: this.log });
+    this.kernelDevices = devices;
     const origins = new OriginTable({
       paths,
       mutex,
@@ -116,6 +133,7 @@ export class Fssd {
       exporter,
       log: this.log,
       storeUser: (identity) => units.unitUsing(identity),
+      devices,
     });
     const units: UnitTable = new UnitTable({
       count: this.unitCount,
@@ -125,6 +143,7 @@ export class Fssd {
       exporter,
       mutex,
       log: this.log,
+      devices,
     });
     this.origins = origins;
     this.units = units;
@@ -194,7 +213,12 @@ export class Fssd {
     this.runDirWatcher?.close();
     await this.control?.close();
     await this.units?.clearAll();
-    for (const entry of this.origins?.entries ?? []) await this.origins?.release(entry);
+    for (const entry of this.origins?.entries ?? []) {
+      await this.origins
+        ?.release(entry, { atShutdown: true })
+        .catch((error: unknown) => this.log(`origin ${entry.name}: ${String(error)}`));
+    }
+    await this.kernelDevices?.tidy();
     await rm(this.paths.control, { force: true });
     await rm(this.paths.pid, { force: true });
     await this.lock?.release();

@@ -27,6 +27,7 @@ import { checkSocketPath, defaultOriginName, isOriginName, type RunPaths } from 
 import { assert, FssError, type Mutex, toFssError } from '@fss/core';
 import { Origin } from '@fss/engine';
 import type { Backends } from './backends';
+import type { KernelDevice, KernelDevices } from './devices';
 import type { Export, Exporter } from './exports';
 import type { Log } from './log';
 
@@ -39,6 +40,8 @@ export interface OriginEntry {
   explicit: boolean;
   /** Units configured on this origin. */
   readonly units: Set<number>;
+  /** The kernel block device (/dev/fss/NAME), when added with --attach. */
+  device: KernelDevice | undefined;
 }
 
 /** What `check` found out about a path that may become an origin; nothing claimed yet. */
@@ -58,6 +61,8 @@ export interface OriginTableOptions {
   log: Log;
   /** The unit whose backing store shares storage with `identity`, if any. */
   storeUser(identity: StorageIdentity): string | undefined;
+  /** Kernel block devices; undefined where they cannot be made (not root, no FUSE). */
+  devices: KernelDevices | undefined;
 }
 
 export class OriginTable {
@@ -131,10 +136,17 @@ export class OriginTable {
    * name is taken; EBUSY when it is a unit's store, or (from the claim) when something
    * outside fss uses it.
    */
-  async add(path: string, options: { name?: string; explicit: boolean }): Promise<OriginEntry> {
+  async add(
+    path: string,
+    options: { name?: string; explicit: boolean; attach?: boolean },
+  ): Promise<OriginEntry> {
     const candidate = await this.check(path);
     const existing = candidate.existing;
-    if (existing !== undefined) return this.makeExplicit(existing, options);
+    if (existing !== undefined) {
+      const kept = this.makeExplicit(existing, options);
+      if (options.attach === true && kept.device === undefined) kept.device = await this.attach(kept);
+      return kept;
+    }
     const name = options.name ?? defaultOriginName(path, (taken) => this.byName.has(taken));
     if (!isOriginName(name)) {
       throw new FssError(
@@ -172,9 +184,18 @@ export class OriginTable {
       export: served,
       explicit: options.explicit,
       units: new Set(),
+      device: undefined,
     };
     this.byName.set(name, entry);
     this.log(`origin ${name}: claimed ${path} (${device.size} bytes), exported at ${socketPath}`);
+    if (options.attach === true) {
+      try {
+        entry.device = await this.attach(entry);
+      } catch (error) {
+        await this.release(entry);
+        throw error;
+      }
+    }
     return entry;
   }
 
@@ -183,9 +204,15 @@ export class OriginTable {
    * keeps its name too (its export socket is named after it): a different --name is refused
    * rather than ignored.
    */
-  private makeExplicit(existing: OriginEntry, options: { name?: string; explicit: boolean }): OriginEntry {
+  private makeExplicit(
+    existing: OriginEntry,
+    options: { name?: string; explicit: boolean; attach?: boolean },
+  ): OriginEntry {
     const { path } = existing;
-    if (!options.explicit || existing.explicit) {
+    if (
+      !options.explicit ||
+      (existing.explicit && !(options.attach === true && existing.device === undefined))
+    ) {
       throw new FssError('EEXIST', `${path} is already origin ${existing.name}`, {
         syscall: 'origin-add',
         path,
@@ -205,14 +232,56 @@ export class OriginTable {
     return existing;
   }
 
-  /** Releases an origin: export closed, engine closed, claim dropped. Caller checked `units`. */
-  async release(entry: OriginEntry): Promise<void> {
+  /** Makes the origin a kernel block device, /dev/fss/NAME (root, FUSE). */
+  private async attach(entry: OriginEntry): Promise<KernelDevice> {
+    const devices = this.options.devices;
+    if (devices === undefined) {
+      throw new FssError('EOPNOTSUPP', 'kernel devices (--attach) need root, /dev/fuse and the loop driver', {
+        syscall: 'origin-add',
+        path: entry.path,
+      });
+    }
+    return devices.attach('origin', entry.name, entry.engine, false);
+  }
+
+  /**
+   * Releases an origin: its device detached (EBUSY, changing nothing, while it is mounted;
+   * at shutdown logged and left), export closed, engine closed, claim dropped. Caller checked
+   * `units`.
+   */
+  async release(entry: OriginEntry, options: { atShutdown?: boolean } = {}): Promise<void> {
     assert(entry.units.size === 0, 'an origin is released only without units');
     assert(this.byName.get(entry.name) === entry, 'an origin is released once');
+    try {
+      await entry.device?.close();
+      entry.device = undefined;
+    } catch (error) {
+      // Shutting down anyway: the device stays attached (its record too, for the next start)
+      // and fails its I/O once this process is gone.
+      if (options.atShutdown !== true) throw error;
+      this.log(`origin ${entry.name}: left attached at shutdown: ${toFssError(error).description}`);
+    }
     this.byName.delete(entry.name);
     await entry.export.close().catch((error: unknown) => this.log(`origin ${entry.name}: ${String(error)}`));
     await entry.engine.close().catch((error: unknown) => this.log(`origin ${entry.name}: ${String(error)}`));
     this.log(`origin ${entry.name}: released ${entry.path}`);
+  }
+
+  /**
+   * The attached origin a filesystem at `mountPoint` is mounted from, or EBUSY saying how to
+   * route it through fss (a mount from a device fss does not serve), or EINVAL when it is no
+   * mount point of a block device.
+   */
+  async mountedFrom(mountPoint: string): Promise<OriginEntry> {
+    const source = await this.mountSource(mountPoint);
+    const entry = this.entries.find((candidate) => candidate.device?.rdev === source.rdev);
+    if (entry !== undefined) return entry;
+    throw this.notRoutedError(mountPoint, source.devicePath);
+  }
+
+  /** The kernel devices of every attached origin. */
+  attachedDevices(): KernelDevice[] {
+    return this.entries.flatMap((entry) => (entry.device === undefined ? [] : [entry.device]));
   }
 
   /** Releases `entry` when it is implicit and nothing uses it any more. */
@@ -239,31 +308,47 @@ export class OriginTable {
       export: entry.export.socketPath,
       exportClients: entry.export.clients(),
       units: [...entry.units].sort((a, b) => a - b).map((unit) => `fss${unit}`),
+      ...(entry.device === undefined ? {} : { device: entry.device.linkPath, loop: entry.device.loopPath }),
     };
   }
 
-  /**
-   * Mount points will be snapshotted through the origin fss attached for them (kernel devices,
-   * not yet available: the message names only commands that exist today); anything mounted
-   * from a device fss does not hold is outside fss and refused (SPEC §1).
-   */
-  private async mountPointError(path: string): Promise<FssError> {
-    let device: string;
+  /** The block device mounted at `path`; EINVAL (naming what it is instead) when there is none. */
+  private async mountSource(path: string): Promise<{ devicePath: string; rdev: string }> {
     try {
-      device = await this.backends.mountSource(path);
+      return await this.backends.mountSource(path);
     } catch (error) {
       const reason = error instanceof FssError ? error.description : String(error);
-      return new FssError('EINVAL', `${path}: not a block device, image file or mount point: ${reason}`, {
+      throw new FssError('EINVAL', `${path}: not a block device, image file or mount point: ${reason}`, {
         syscall: 'open',
         path,
       });
     }
+  }
+
+  /**
+   * A directory as an origin is a mount point; it is snapshotted through the origin fss
+   * attached for it (fssconfig -c), never claimed as an origin itself.
+   */
+  private async mountPointError(path: string): Promise<FssError> {
+    try {
+      await this.mountedFrom(path);
+    } catch (error) {
+      return toFssError(error);
+    }
+    return new FssError(
+      'EISDIR',
+      `${path} is a mount point of an attached origin: snapshot it with fssconfig -c fssN ${path} BACKUP`,
+      { syscall: 'open', path },
+    );
+  }
+
+  private notRoutedError(mountPoint: string, device: string): FssError {
     return new FssError(
       'EBUSY',
-      `${path} is mounted from ${device}, which fss does not hold: fss snapshots only a device ` +
-        `whose every write passes through it; unmount it, add the device to fss (fss origin add ` +
-        `${device}) and snapshot that (fssconfig -c fssN ${device} BACKUP)`,
-      { syscall: 'open', path },
+      `${mountPoint} is mounted from ${device}, which fss does not serve: fss snapshots a live ` +
+        `filesystem only when its every write passes through fss; unmount it, attach the device ` +
+        `(fss origin add ${device} --attach), mount /dev/fss/NAME instead, and snapshot that mount`,
+      { syscall: 'open', path: mountPoint },
     );
   }
 }

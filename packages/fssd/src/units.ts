@@ -22,7 +22,8 @@
  * polling).
  */
 
-import { identitiesOverlap, type StorageIdentity, storageIdentity } from '@fss/blockdev-linux';
+import { stat } from 'node:fs/promises';
+import { filesystemOf, identitiesOverlap, type StorageIdentity, storageIdentity } from '@fss/blockdev-linux';
 import type { RunPaths, SetResult, UnitStatus } from '@fss/control';
 import { unitName } from '@fss/control';
 import type { Mutex } from '@fss/core';
@@ -47,6 +48,7 @@ import {
   planBackup,
   prepareStore,
 } from './backup';
+import type { KernelDevice, KernelDevices } from './devices';
 import type { Export, Exporter } from './exports';
 import type { Log } from './log';
 import type { OriginEntry, OriginTable } from './origins';
@@ -61,6 +63,8 @@ interface Unit {
   origin?: OriginEntry;
   backup?: OpenedBackup;
   export?: Export;
+  /** /dev/fssN, when fssd makes kernel devices. */
+  device?: KernelDevice;
   /** Control connections that have the unit open. */
   readonly openers: Set<number>;
 }
@@ -73,6 +77,8 @@ export interface UnitTableOptions {
   exporter: Exporter;
   mutex: Mutex;
   log: Log;
+  /** Kernel block devices; undefined where they cannot be made (not root, no FUSE). */
+  devices: KernelDevices | undefined;
 }
 
 export class UnitTable {
@@ -123,7 +129,14 @@ export class UnitTable {
   async clear(unit: Unit): Promise<void> {
     if (unit.state !== 'active') throw new FssError('ENXIO', undefined, { syscall: 'FSSIOCCLR' });
     unit.state = 'destroying';
-    await this.options.mutex.run(() => this.destroy(unit, 'unconfigured'));
+    try {
+      await this.options.mutex.run(() => this.destroy(unit, 'unconfigured'));
+    } catch (error) {
+      // Its device is mounted: nothing was changed, the unit stays configured.
+      unit.state = 'active';
+      const failure = toFssError(error);
+      throw new FssError(failure.code, failure.description, { syscall: 'FSSIOCCLR', cause: error });
+    }
   }
 
   setFlags(unit: Unit, flags: number): void {
@@ -148,7 +161,7 @@ export class UnitTable {
     for (const unit of this.units) {
       if (unit.state === 'active') {
         unit.state = 'destroying';
-        await this.options.mutex.run(() => this.destroy(unit, 'unconfigured at shutdown'));
+        await this.options.mutex.run(() => this.destroy(unit, 'unconfigured at shutdown', true));
       }
     }
   }
@@ -172,6 +185,10 @@ export class UnitTable {
       status.valid = unit.snapshot.valid;
       if (!unit.snapshot.valid) status.invalidReason = unit.snapshot.invalidReason;
       status.info = unit.snapshot.info();
+      if (unit.device !== undefined) {
+        status.device = unit.device.linkPath;
+        status.loop = unit.device.loopPath;
+      }
       return status;
     });
   }
@@ -197,8 +214,14 @@ export class UnitTable {
     if (!set.fss_bstore.startsWith('/')) {
       throw new FssError('EINVAL', 'fss_bstore must be an absolute path', { syscall: 'FSSIOCSET' });
     }
-    const existing = await origins.find(set.fss_mount).catch(() => undefined);
-    const mountIdentity = await storageIdentity(set.fss_mount).catch(() => undefined);
+    // A mount point is snapshotted through the attached origin it is mounted from.
+    const mountPoint = (await isDirectory(set.fss_mount)) ? set.fss_mount : undefined;
+    const existing =
+      mountPoint !== undefined
+        ? await origins.mountedFrom(mountPoint)
+        : await origins.find(set.fss_mount).catch(() => undefined);
+    await this.checkBackupPlacement(set.fss_bstore);
+    const mountIdentity = await storageIdentity(existing?.path ?? set.fss_mount).catch(() => undefined);
     const plan = await planBackup(set.fss_bstore, {
       unitUsing: (identity) => this.unitUsing(identity),
       // The origin may not be claimed yet: its own path counts too.
@@ -215,6 +238,7 @@ export class UnitTable {
         store,
         existing,
         sizeBytes: backupSize ?? originBytes,
+        mountPoint,
       });
     } catch (error) {
       await store.release();
@@ -237,6 +261,8 @@ export class UnitTable {
       store: PreparedStore;
       existing: OriginEntry | undefined;
       sizeBytes: number;
+      /** Set when snapshotting a mounted filesystem: it is frozen for the snapshot moment. */
+      mountPoint: string | undefined;
     },
   ): Promise<SetResult> {
     const { origins, backends, exporter, paths, log } = this.options;
@@ -244,6 +270,8 @@ export class UnitTable {
     const origin = prepared.existing ?? (await origins.add(set.fss_mount, { explicit: false }));
     let backup: OpenedBackup | undefined;
     let snapshot: Snapshot | undefined;
+    let exported: Export | undefined;
+    let device: KernelDevice | undefined;
     try {
       // The device may have changed size between the probe and the claim: check again.
       checkGeometry(prepared.plan, prepared.store, {
@@ -259,13 +287,19 @@ export class UnitTable {
         },
         backends,
       );
-      snapshot = await origin.engine.createSnapshot(backup.store, {
-        name,
-        clusterSize: set.fss_csize,
-        mount: set.fss_mount,
-        originIdentity: origin.path,
-        logger: log,
-      });
+      const take = () =>
+        origin.engine.createSnapshot((backup as OpenedBackup).store, {
+          name,
+          clusterSize: set.fss_csize,
+          mount: set.fss_mount,
+          originIdentity: origin.path,
+          logger: log,
+        });
+      // A mounted filesystem is frozen (its dirty data written, new writes held) for the
+      // snapshot moment, and thawed in every outcome; the freeze runs off this event loop,
+      // which serves the filesystem's writes.
+      const { mountPoint } = prepared;
+      snapshot = mountPoint === undefined ? await take() : await backends.frozen(mountPoint, take);
       const served = await exporter(paths.unit(unit.index), snapshot, {
         name,
         readOnly: true,
@@ -276,6 +310,8 @@ export class UnitTable {
           this.unconfigureIfUnused(unit).catch((error: unknown) => log(`${name}: ${String(error)}`));
         },
       });
+      exported = served;
+      device = await this.options.devices?.attach('unit', name, snapshot, true);
       assert(unit.state === 'creating', 'nothing else changes a creating unit');
       Object.assign(unit, {
         state: 'active',
@@ -284,6 +320,7 @@ export class UnitTable {
         origin,
         backup,
         export: served,
+        device,
       });
       origin.units.add(unit.index);
       const info = snapshot.info();
@@ -291,8 +328,15 @@ export class UnitTable {
         `${name}: configured on ${origin.name} (${set.fss_mount}), backup ${backup.path}` +
           `${backup.linked ? '' : ' (unlinked)'}: ${info.fsg_mount_size} clusters of ${info.fsg_csize}`,
       );
-      return { unit: name, bstore: backup.path, export: served.socketPath, origin: origin.name };
+      return {
+        unit: name,
+        bstore: backup.path,
+        export: served.socketPath,
+        origin: origin.name,
+        ...(device === undefined ? {} : { device: device.linkPath }),
+      };
     } catch (error) {
+      await exported?.close().catch(() => undefined);
       if (snapshot !== undefined) await snapshot.close().catch(() => undefined);
       if (backup !== undefined) await discardBackup(backup);
       if (prepared.existing === undefined) await origins.releaseIfUnused(origin);
@@ -301,11 +345,18 @@ export class UnitTable {
   }
 
   /** FSSIOCCLR's work. Caller holds the mutex; `unit` is `destroying`. */
-  private async destroy(unit: Unit, why: string): Promise<void> {
+  private async destroy(unit: Unit, why: string, atShutdown = false): Promise<void> {
     const { origins, log } = this.options;
     assert(unit.state === 'destroying', 'destroy() runs on a destroying unit');
     assert(unit.snapshot !== undefined, 'a destroying unit has a snapshot');
     const name = unitName(unit.index);
+    try {
+      await unit.device?.close(); // EBUSY while mounted: nothing changed yet
+    } catch (error) {
+      if (!atShutdown) throw error;
+      log(`${name}: left attached at shutdown: ${toFssError(error).description}`);
+    }
+    unit.device = undefined;
     await unit.export?.close().catch((error: unknown) => log(`${name}: export: ${String(error)}`));
     await unit.snapshot?.close().catch((error: unknown) => log(`${name}: close: ${String(error)}`));
     const origin = unit.origin;
@@ -327,7 +378,37 @@ export class UnitTable {
   private async unconfigureIfUnused(unit: Unit): Promise<void> {
     if (unit.state !== 'active' || (unit.flags & FSS_UNCONFIG_ON_CLOSE) === 0) return;
     if (unit.openers.size > 0 || (unit.export?.clients() ?? 0) > 0) return;
+    if (unit.device !== undefined && (await unit.device.mountPoints()).length > 0) return;
     unit.state = 'destroying';
-    await this.options.mutex.run(() => this.destroy(unit, 'unconfigured on last close'));
+    try {
+      await this.options.mutex.run(() => this.destroy(unit, 'unconfigured on last close'));
+    } catch (error) {
+      unit.state = 'active'; // its device is in use: it stays until the next close
+      this.options.log(
+        `${unitName(unit.index)}: not unconfigured on close: ${toFssError(error).description}`,
+      );
+    }
   }
+
+  /**
+   * A backup on a filesystem fss serves (an attached origin's, the one being snapshotted
+   * included) would have the snapshot's own store writes copied into itself: EBUSY.
+   */
+  private async checkBackupPlacement(backupPath: string): Promise<void> {
+    const attached = this.options.origins.attachedDevices();
+    if (attached.length === 0) return;
+    const filesystem = await filesystemOf(backupPath).catch(() => undefined);
+    const device = attached.find((each) => each.rdev === filesystem?.device?.rdev);
+    if (device === undefined || filesystem === undefined) return;
+    throw new FssError(
+      'EBUSY',
+      `backup ${backupPath} is on ${filesystem.mountPoint}, a filesystem on ${device.linkPath} that fss ` +
+        'serves: the snapshot would copy into itself; put the backup on another filesystem',
+      { syscall: 'FSSIOCSET', path: backupPath },
+    );
+  }
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined))?.isDirectory() ?? false;
 }

@@ -21,7 +21,10 @@ describe.skipIf(!built)('the built package', () => {
       () => ({ code: 0, stderr: '' }),
       (error: { code: number; stderr: string }) => error,
     );
-    expect(usage).toMatchObject({ code: 2, stderr: 'usage: fssd [--rundir DIR] [--units N]\n' });
+    expect(usage).toMatchObject({
+      code: 2,
+      stderr: 'usage: fssd [--rundir DIR] [--units N] [--devices auto|off] [--devdir DIR]\n',
+    });
     expect(readFileSync(join(dist, 'fssd.service'), 'utf8')).toContain('ExecStart=');
   });
 

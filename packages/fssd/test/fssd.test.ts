@@ -14,6 +14,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Fssd } from '../src/fssd';
 
 const MiB = 1024 * 1024;
+/** As root with FUSE, every unit also gets a kernel device (/dev/fssN in the sandbox). */
+const DEVICES = process.getuid?.() === 0 && existsSync('/dev/fuse') && existsSync('/dev/loop-control');
 let sandbox: Sandbox;
 
 beforeEach(async () => {
@@ -27,7 +29,7 @@ afterEach(async () => {
 function connect(): Promise<FssClient> {
   return FssClient.connect({
     runDir: sandbox.runDir,
-    daemonCommand: { command: process.execPath, args: binArgs('fssd') },
+    daemonCommand: { command: process.execPath, args: [...binArgs('fssd'), '--devdir', sandbox.devDir] },
   });
 }
 
@@ -77,6 +79,7 @@ async function connectWhenReady(): Promise<FssClient> {
 function spawnDaemon(): { pid: number; exited: Promise<{ status: number | null; signal: string | null }> } {
   const child = spawn(process.execPath, [...binArgs('fssd'), '--rundir', sandbox.runDir], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    env: sandbox.env,
   });
   child.stderr.resume();
   const exited = new Promise<{ status: number | null; signal: string | null }>((resolve) =>
@@ -265,13 +268,16 @@ describe('fssd', () => {
     });
     client.close();
     expect(readdirSync(sandbox.runDir).sort()).toEqual([
+      ...(DEVICES ? ['devices'] : []), // the records of fss0's and fss1's /dev/fssN
       'fss0.sock',
       'fss1.sock',
       'fssd.log',
       'fssd.pid',
       'fssd.sock',
       'origin',
-    ]);
+      ...(DEVICES ? ['fuse'] : []),
+    ].sort());
+    if (DEVICES) expect(readdirSync(sandbox.devDir).sort()).toEqual(['fss0', 'fss1']);
     expect(readdirSync(join(sandbox.runDir, 'origin'))).toEqual(['disk.sock']);
     const pid = sandbox.daemonPid() as number;
     expect(pid).toBe(daemon.pid);
@@ -297,11 +303,19 @@ describe('fssd', () => {
     expect(readdirSync(sandbox.runDir)).toEqual(['origin']);
     // The same in-process: the lock is released, so the next start of this run directory works.
     const logged: string[] = [];
-    const first = new Fssd({ runDir: sandbox.runDir, log: (line) => logged.push(line) });
+    const first = new Fssd({
+      runDir: sandbox.runDir,
+      devDir: sandbox.devDir,
+      log: (line) => logged.push(line),
+    });
     await expect(first.start()).rejects.toMatchObject({ code: 'EEXIST', syscall: 'mkdir' });
     expect(readdirSync(sandbox.runDir)).toEqual(['origin']);
     rmSync(join(sandbox.runDir, 'origin'));
-    const second = new Fssd({ runDir: sandbox.runDir, log: (line) => logged.push(line) });
+    const second = new Fssd({
+      runDir: sandbox.runDir,
+      devDir: sandbox.devDir,
+      log: (line) => logged.push(line),
+    });
     await second.start();
     await first.stop(); // nothing of its own to release: the second's files stay
     expect(readdirSync(sandbox.runDir).sort()).toEqual(['fssd.pid', 'fssd.sock', 'origin']);
@@ -310,13 +324,13 @@ describe('fssd', () => {
   });
 
   it('a stop requested while starting waits for the start, then releases everything', async () => {
-    const daemon = new Fssd({ runDir: sandbox.runDir, log: () => undefined });
+    const daemon = new Fssd({ runDir: sandbox.runDir, devDir: sandbox.devDir, log: () => undefined });
     const starting = daemon.start();
     const stopping = daemon.stop(); // before start() has done anything
     await starting;
     await stopping;
     expect(readdirSync(sandbox.runDir).sort()).toEqual(['origin']);
-    const next = new Fssd({ runDir: sandbox.runDir, log: () => undefined });
+    const next = new Fssd({ runDir: sandbox.runDir, devDir: sandbox.devDir, log: () => undefined });
     await next.start(); // the lock was released
     await next.stop();
   });
@@ -345,8 +359,12 @@ describe('fssd', () => {
       fss_flags: 0,
     });
     client.close();
-    rmSync(sandbox.runDir, { recursive: true, force: true });
+    // A unit's FUSE mount point inside it cannot go while mounted; everything else does.
+    const removing = () => rmSync(sandbox.runDir, { recursive: true, force: true });
+    if (DEVICES) expect(removing).toThrow(/EBUSY/);
+    else removing();
     expect(await daemon.exited).toEqual({ status: 0, signal: null });
+    removing(); // the daemon detached and unmounted everything on its way out
     // The claim went with it: the image can be claimed again.
     const again = await connect();
     expect(await again.originAdd(sandbox.path('image'))).toMatchObject({ name: 'image' });

@@ -70,8 +70,20 @@ export class Sandbox {
     return join(this.dir, 'run');
   }
 
+  /** Where the sandbox's daemon links its kernel devices (/dev/fssN elsewhere). */
+  get devDir(): string {
+    return join(this.dir, 'dev');
+  }
+
   get env(): NodeJS.ProcessEnv {
-    return { ...process.env, FSS_RUNDIR: this.runDir, FSS_FSSD: binSource('fssd'), TZ: 'UTC' };
+    return {
+      ...process.env,
+      FSS_RUNDIR: this.runDir,
+      // Each sandbox's /dev/fssN links apart from every other's (tests run in parallel).
+      FSS_DEVDIR: this.devDir,
+      FSS_FSSD: binSource('fssd'),
+      TZ: 'UTC',
+    };
   }
 
   path(name: string): string {

@@ -1,7 +1,7 @@
 /**
  * fss, the companion of fssconfig for what NetBSD has no word for (SPEC §4):
  *
- *   fss origin add PATH [--name NAME] [--attach]
+ *   fss origin add PATH [--name NAME] [--attach]      (--attach: also /dev/fss/NAME, as root)
  *   fss origin rm NAME
  *   fss origin ls
  *   fss status [--json]
@@ -88,14 +88,8 @@ export async function fss(
         else path = arg;
       }
       if (path === undefined) return usage();
-      if (attach) {
-        fail(
-          `origin add ${path}`,
-          new FssError('EOPNOTSUPP', 'kernel devices (--attach) are not available yet'),
-        );
-      }
       const origin = await (await connected())
-        .originAdd(resolve(path), name)
+        .originAdd(resolve(path), name, { attach })
         .catch((error: unknown) => fail(`origin add ${path}`, error));
       io.out(formatOrigin(origin));
       return 0;
@@ -113,7 +107,8 @@ export async function fss(
 export function formatOrigin(origin: OriginInfo): string {
   const units = origin.units.length > 0 ? origin.units.join(',') : '-';
   const kind = origin.explicit ? 'added' : 'implicit';
-  return `${origin.name}: ${origin.path}, ${humanizeNumber(origin.size)}, ${kind}, units ${units}, export ${origin.export}`;
+  const device = origin.device === undefined ? '' : `, device ${origin.device} (${origin.loop})`;
+  return `${origin.name}: ${origin.path}, ${humanizeNumber(origin.size)}, ${kind}, units ${units}, export ${origin.export}${device}`;
 }
 
 export function formatStatus(status: DaemonStatus): string[] {
@@ -130,8 +125,9 @@ export function formatStatus(status: DaemonStatus): string[] {
       `${unit.unit}: ${info.fsg_mount}, taken ${formatLocalTime(info.fsg_time.tv_sec)}, ${validity}, ` +
         formatClusterUse(info),
     );
+    const device = unit.device === undefined ? '' : `, device ${unit.device} (${unit.loop})`;
     lines.push(
-      `    origin ${unit.origin}, backup ${unit.bstore}, export ${unit.export} (${unit.exportClients} clients)`,
+      `    origin ${unit.origin}, backup ${unit.bstore}, export ${unit.export} (${unit.exportClients} clients)${device}`,
     );
   }
   for (const origin of status.origins) lines.push(`origin ${formatOrigin(origin)}`);

@@ -150,8 +150,13 @@ export class FssClient {
     return (await this.ioctl('FSSIOFGET', unit)).flags;
   }
 
-  originAdd(path: string, name?: string): Promise<OriginInfo> {
-    return this.request('origin-add', name === undefined ? { path } : { path, name });
+  /** Claims and exports an origin; `attach` also makes it a kernel block device (root). */
+  originAdd(path: string, name?: string, options: { attach?: boolean } = {}): Promise<OriginInfo> {
+    return this.request('origin-add', {
+      path,
+      ...(name === undefined ? {} : { name }),
+      ...(options.attach === true ? { attach: true } : {}),
+    });
   }
 
   async originRemove(name: string): Promise<void> {

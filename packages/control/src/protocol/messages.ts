@@ -42,7 +42,7 @@ export type IoctlRequest =
 
 export type ControlRequest =
   | IoctlRequest
-  | { op: 'origin-add'; path: string; name?: string }
+  | { op: 'origin-add'; path: string; name?: string; attach?: boolean }
   | { op: 'origin-rm'; name: string }
   | { op: 'origin-ls' }
   | { op: 'status' }
@@ -57,6 +57,8 @@ export interface SetResult {
   /** The unit's NBD socket. */
   export: string;
   origin: string;
+  /** Its kernel block device (`/dev/fssN`), when fssd makes devices (root). */
+  device?: string;
 }
 
 export interface OriginInfo {
@@ -68,6 +70,10 @@ export interface OriginInfo {
   export: string;
   exportClients: number;
   units: string[];
+  /** Its kernel block device (`/dev/fss/NAME`), when attached. */
+  device?: string;
+  /** The block device behind `device` (`/dev/loopN`). */
+  loop?: string;
 }
 
 export interface UnitStatus {
@@ -81,6 +87,10 @@ export interface UnitStatus {
   valid?: boolean;
   invalidReason?: string;
   info?: FssGet;
+  /** Its kernel block device (`/dev/fssN`), when fssd makes devices (root). */
+  device?: string;
+  /** The block device behind `device` (`/dev/loopN`). */
+  loop?: string;
 }
 
 export interface DaemonStatus {
@@ -179,10 +189,14 @@ export function validateRequest(parsed: unknown): ControlRequest {
   if (!OTHER_OPS.has(op)) throw invalid(`unknown op "${op.slice(0, 64)}"`);
   switch (op) {
     case 'origin-add': {
-      onlyKeys(parsed, ['id', 'op', 'path', 'name'], op);
-      const path = stringField(parsed, 'path', op);
-      if (parsed['name'] === undefined) return { op, path };
-      return { op, path, name: stringField(parsed, 'name', op, 64) };
+      onlyKeys(parsed, ['id', 'op', 'path', 'name', 'attach'], op);
+      const request: ControlRequest & { op: 'origin-add' } = { op, path: stringField(parsed, 'path', op) };
+      if (parsed['name'] !== undefined) request.name = stringField(parsed, 'name', op, 64);
+      if (parsed['attach'] !== undefined) {
+        if (typeof parsed['attach'] !== 'boolean') throw invalid(`${op}: "attach" must be true or false`);
+        request.attach = parsed['attach'];
+      }
+      return request;
     }
     case 'origin-rm':
       onlyKeys(parsed, ['id', 'op', 'name'], op);
