@@ -9,8 +9,9 @@
  *       thread count, and what fss-nbd's built binary sets), plus qemu-nbd: sequential
  *       writes, first-touch writes, whole-export reads, 4 KiB random writes.
  *   node --conditions=@fss/source --import tsx bench/ab.ts slots
- *       in-process first-touch writes with fss's 8 cache slots for 64 KiB clusters against
- *       32 and 128 (SnapshotOptions.cacheSlotsMin), and fio on the device for scale.
+ *       in-process first-touch writes with fss's own 8 cache slots for 64 KiB clusters
+ *       (SnapshotOptions.cacheBytes 0) against 1, 4 (the default) and 16 MiB of slots, and fio
+ *       on the device for scale.
  *   FSS_AB_BASE=DIR [FSS_AB_NEW=DIR] node --conditions=@fss/source --import tsx bench/ab.ts trees
  *       two versions of fss side by side: fssd from the sources of the tree at FSS_AB_BASE
  *       ("base") and at FSS_AB_NEW ("new", default this checkout), each on its own copy of
@@ -155,15 +156,18 @@ async function cacheSlots(ctx: Context): Promise<Row[]> {
       requestBytes: MiB,
       queueDepth: 16,
     };
-    const firstTouch = (cacheSlotsMin: number | undefined) => async () => {
-      const snapshot = await engine.snapshot('slots', cacheSlotsMin === undefined ? {} : { cacheSlotsMin });
+    /** SnapshotOptions.cacheBytes: 0 is fss's own table (8 slots of 64 KiB). */
+    const sizes = [0, MiB, 4 * MiB, 16 * MiB];
+    const label = (cacheBytes: number) => (cacheBytes === 0 ? '8 slots (fss)' : `${cacheBytes / MiB} MiB`);
+    const firstTouch = (cacheBytes: number) => async () => {
+      const snapshot = await engine.snapshot('slots', { cacheBytes });
       try {
         return await transfer(engine.origin, job);
       } finally {
         await engine.closeSnapshot(snapshot, 'slots');
       }
     };
-    await firstTouch(undefined)(); // warm-up
+    await firstTouch(0)(); // warm-up
     return await ctx.compare({
       group: 'cache slots',
       unit: 'MiB/s',
@@ -182,20 +186,26 @@ async function cacheSlots(ctx: Context): Promise<Row[]> {
               })
             ).mibPerSecond,
         },
-        { label: '8 slots', run: firstTouch(undefined) },
-        { label: '32 slots', run: firstTouch(32) },
-        { label: '128 slots', run: firstTouch(128) },
+        ...sizes.map((cacheBytes) => ({ label: label(cacheBytes), run: firstTouch(cacheBytes) })),
       ],
-      rows: [
+      rows: sizes.flatMap((cacheBytes) => [
         {
-          name: 'first touch, 8 slots (default) vs fio',
-          subject: '8 slots',
+          name: `first touch, cache ${label(cacheBytes)} vs fio`,
+          subject: label(cacheBytes),
           against: ['fio on the device'],
           target: null,
         },
-        { name: 'first touch, 32 slots vs 8', subject: '32 slots', against: ['8 slots'], target: null },
-        { name: 'first touch, 128 slots vs 8', subject: '128 slots', against: ['8 slots'], target: null },
-      ],
+        ...(cacheBytes === 0
+          ? []
+          : [
+              {
+                name: `first touch, cache ${label(cacheBytes)} vs ${label(0)}`,
+                subject: label(cacheBytes),
+                against: [label(0)],
+                target: null,
+              },
+            ]),
+      ]),
     });
   } finally {
     await engine.close();

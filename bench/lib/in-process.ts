@@ -31,7 +31,7 @@ export class InProcessOrigin {
    */
   async snapshot(
     name: string,
-    options: { clusterBytes?: number; cacheSlotsMin?: number } = {},
+    options: { clusterBytes?: number; cacheSlotsMin?: number; cacheBytes?: number } = {},
   ): Promise<Snapshot> {
     const storePath = this.sandbox.path(`${name}.store`);
     this.sandbox.forget(storePath);
@@ -41,6 +41,7 @@ export class InProcessOrigin {
       name,
       clusterSize: options.clusterBytes ?? 0,
       ...(options.cacheSlotsMin === undefined ? {} : { cacheSlotsMin: options.cacheSlotsMin }),
+      ...(options.cacheBytes === undefined ? {} : { cacheBytes: options.cacheBytes }),
     });
   }
 

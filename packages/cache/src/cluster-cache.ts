@@ -5,8 +5,9 @@
  *
  * Notes on the design
  *
- * A fixed table of slots, allocated once, each one cluster long (memory is bounded by
- * slotCount x slotBytes). A slot moves through:
+ * A fixed table of slots, allocated once as one block of memory (the arena), each slot one
+ * cluster long: memory is bounded by slotCount x slotBytes. Slot i is the arena's i-th
+ * cluster, so slots next to each other are one contiguous buffer. A slot moves through:
  *
  *   FREE ──take──▶ BUSY ──loaded──▶ VALID ──picked for write-back──▶ WRITING ──stored──▶ FREE
  *                   │                                                  │
@@ -20,20 +21,32 @@
  *            data in one place or the other.
  *
  * Rules that make "no cluster is copied twice" hold:
- * - `preserve(cluster)` registers the cluster synchronously, before its first await, so a
- *   second writer of the same cluster joins the first one's promise instead of loading again,
- *   also while both wait for a FREE slot.
+ * - `preserveRange` registers every cluster it needs (a claim) synchronously, before any
+ *   await, so a second writer of the same cluster joins the first one's claim instead of
+ *   loading again, also while both wait for a FREE slot.
  * - The copied bit (owned by the caller, passed in as `copied`) is set in the same
  *   synchronous step that makes the slot VALID. A writer checks the bit first; a reader that
  *   sees the bit finds the data through `lookup` or the store.
  *
- * Back-pressure: when no slot is FREE, `preserve` waits in FIFO order until write-back frees
- * one; the origin write it guards waits with it, as fss's writers sleep on "cowwait".
+ * Loads by runs: claims wait in FIFO order; whenever slots are FREE, the oldest waiting claim
+ * takes the next FREE slot (next-fit from where the last load stopped, so the arena is used
+ * like a ring), and the claims queued right behind it that continue its run of clusters take
+ * the slots right behind that one, as far as they are FREE, up to `loadClustersMax`. One
+ * `load` reads the whole run into the run's contiguous slots: a 1 MiB write over uncopied
+ * 64 KiB clusters costs one origin read, not sixteen. If a run's load fails, each of its
+ * clusters is loaded again alone, so every claim gets the outcome of its own cluster.
  *
- * Write-back: one batch in flight at a time, started whenever a slot becomes VALID. A batch
- * takes every VALID slot (up to `maxBatch`), round-robin from where the last batch stopped,
- * so no slot starves; the caller appends the batch to the store contiguously. While one batch
- * is being written, newly VALID slots accumulate into the next, so batches grow under load.
+ * Back-pressure: when no slot is FREE, claims wait until write-back frees some; the origin
+ * write that needs them waits with them, as fss's writers sleep on "cowwait".
+ *
+ * Write-back: up to `writeBacksInFlightMax` batches in flight. A batch takes every VALID slot
+ * (up to `maxBatch`, round-robin from where the last batch stopped, so no slot starves),
+ * sorted by origin cluster: the caller appends it to the store in that order, so clusters
+ * written in sequence end up in sequence on the store and a snapshot read of them is one
+ * store read. The first batch starts as soon as a slot is VALID; another starts while one is
+ * in flight only once `overlapBatchMin` slots are VALID (a batch of one beside a batch in
+ * flight would only cost a store request more). While batches are written, newly VALID slots
+ * accumulate into the next one, so batches grow under load.
  *
  * Failure: a failed load frees the slot and rejects every writer waiting on that cluster
  * (the origin write fails with the origin's read error, as fss does). A failed write-back
@@ -53,25 +66,34 @@ export interface DirtyCluster {
 }
 
 export interface ClusterCacheOptions {
-  /** Number of slots (fss: 32, 8 or 4 by cluster size). */
+  /** Number of slots (fss: at least 32, 8 or 4 by cluster size). */
   slotCount: number;
   /** Bytes per slot: the cluster size. */
   slotBytes: number;
   /** The snapshot's copied bitmap (@fss/core); the cache sets bits as slots become VALID. */
   copied: CopiedBitmap;
-  /** Reads a cluster's current contents into `target` (slotBytes long). */
-  load(cluster: number, target: Uint8Array): Promise<void>;
   /**
-   * Writes a batch out; resolves once every cluster of it can be found on the store.
-   * The slots' memory must not be kept after it resolves.
+   * Reads the current contents of the clusters from `first` on, one after another, into
+   * `target` (a whole number of slots long: target.length / slotBytes clusters).
+   */
+  load(first: number, target: Uint8Array): Promise<void>;
+  /**
+   * Writes a batch out (sorted by cluster); resolves once every cluster of it can be found on
+   * the store. The slots' memory must not be kept after it resolves. Several may run at once.
    */
   writeBack(batch: readonly DirtyCluster[]): Promise<void>;
   /** Called once, with the error, when a write-back fails. */
   onWriteBackError(error: unknown): void;
-  /** Allocates slot memory (e.g. aligned for O_DIRECT); default `new Uint8Array`. */
+  /** Allocates the slot memory, once (e.g. aligned for O_DIRECT); default `new Uint8Array`. */
   allocate?(bytes: number): Uint8Array;
   /** Most clusters per write-back batch (default: slotCount). */
   maxBatch?: number;
+  /** Most clusters one load reads (default: slotCount). */
+  loadClustersMax?: number;
+  /** Write-back batches in flight at once (default 2). */
+  writeBacksInFlightMax?: number;
+  /** VALID slots needed to start a batch beside one in flight (default: a quarter of the slots). */
+  overlapBatchMin?: number;
 }
 
 export interface CacheStats {
@@ -83,6 +105,8 @@ export interface CacheStats {
   waiting: number;
   /** Clusters loaded since creation. */
   loaded: number;
+  /** Origin reads (loads of runs) since creation. */
+  loads: number;
   /** Clusters written back since creation. */
   stored: number;
   /** Write-back batches since creation. */
@@ -107,19 +131,26 @@ interface Claim {
 export class ClusterCache {
   private readonly options: ClusterCacheOptions;
   private readonly slots: Slot[];
-  private readonly freeSlots: Slot[];
   /** Clusters being loaded or waiting for a slot. */
   private readonly claims = new Map<number, Claim>();
   /** Claims waiting for a FREE slot, oldest first. */
-  private readonly slotWaiters: Claim[] = [];
+  private readonly waiting = new ClaimQueue();
   /** VALID and WRITING slots by cluster: the data `lookup` serves. */
   private readonly resident = new Map<number, Slot>();
   private readonly maxBatch: number;
+  private readonly loadClustersMax: number;
+  private readonly writeBacksInFlightMax: number;
+  private readonly overlapBatchMin: number;
+  private freeCount: number;
+  private validCount = 0;
+  /** Where the next load looks for a FREE slot first (next-fit). */
+  private allocationCursor = 0;
   private cleaningCursor = 0;
-  private writeBackInFlight: Promise<void> | undefined;
+  /** Write-backs in flight, each resolving once it has settled (stored or failed). */
+  private readonly writeBacks = new Set<Promise<void>>();
   private idleWaiters: Array<() => void> = [];
   private abandoned = false;
-  private counters = { loaded: 0, stored: 0, batches: 0 };
+  private counters = { loaded: 0, loads: 0, stored: 0, batches: 0 };
 
   constructor(options: ClusterCacheOptions) {
     assert(
@@ -132,14 +163,25 @@ export class ClusterCache {
     );
     this.options = options;
     this.maxBatch = options.maxBatch ?? options.slotCount;
+    this.loadClustersMax = Math.min(options.loadClustersMax ?? options.slotCount, options.slotCount);
+    this.writeBacksInFlightMax = options.writeBacksInFlightMax ?? 2;
+    this.overlapBatchMin = options.overlapBatchMin ?? Math.max(1, Math.floor(options.slotCount / 4));
     assert(this.maxBatch > 0, 'maxBatch must be positive');
-    const allocate = options.allocate ?? ((bytes: number) => new Uint8Array(bytes));
-    this.slots = Array.from({ length: options.slotCount }, (_, index) => {
-      const data = allocate(options.slotBytes);
-      assert(data.length === options.slotBytes, 'allocate returned the wrong length');
-      return { index, data, state: 'free' as SlotState, cluster: -1 };
-    });
-    this.freeSlots = [...this.slots].reverse();
+    assert(
+      Number.isInteger(this.loadClustersMax) && this.loadClustersMax > 0,
+      'loadClustersMax must be positive',
+    );
+    assert(this.writeBacksInFlightMax >= 1, 'at least one write-back in flight');
+    const arenaBytes = options.slotCount * options.slotBytes;
+    const arena = (options.allocate ?? ((bytes: number) => new Uint8Array(bytes)))(arenaBytes);
+    assert(arena.length === arenaBytes, 'allocate returned the wrong length');
+    this.slots = Array.from({ length: options.slotCount }, (_, index) => ({
+      index,
+      data: arena.subarray(index * options.slotBytes, (index + 1) * options.slotBytes),
+      state: 'free' as SlotState,
+      cluster: -1,
+    }));
+    this.freeCount = options.slotCount;
   }
 
   /** True once a write-back failed or `abandon` was called. */
@@ -148,19 +190,37 @@ export class ClusterCache {
   }
 
   /**
-   * Makes sure `cluster`'s old contents are saved (in a slot or already on the store).
-   * Returns undefined when nothing needs doing, so the hot path allocates no promise.
+   * Makes sure the old contents of every cluster in [first, end) are saved (in a slot or
+   * already on the store). Returns undefined when nothing needs doing, so the hot path
+   * allocates no promise.
    */
-  preserve(cluster: number): Promise<void> | undefined {
-    if (this.abandoned || this.options.copied.has(cluster)) return undefined;
-    const existing = this.claims.get(cluster);
-    if (existing !== undefined) return existing.promise;
-    const claim = newClaim(cluster);
-    this.claims.set(cluster, claim);
-    const slot = this.freeSlots.pop();
-    if (slot === undefined) this.slotWaiters.push(claim);
-    else this.startLoad(slot, claim);
-    return claim.promise;
+  preserveRange(first: number, end: number): Promise<unknown> | undefined {
+    assert(Number.isInteger(first) && first >= 0, 'first must be a cluster number');
+    assert(Number.isInteger(end) && end > first, 'a range has clusters');
+    if (this.abandoned) return undefined;
+    const { copied } = this.options;
+    let wait: Promise<void> | undefined;
+    let waits: Promise<void>[] | undefined;
+    for (let cluster = copied.nextClear(first, end); cluster !== -1; ) {
+      let claim = this.claims.get(cluster);
+      if (claim === undefined) {
+        claim = newClaim(cluster);
+        this.claims.set(cluster, claim);
+        this.waiting.push(claim);
+      }
+      if (wait === undefined) wait = claim.promise;
+      else if (waits === undefined) waits = [wait, claim.promise];
+      else waits.push(claim.promise);
+      cluster = cluster + 1 < end ? copied.nextClear(cluster + 1, end) : -1;
+    }
+    if (wait === undefined) return undefined;
+    this.dispatch();
+    return waits === undefined ? wait : Promise.all(waits);
+  }
+
+  /** `preserveRange(cluster, cluster + 1)`. */
+  preserve(cluster: number): Promise<unknown> | undefined {
+    return this.preserveRange(cluster, cluster + 1);
   }
 
   /**
@@ -176,7 +236,7 @@ export class ClusterCache {
     while (!this.abandoned && !this.isIdle()) {
       await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     }
-    if (this.writeBackInFlight !== undefined) await this.writeBackInFlight.catch(() => undefined);
+    await Promise.all([...this.writeBacks]);
   }
 
   /**
@@ -186,7 +246,7 @@ export class ClusterCache {
    */
   async abandon(): Promise<void> {
     this.abandonNow();
-    if (this.writeBackInFlight !== undefined) await this.writeBackInFlight.catch(() => undefined);
+    await Promise.all([...this.writeBacks]);
   }
 
   stats(): CacheStats {
@@ -196,18 +256,82 @@ export class ClusterCache {
       busy: count('busy'),
       valid: count('valid'),
       writing: count('writing'),
-      waiting: this.slotWaiters.length,
+      waiting: this.waiting.length,
       ...this.counters,
     };
   }
 
-  private startLoad(slot: Slot, claim: Claim): void {
-    assert(slot.state === 'free', `slot ${slot.index} is ${slot.state}, not free`);
-    slot.state = 'busy';
-    slot.cluster = claim.cluster;
+  // --- Loads ---
+
+  /** Starts loads for waiting claims while slots are FREE: one load per run (see the notes). */
+  private dispatch(): void {
+    while (!this.abandoned && this.waiting.length > 0 && this.freeCount > 0) {
+      const first = this.nextFreeSlot();
+      const run: Claim[] = [this.waiting.shift()!];
+      while (
+        run.length < this.loadClustersMax &&
+        first + run.length < this.slots.length &&
+        this.slots[first + run.length]!.state === 'free' &&
+        this.waiting.peek()?.cluster === run[0]!.cluster + run.length
+      ) {
+        run.push(this.waiting.shift()!);
+      }
+      this.startLoad(first, run);
+    }
+  }
+
+  /** The first FREE slot at or after the allocation cursor (wrapping). Precondition: one is FREE. */
+  private nextFreeSlot(): number {
+    const slotCount = this.slots.length;
+    for (let step = 0; step < slotCount; step++) {
+      const index = (this.allocationCursor + step) % slotCount;
+      if (this.slots[index]!.state === 'free') return index;
+    }
+    assert(false, 'nextFreeSlot called with no FREE slot');
+  }
+
+  private startLoad(firstSlot: number, run: readonly Claim[]): void {
+    for (const [offset, claim] of run.entries()) {
+      const slot = this.slots[firstSlot + offset]!;
+      assert(slot.state === 'free', `slot ${slot.index} is ${slot.state}, not free`);
+      slot.state = 'busy';
+      slot.cluster = claim.cluster;
+    }
+    this.freeCount -= run.length;
+    this.allocationCursor = (firstSlot + run.length) % this.slots.length;
+    this.counters.loads += 1;
+    // Neighbouring slots are neighbouring memory in the arena: the run's slots are one buffer.
+    const first = this.slots[firstSlot]!.data;
+    const runTarget = new Uint8Array(first.buffer, first.byteOffset, run.length * this.options.slotBytes);
+    this.options.load(run[0]!.cluster, runTarget).then(
+      () => {
+        for (const [offset, claim] of run.entries()) this.onLoaded(this.slots[firstSlot + offset]!, claim);
+        this.afterChange();
+      },
+      (error: unknown) => {
+        if (run.length === 1) {
+          this.onLoadFailed(this.slots[firstSlot]!, run[0]!, error);
+          this.afterChange();
+        } else {
+          // Each cluster again on its own, so each claim gets its own cluster's outcome.
+          for (const [offset, claim] of run.entries()) this.loadAlone(this.slots[firstSlot + offset]!, claim);
+        }
+      },
+    );
+  }
+
+  /** Loads one cluster of a failed run into its slot (still BUSY). */
+  private loadAlone(slot: Slot, claim: Claim): void {
+    this.counters.loads += 1;
     this.options.load(claim.cluster, slot.data).then(
-      () => this.onLoaded(slot, claim),
-      (error: unknown) => this.onLoadFailed(slot, claim, error),
+      () => {
+        this.onLoaded(slot, claim);
+        this.afterChange();
+      },
+      (error: unknown) => {
+        this.onLoadFailed(slot, claim, error);
+        this.afterChange();
+      },
     );
   }
 
@@ -216,76 +340,89 @@ export class ClusterCache {
     this.claims.delete(claim.cluster);
     this.counters.loaded += 1;
     if (this.abandoned) {
-      this.releaseSlot(slot);
+      this.freeSlot(slot);
       claim.resolve();
       return;
     }
     // These three steps are one synchronous transition: see "Rules" above.
     slot.state = 'valid';
+    this.validCount += 1;
     this.resident.set(claim.cluster, slot);
     this.options.copied.add(claim.cluster);
     claim.resolve();
-    this.startWriteBack();
   }
 
   private onLoadFailed(slot: Slot, claim: Claim, error: unknown): void {
+    assert(slot.state === 'busy' && slot.cluster === claim.cluster, 'failed slot changed under its load');
     this.claims.delete(claim.cluster);
-    this.releaseSlot(slot);
+    this.freeSlot(slot);
     if (this.abandoned) claim.resolve();
     else claim.reject(error);
   }
 
-  /** Returns a slot to FREE, or hands it straight to the oldest waiting claim. */
-  private releaseSlot(slot: Slot): void {
+  private freeSlot(slot: Slot): void {
     slot.state = 'free';
     slot.cluster = -1;
-    const next = this.abandoned ? undefined : this.slotWaiters.shift();
-    if (next === undefined) this.freeSlots.push(slot);
-    else this.startLoad(slot, next);
+    this.freeCount += 1;
+    assert(this.freeCount <= this.slots.length, 'no more FREE slots than slots');
+  }
+
+  /** After slots changed state: new loads, new write-backs, idle waiters. */
+  private afterChange(): void {
+    this.dispatch();
+    this.startWriteBacks();
     this.notifyIfIdle();
   }
 
-  private startWriteBack(): void {
-    if (this.writeBackInFlight !== undefined || this.abandoned) return;
-    const batch = this.pickBatch();
-    if (batch.length === 0) return;
-    const dirty = batch.map((slot) => ({ cluster: slot.cluster, data: slot.data }));
-    this.writeBackInFlight = this.options.writeBack(dirty).then(
-      () => this.onStored(batch),
-      (error: unknown) => this.onStoreFailed(error),
-    );
+  // --- Write-back ---
+
+  private startWriteBacks(): void {
+    while (!this.abandoned && this.writeBacks.size < this.writeBacksInFlightMax && this.validCount > 0) {
+      if (this.writeBacks.size > 0 && this.validCount < this.overlapBatchMin) return;
+      const batch = this.pickBatch();
+      assert(batch.length > 0, 'VALID slots make a batch');
+      const dirty = batch.map((slot) => ({ cluster: slot.cluster, data: slot.data }));
+      const settled: Promise<void> = this.options.writeBack(dirty).then(
+        () => this.onStored(batch, settled),
+        (error: unknown) => this.onStoreFailed(error, settled),
+      );
+      this.writeBacks.add(settled);
+    }
   }
 
-  /** Every VALID slot up to maxBatch, round-robin from the cleaning cursor. */
+  /** Every VALID slot up to maxBatch, round-robin from the cleaning cursor, by cluster. */
   private pickBatch(): Slot[] {
     const batch: Slot[] = [];
     const slotCount = this.slots.length;
+    let last = -1;
     for (let step = 0; step < slotCount && batch.length < this.maxBatch; step++) {
       const slot = this.slots[(this.cleaningCursor + step) % slotCount]!;
       if (slot.state === 'valid') {
         slot.state = 'writing';
         batch.push(slot);
+        last = slot.index;
       }
     }
-    if (batch.length > 0) this.cleaningCursor = (batch[batch.length - 1]!.index + 1) % slotCount;
-    return batch;
+    if (last >= 0) this.cleaningCursor = (last + 1) % slotCount;
+    this.validCount -= batch.length;
+    assert(this.validCount >= 0, 'VALID count stays non-negative');
+    return batch.sort((a, b) => a.cluster - b.cluster);
   }
 
-  private onStored(batch: Slot[]): void {
-    this.writeBackInFlight = undefined;
+  private onStored(batch: Slot[], settled: Promise<void>): void {
+    this.writeBacks.delete(settled);
     this.counters.batches += 1;
     this.counters.stored += batch.length;
     for (const slot of batch) {
-      assert(slot.state === 'writing' || this.abandoned, `stored slot ${slot.index} is ${slot.state}`);
+      assert(slot.state === 'writing', `stored slot ${slot.index} is ${slot.state}`);
       this.resident.delete(slot.cluster);
-      this.releaseSlot(slot);
+      this.freeSlot(slot);
     }
-    this.startWriteBack();
-    this.notifyIfIdle();
+    this.afterChange();
   }
 
-  private onStoreFailed(error: unknown): void {
-    this.writeBackInFlight = undefined;
+  private onStoreFailed(error: unknown, settled: Promise<void>): void {
+    this.writeBacks.delete(settled);
     if (this.abandoned) return;
     this.abandonNow();
     this.options.onWriteBackError(error);
@@ -294,7 +431,7 @@ export class ClusterCache {
   private abandonNow(): void {
     if (this.abandoned) return;
     this.abandoned = true;
-    for (const claim of this.slotWaiters.splice(0)) {
+    for (let claim = this.waiting.shift(); claim !== undefined; claim = this.waiting.shift()) {
       this.claims.delete(claim.cluster);
       claim.resolve();
     }
@@ -304,12 +441,43 @@ export class ClusterCache {
   }
 
   private isIdle(): boolean {
-    return this.claims.size === 0 && this.resident.size === 0 && this.writeBackInFlight === undefined;
+    return this.claims.size === 0 && this.resident.size === 0 && this.writeBacks.size === 0;
   }
 
   private notifyIfIdle(): void {
     if (!this.abandoned && !this.isIdle()) return;
     for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+}
+
+/** A FIFO of claims: shift and peek in O(1) (a long write may queue thousands of clusters). */
+class ClaimQueue {
+  private items: Claim[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  push(claim: Claim): void {
+    this.items.push(claim);
+  }
+
+  peek(): Claim | undefined {
+    return this.items[this.head];
+  }
+
+  shift(): Claim | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const claim = this.items[this.head++]!;
+    if (this.head === this.items.length) {
+      this.items = [];
+      this.head = 0;
+    } else if (this.head >= 1024 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return claim;
   }
 }
 

@@ -5,3 +5,4 @@ export {
   type DirtyCluster,
   type SlotState,
 } from './cluster-cache';
+export { SharedLoads, sharedLoadsOf } from './shared-loads';

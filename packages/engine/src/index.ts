@@ -6,6 +6,7 @@
  */
 export { Origin, type OriginOptions } from './origin';
 export {
+  CACHE_BYTES_DEFAULT,
   type Logger,
   Snapshot,
   type SnapshotHost,

@@ -10,9 +10,24 @@
  * Copy-on-write (called by the Origin before every write, `preserve`): for each cluster the
  * write touches that is not yet copied, the ClusterCache reads the whole old cluster from the
  * origin device into a slot (the partial last cluster is zero-filled past the device's end),
- * sets its copied bit and lets the write go on. Write-back appends VALID slots to the store
- * in batches (one store request per batch), then records their indirect-table entries; only
+ * sets its copied bit and lets the write go on; a run of such clusters is one origin read
+ * into adjacent slots. Write-back appends VALID slots to the store in batches sorted by
+ * origin cluster (one store request per batch; two batches may be in flight, each with its
+ * store clusters reserved when it starts), then records their indirect-table entries; only
  * then are the slots freed, so saved data is always in a slot or findable on the store.
+ *
+ * Cache size: fss's slot table (32/8/4 by cluster size, SPEC §2) is the minimum; the slot
+ * count is raised to fill `cacheBytes` (CACHE_BYTES_DEFAULT), so that several run loads and a
+ * write-back batch fit at once, whatever the cluster size, in bounded memory.
+ *
+ * Shared origin reads: the snapshots of one origin load through one SharedLoads (@fss/cache,
+ * keyed by the origin's device), so when several snapshots copy the same cluster for the same
+ * origin write, one reads the origin and the others copy its bytes. That is correct because
+ * a load is in flight only while its cluster's claim is pending, and while any snapshot's
+ * claim on a cluster is pending no origin write to that cluster can land: every origin write
+ * waits for every active snapshot's claims on its clusters (copy-on-write.ts), and a snapshot
+ * becomes active only when no write is in flight (the write gate). So two snapshots whose
+ * loads of a cluster overlap in time read the same bytes, whoever reads them.
  *
  * Read, in the order fss does it, which is what makes reads correct while writes run:
  *  1. If any cluster of the request is not copied, read the whole request from the origin
@@ -26,7 +41,7 @@
  * the snapshot (logged once as `NAME: snapshot invalid: WHY`), and the cache releases every
  * writer that waited for it.
  */
-import { type CacheStats, ClusterCache, type DirtyCluster } from '@fss/cache';
+import { type CacheStats, ClusterCache, type DirtyCluster, sharedLoadsOf } from '@fss/cache';
 import {
   assert,
   type BackingStore,
@@ -56,6 +71,16 @@ import {
 
 export type Logger = (line: string) => void;
 
+/**
+ * Memory for cache slots when SnapshotOptions.cacheBytes is not given: 64 slots of 64 KiB,
+ * room for four 1 MiB writes' runs while a batch is written back. (fss's own table, 8 slots
+ * of 64 KiB, lets one write at a time copy; measured in docs/performance.md.)
+ */
+export const CACHE_BYTES_DEFAULT = 4 * 1024 * 1024;
+
+/** The most bytes one copy-on-write load reads from the origin (a run of clusters). */
+const LOAD_BYTES_MAX = 1024 * 1024;
+
 export type SnapshotState = 'creating' | 'active' | 'invalid' | 'closed';
 
 export interface SnapshotOptions {
@@ -69,6 +94,12 @@ export interface SnapshotOptions {
   originIdentity?: string;
   /** Raises the cache slot count above fss's 32/8/4. */
   cacheSlotsMin?: number;
+  /**
+   * Raises the cache slot count to fill this many bytes (default CACHE_BYTES_DEFAULT; 0 for
+   * fss's minimum). The slot count is the largest of fss's 32/8/4, cacheSlotsMin and
+   * cacheBytes / cluster size; the slots are allocated once, at creation.
+   */
+  cacheBytes?: number;
   /** Where `snapshot invalid` lines go (default console.warn). */
   logger?: Logger;
   /** Debug lines (activation summary); default: none. */
@@ -125,12 +156,7 @@ export class Snapshot implements BlockDevice {
     this.options = options;
     this.name = options.name ?? 'snapshot';
     this.mount = options.mount ?? host.name;
-    this.geometry = computeGeometry({
-      deviceBytes: host.device.size,
-      clusterSize: options.clusterSize ?? 0,
-      storeBlockSize: store.blockSize,
-      cacheSlotsMin: options.cacheSlotsMin ?? 0,
-    });
+    this.geometry = cacheGeometry(host.device.size, store.blockSize, options);
     this.layout = storeLayout(this.geometry);
     this.nextCluster = this.layout.firstDataCluster;
     this.copied = new CopiedBitmap(this.geometry.clusterCount);
@@ -147,7 +173,8 @@ export class Snapshot implements BlockDevice {
       slotBytes: this.geometry.clusterSize,
       copied: this.copied,
       allocate: (bytes) => this.allocate(bytes),
-      load: (cluster, target) => this.loadFromOrigin(cluster, target),
+      loadClustersMax: Math.max(1, Math.floor(LOAD_BYTES_MAX / this.geometry.clusterSize)),
+      load: (first, target) => this.loadFromOrigin(first, target),
       writeBack: (batch) => this.writeBack(batch),
       onWriteBackError: onStoreWriteError,
     });
@@ -327,42 +354,49 @@ export class Snapshot implements BlockDevice {
   preserve(offset: number, length: number): Promise<unknown> | undefined {
     if (this.currentState !== 'active' || length === 0) return undefined;
     const { first, end } = clusterRange(this.geometry, offset, length);
-    let cluster = this.copied.nextClear(first, end);
-    if (cluster === -1) return undefined;
-    const waits: Promise<void>[] = [];
-    while (cluster !== -1) {
-      const wait = this.cache.preserve(cluster);
-      if (wait !== undefined) waits.push(wait);
-      cluster = cluster + 1 < end ? this.copied.nextClear(cluster + 1, end) : -1;
-    }
-    if (waits.length === 0) return undefined;
-    return waits.length === 1 ? waits[0] : Promise.all(waits);
+    if (this.copied.nextClear(first, end) === -1) return undefined;
+    return this.cache.preserveRange(first, end);
   }
 
-  private async loadFromOrigin(cluster: number, target: Uint8Array): Promise<void> {
-    const bytes = clusterBytes(this.geometry, cluster);
-    const offset = clusterToByte(this.geometry, cluster);
-    const read = await this.host.device.read(
-      bytes === target.length ? target : target.subarray(0, bytes),
-      offset,
-    );
-    if (read !== bytes) throw new FssError('EIO', `short read from origin (${read} of ${bytes})`);
+  /**
+   * Reads the clusters from `first` on into `target` (whole clusters; the partial last
+   * cluster of the device is zero-filled past its end), or copies them from another
+   * snapshot's load of the same bytes in flight (see "Shared origin reads").
+   */
+  private async loadFromOrigin(first: number, target: Uint8Array): Promise<void> {
+    const { clusterSize } = this.geometry;
+    assert(target.length > 0 && target.length % clusterSize === 0, 'a load reads whole clusters');
+    const offset = clusterToByte(this.geometry, first);
+    const count = target.length / clusterSize;
+    const last = first + count - 1;
+    assert(last < this.geometry.clusterCount, 'a load stays within the device');
+    const bytes = target.length - clusterSize + clusterBytes(this.geometry, last);
+    const view = bytes === target.length ? target : target.subarray(0, bytes);
+    const { device } = this.host;
+    await sharedLoadsOf(device).read(view, offset, async () => {
+      const read = await device.read(view, offset);
+      if (read !== bytes) throw new FssError('EIO', `short read from origin (${read} of ${bytes})`);
+    });
     if (bytes < target.length) target.fill(0, bytes); // the partial last cluster
   }
 
-  /** Appends a batch to the store in one request, then commits its table entries. */
+  /**
+   * Appends a batch to the store in one request, then commits its table entries. Its store
+   * clusters are reserved before the first await, so batches in flight at once never overlap.
+   */
   private async writeBack(batch: readonly DirtyCluster[]): Promise<void> {
+    assert(batch.length > 0, 'a batch has clusters');
     const firstStoreCluster = this.nextCluster;
+    this.nextCluster = firstStoreCluster + batch.length;
     await writeAll(
       this.store,
-      batch.map((dirty) => dirty.data),
+      contiguousRuns(batch.map((dirty) => dirty.data)),
       storeClusterOffset(this.layout, firstStoreCluster),
     );
     await this.table.setEntries(
       batch.map((dirty) => dirty.cluster),
       batch.map((_, i) => firstStoreCluster + i),
     );
-    this.nextCluster = firstStoreCluster + batch.length;
   }
 
   /** Step 2 of a read: restore every copied cluster of [first, end) into `view`. */
@@ -440,4 +474,47 @@ export class Snapshot implements BlockDevice {
 
 function describe(error: unknown): string {
   return toFssError(error).message;
+}
+
+/** The snapshot's geometry, its slot count raised to fill the cache bytes (see "Cache size"). */
+function cacheGeometry(
+  deviceBytes: number,
+  storeBlockSize: number,
+  options: SnapshotOptions,
+): SnapshotGeometry {
+  const request = { deviceBytes, clusterSize: options.clusterSize ?? 0, storeBlockSize };
+  const { clusterSize } = computeGeometry(request);
+  const cacheBytes = options.cacheBytes ?? CACHE_BYTES_DEFAULT;
+  assert(Number.isSafeInteger(cacheBytes) && cacheBytes >= 0, 'cacheBytes must be a byte count');
+  const cacheSlotsMin = Math.max(options.cacheSlotsMin ?? 0, Math.floor(cacheBytes / clusterSize));
+  const geometry = computeGeometry({ ...request, cacheSlotsMin });
+  assert(geometry.clusterSize === clusterSize, 'the slot count does not change the cluster size');
+  return geometry;
+}
+
+/**
+ * Joins buffers that follow each other in memory (adjacent cache slots) into one view each,
+ * so a batch of adjacent slots is one iovec, not one per cluster.
+ */
+function contiguousRuns(buffers: readonly Uint8Array[]): Uint8Array[] {
+  const runs: Uint8Array[] = [];
+  let run: Uint8Array | undefined;
+  for (const buffer of buffers) {
+    if (
+      run !== undefined &&
+      run.buffer === buffer.buffer &&
+      run.byteOffset + run.byteLength === buffer.byteOffset
+    ) {
+      run = new Uint8Array(run.buffer, run.byteOffset, run.byteLength + buffer.byteLength);
+      runs[runs.length - 1] = run;
+    } else {
+      run = buffer;
+      runs.push(run);
+    }
+  }
+  assert(
+    runs.reduce((sum, each) => sum + each.length, 0) === buffers.reduce((sum, each) => sum + each.length, 0),
+    'runs hold every byte',
+  );
+  return runs;
 }

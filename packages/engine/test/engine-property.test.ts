@@ -45,6 +45,8 @@ interface Geometry {
   deviceBytes: number;
   clusterSize: number; // requested: 0 = default
   storeBlockSize: number;
+  /** SnapshotOptions.cacheBytes: 0 is fss's 32/8/4 slots, so writers wait for slots. */
+  cacheBytes: number | undefined;
   jitterSeed: number;
 }
 
@@ -52,6 +54,7 @@ const geometryArbitrary: fc.Arbitrary<Geometry> = fc.record({
   deviceBytes: fc.oneof(fc.integer({ min: 1, max: 4096 }), fc.integer({ min: 4097, max: 3 * 1024 * 1024 })),
   clusterSize: fc.constantFrom(0, 512, 1024, 2048, 4096, 8192, 16384, 65536, 131072, 1048576),
   storeBlockSize: fc.constantFrom(512, 4096),
+  cacheBytes: fc.constantFrom(0, 0, 65536, undefined),
   jitterSeed: fc.integer({ min: 1, max: 2 ** 30 }),
 });
 
@@ -179,6 +182,7 @@ async function runCase(input: CaseInput, withFaults: boolean) {
         if (creating === undefined && tracked.length < MAX_SNAPSHOTS) {
           creating = origin.createSnapshot(newStore(), {
             name: `fss${stores.length}`,
+            ...(geometry.cacheBytes === undefined ? {} : { cacheBytes: geometry.cacheBytes }),
             onActivate: () => {
               atActivation = memory.bytes.slice();
             },
