@@ -32,17 +32,19 @@ const header: StoreHeader = {
   timeMicros: 1_795_000_000_123_456,
   originIdentity: '/dev/loop7 (7:7)',
   invalidReason: '',
+  commitSequence: 77,
+  flags: 1,
 };
 
-describe('store header, format version 1', () => {
+describe('store header, format version 2', () => {
   it('round-trips every field', () => {
-    expect(decodeHeader(encodeHeader(header))).toEqual(header);
+    expect(decodeHeader(encodeHeader(header))).toEqual({ ...header, version: 2 });
     const invalid = {
       ...header,
       state: 'invalid' as const,
       invalidReason: 'write error on backing store: ENOSPC',
     };
-    expect(decodeHeader(encodeHeader(invalid))).toEqual(invalid);
+    expect(decodeHeader(encodeHeader(invalid))).toEqual({ ...invalid, version: 2 });
   });
 
   it('lays the fields out little-endian at their documented offsets', () => {
@@ -50,13 +52,15 @@ describe('store header, format version 1', () => {
     const view = new DataView(bytes.buffer);
     expect(bytes.length).toBe(HEADER_BYTES);
     expect(new TextDecoder().decode(bytes.subarray(0, 8))).toBe('FSSSTORE');
-    expect(view.getUint32(8, true)).toBe(1); // version
+    expect(view.getUint32(8, true)).toBe(2); // version
     expect(view.getUint32(12, true)).toBe(512); // header bytes
     expect(view.getUint32(16, true)).toBe(16); // cluster shift
     expect(view.getUint32(20, true)).toBe(1); // state valid
     expect(view.getBigUint64(24, true)).toBe(BigInt(header.deviceBytes));
     expect(view.getBigUint64(48, true)).toBe(4242n);
     expect(view.getUint16(64, true)).toBe(header.originIdentity.length);
+    expect(view.getBigUint64(448, true)).toBe(77n); // commit sequence
+    expect(view.getUint32(456, true)).toBe(1); // flags
     expect(view.getUint32(508, true)).toBe(crc32(bytes.subarray(0, 508)));
   });
 
@@ -65,12 +69,22 @@ describe('store header, format version 1', () => {
     bad[0] = 0x58;
     expect(() => decodeHeader(bad)).toThrowError(/EINVAL: backing store header: bad magic/);
     const future = encodeHeader(header);
-    new DataView(future.buffer).setUint32(8, 2, true);
-    expect(() => decodeHeader(future)).toThrowError(/unsupported format version 2/);
+    new DataView(future.buffer).setUint32(8, 3, true);
+    expect(() => decodeHeader(future)).toThrowError(/unsupported format version 3/);
     const flipped = encodeHeader(header);
     flipped[30] = (flipped[30] ?? 0) ^ 1;
     expect(() => decodeHeader(flipped)).toThrowError(/checksum mismatch/);
     expect(() => decodeHeader(new Uint8Array(100))).toThrowError(/only 100 bytes/);
+  });
+
+  it('reads a version 1 header (written before commit sequences) as commit sequence 0, no flags', () => {
+    // A v1 header is a v2 header with version 1, zeroes where v2 added fields, and its own CRC.
+    const bytes = encodeHeader(header);
+    const view = new DataView(bytes.buffer);
+    view.setUint32(8, 1, true);
+    bytes.fill(0, 448, 508);
+    view.setUint32(508, crc32(bytes.subarray(0, 508)), true);
+    expect(decodeHeader(bytes)).toEqual({ ...header, commitSequence: 0, flags: 0, version: 1 });
   });
 
   it('cuts long texts at a UTF-8 character boundary', () => {
@@ -141,7 +155,7 @@ describe('store layout', () => {
     expect(invalid).toMatchObject({ state: 'invalid', invalidReason: 'ENOSPC', nextCluster: 9 });
     const block = encodeHeaderBlock(invalid, 4096);
     expect(block.length).toBe(4096);
-    expect(decodeHeader(block)).toEqual(invalid);
+    expect(decodeHeader(block)).toEqual({ ...invalid, version: 2 });
     expect(block.subarray(HEADER_BYTES).every((byte) => byte === 0)).toBe(true);
     expect(() => headerFor(layout, { timeMicros: 0, originIdentity: '', nextCluster: 1 })).toThrow(
       /after the table/,

@@ -1,5 +1,6 @@
 /**
- * The backing-store format, version 1: the one place it is defined (SPEC §7). Everything about
+ * The backing-store format, version 2: the one place it is defined (SPEC §7). Version 1
+ * stores (no commit sequence, no flags) are still read. Everything about
  * where things are on a store lives here: the header and its state, the indirect table's size
  * and place, the first data cluster, the table's entry codec, and the rule that a table
  * cluster never written reads as zero. The engine and fssck only call these.
@@ -22,7 +23,7 @@
  *
  *   offset size  field
  *   0      8     magic, ASCII "FSSSTORE"
- *   8      4     format version (1)
+ *   8      4     format version (2; 1 is read too)
  *   12     4     header bytes (512): readers of a later minor layout can skip what they lack
  *   16     4     cluster shift
  *   20     4     state: 1 valid, 2 invalid
@@ -35,8 +36,14 @@
  *   66     190   origin identity, UTF-8 (e.g. the path and device number), zero padded
  *   256    2     invalid reason length m (bytes, <= 190)
  *   258    190   invalid reason, UTF-8, zero padded
- *   448    60    reserved, zero
+ *   448    8     commit sequence (v2): how many commits the store has had; a header is written
+ *                 last in each commit, so what it says is what the store durably holds
+ *   456    4     flags (v2): 1 = the table region was zeroed when the store was made (every
+ *                 table cluster may be read, never-written ones read as zero on disk too)
+ *   460    48    reserved, zero
  *   508    4     CRC-32 (IEEE) of bytes 0..507
+ *
+ * A version 1 header reads as commit sequence 0 and no flags.
  *
  * Fields are read and written only through encodeHeader/decodeHeader.
  */
@@ -51,7 +58,11 @@ export const TABLE_ENTRY_BYTES = 4;
 export const HEADER_CLUSTERS = 1;
 
 export const STORE_MAGIC = 'FSSSTORE';
-export const STORE_FORMAT_VERSION = 1;
+export const STORE_FORMAT_VERSION = 2;
+/** Format versions decodeHeader reads. */
+export const STORE_FORMAT_VERSIONS_READ = [1, 2] as const;
+/** Header flag: the table region was zeroed when the store was made. */
+export const STORE_FLAG_TABLE_ZEROED = 1;
 export const HEADER_BYTES = 512;
 export const HEADER_TEXT_BYTES_MAX = 190;
 
@@ -70,6 +81,8 @@ const OFFSET = {
   identity: 66,
   reasonLength: 256,
   reason: 258,
+  commitSequence: 448,
+  flags: 456,
   crc: 508,
 } as const;
 
@@ -89,6 +102,10 @@ export interface StoreHeader {
   originIdentity: string;
   /** Why the snapshot became invalid; empty while valid. */
   invalidReason: string;
+  /** Commits the store has had (0 in a version 1 store). */
+  commitSequence: number;
+  /** STORE_FLAG_* bits (0 in a version 1 store). */
+  flags: number;
 }
 
 /** Where everything is on a store of this geometry. */
@@ -137,7 +154,14 @@ export function netbsdClustersInUse(nextCluster: number): number {
 /** The header of a store laid out as `layout`: valid, or invalid with its reason. */
 export function headerFor(
   layout: StoreLayout,
-  fields: { timeMicros: number; originIdentity: string; nextCluster: number; invalidReason?: string },
+  fields: {
+    timeMicros: number;
+    originIdentity: string;
+    nextCluster: number;
+    invalidReason?: string;
+    commitSequence?: number;
+    flags?: number;
+  },
 ): StoreHeader {
   const { geometry } = layout;
   assert(fields.nextCluster >= layout.firstDataCluster, 'data starts after the table');
@@ -151,6 +175,8 @@ export function headerFor(
     timeMicros: fields.timeMicros,
     originIdentity: fields.originIdentity,
     invalidReason: fields.invalidReason ?? '',
+    commitSequence: fields.commitSequence ?? 0,
+    flags: fields.flags ?? 0,
   };
 }
 
@@ -187,24 +213,38 @@ export function encodeHeader(header: StoreHeader): Uint8Array {
   setUint64(view, OFFSET.timeMicros, header.timeMicros);
   writeText(bytes, OFFSET.identityLength, header.originIdentity);
   writeText(bytes, OFFSET.reasonLength, header.invalidReason);
+  setUint64(view, OFFSET.commitSequence, header.commitSequence);
+  assert(
+    Number.isInteger(header.flags) && header.flags >= 0 && header.flags <= 0xffffffff,
+    'flags are a u32',
+  );
+  view.setUint32(OFFSET.flags, header.flags, true);
   view.setUint32(OFFSET.crc, crc32(bytes.subarray(0, OFFSET.crc)), true);
   return bytes;
 }
 
+/** A header as read from a store: its fields, and the format version it was written in. */
+export interface DecodedHeader extends StoreHeader {
+  version: number;
+}
+
 /** Decodes and checks a header; EINVAL names what is wrong with it. */
-export function decodeHeader(bytes: Uint8Array): StoreHeader {
+export function decodeHeader(bytes: Uint8Array): DecodedHeader {
   if (bytes.length < HEADER_BYTES) throw badHeader(`only ${bytes.length} bytes`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, HEADER_BYTES);
   const magic = new TextDecoder().decode(bytes.subarray(OFFSET.magic, OFFSET.magic + 8));
   if (magic !== STORE_MAGIC) throw badHeader('bad magic, not an fss backing store');
   const version = view.getUint32(OFFSET.version, true);
-  if (version !== STORE_FORMAT_VERSION) throw badHeader(`unsupported format version ${version}`);
+  if (!(STORE_FORMAT_VERSIONS_READ as readonly number[]).includes(version)) {
+    throw badHeader(`unsupported format version ${version}`);
+  }
   const crc = view.getUint32(OFFSET.crc, true);
   if (crc !== crc32(bytes.subarray(0, OFFSET.crc))) throw badHeader('checksum mismatch');
   const stateCode = view.getUint32(OFFSET.state, true);
   const state = (Object.keys(STATE_CODE) as StoreState[]).find((name) => STATE_CODE[name] === stateCode);
   if (state === undefined) throw badHeader(`unknown state ${stateCode}`);
   return {
+    version,
     clusterShift: view.getUint32(OFFSET.clusterShift, true),
     state,
     deviceBytes: getUint64(view, OFFSET.deviceBytes),
@@ -214,6 +254,8 @@ export function decodeHeader(bytes: Uint8Array): StoreHeader {
     timeMicros: getUint64(view, OFFSET.timeMicros),
     originIdentity: readText(bytes, OFFSET.identityLength),
     invalidReason: readText(bytes, OFFSET.reasonLength),
+    commitSequence: version >= 2 ? getUint64(view, OFFSET.commitSequence) : 0,
+    flags: version >= 2 ? view.getUint32(OFFSET.flags, true) : 0,
   };
 }
 

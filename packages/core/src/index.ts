@@ -13,3 +13,4 @@ export { Mutex } from './mutex';
 export * from './positioned-io';
 export { SeededRandom } from './random';
 export * from './range';
+export * from './store-check';
