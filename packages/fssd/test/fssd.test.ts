@@ -9,7 +9,7 @@ import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { FssClient } from '@fss/control';
 import { FSS_UNCONFIG_ON_CLOSE, FSSIOCGET, FSSIOCSET, isFssError } from '@fss/core';
-import { binArgs, isAlive, Sandbox, waitFor } from '@fss/test-utils';
+import { binArgs, isAlive, Sandbox } from '@fss/test-utils';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Fssd } from '../src/fssd';
 
@@ -267,16 +267,18 @@ describe('fssd', () => {
       fss_flags: 0,
     });
     client.close();
-    expect(readdirSync(sandbox.runDir).sort()).toEqual([
-      ...(DEVICES ? ['devices'] : []), // the records of fss0's and fss1's /dev/fssN
-      'fss0.sock',
-      'fss1.sock',
-      'fssd.log',
-      'fssd.pid',
-      'fssd.sock',
-      'origin',
-      ...(DEVICES ? ['fuse'] : []),
-    ].sort());
+    expect(readdirSync(sandbox.runDir).sort()).toEqual(
+      [
+        ...(DEVICES ? ['devices'] : []), // the records of fss0's and fss1's /dev/fssN
+        'fss0.sock',
+        'fss1.sock',
+        'fssd.log',
+        'fssd.pid',
+        'fssd.sock',
+        'origin',
+        ...(DEVICES ? ['fuse'] : []),
+      ].sort(),
+    );
     if (DEVICES) expect(readdirSync(sandbox.devDir).sort()).toEqual(['fss0', 'fss1']);
     expect(readdirSync(join(sandbox.runDir, 'origin'))).toEqual(['disk.sock']);
     const pid = sandbox.daemonPid() as number;
