@@ -15,7 +15,7 @@ import { FssError } from '@fss/core';
 import { errnoError } from './errors';
 import { lastErrno, libc } from './libc';
 import { mountPointsOf } from './mountinfo';
-import { statx } from './statx';
+import { statx, statxAsync } from './statx';
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
@@ -75,9 +75,10 @@ export async function loopDevicesBackedBy(fd: number, path: string): Promise<str
   for (const name of names) {
     const backing = await loopBackingFile(name);
     if (backing === undefined) continue; // not attached
-    // Compare by inode: the path may be a different name for the same file.
+    // Compare by inode: the path may be a different name for the same file. Off the main
+    // thread: the backing file may be a FUSE file this process serves (an attached device).
     try {
-      const candidate = statx(backing);
+      const candidate = await statxAsync(backing);
       if (candidate.dev === image.dev && candidate.inode === image.inode) found.push(`/dev/${name}`);
     } catch {
       // The backing file was deleted or renamed; a path match is all we can do.

@@ -19,7 +19,7 @@
 import { readFile, realpath } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { loopBackingFile } from './claim';
-import { statx } from './statx';
+import { statxAsync } from './statx';
 
 /** The storage a path is: a set of tokens (see above). */
 export type StorageIdentity = ReadonlySet<string>;
@@ -29,7 +29,7 @@ export type StorageIdentity = ReadonlySet<string>;
  * syscall `statx`) when it is not there.
  */
 export async function storageIdentity(path: string): Promise<Set<string>> {
-  const found = statx(path);
+  const found = await statxAsync(path);
   const tokens = new Set<string>();
   if (found.kind === 'file') {
     tokens.add(`file:${found.dev}:${found.inode}`);
@@ -55,7 +55,7 @@ export async function storageIdentity(path: string): Promise<Set<string>> {
   const backing = await loopBackingFile(loopName);
   if (backing !== undefined) {
     try {
-      const file = statx(backing);
+      const file = await statxAsync(backing); // may be a FUSE file fssd serves: never on the main thread
       tokens.add(`file:${file.dev}:${file.inode}`);
     } catch {
       // The backing file is gone from the namespace; nothing to compare with.

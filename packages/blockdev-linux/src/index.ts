@@ -33,6 +33,7 @@ export {
   libc,
   POLL_PROTOTYPE,
   READ_PROTOTYPE,
+  WRITE_PROTOTYPE,
 } from './libc';
 export {
   type AttachLoopOptions,

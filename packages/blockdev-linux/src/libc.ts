@@ -28,8 +28,13 @@ export interface Libc {
   ioctlRange: AsyncCapable<(fd: number, request: number, range: BigUint64Array) => number>;
   /** ioctl(fd, req, int arg): FIFREEZE, FITHAW (the argument is ignored; pass 0). */
   ioctlIntArg(fd: number, request: number, arg: number): number;
-  /** statx(dirfd, path, flags, mask, struct statx *buf) into a 256-byte buffer. */
-  statx(dirfd: number, path: string, flags: number, mask: number, buffer: Uint8Array): number;
+  /**
+   * statx(dirfd, path, flags, mask, struct statx *buf) into a 256-byte buffer. Async for paths
+   * that may lie on a FUSE filesystem this process serves (statxAsync).
+   */
+  statx: AsyncCapable<
+    (dirfd: number, path: string, flags: number, mask: number, buffer: Uint8Array) => number
+  >;
   /** flock(fd, operation). */
   flock(fd: number, operation: number): number;
   /** fallocate(fd, mode, offset, length). Async: punching or zeroing ranges can take long. */
@@ -67,6 +72,9 @@ export interface Libc {
 
 /** read(2) for worker threads, which bind it themselves like poll (see POLL_PROTOTYPE). */
 export const READ_PROTOTYPE = 'intptr_t read(int fd, void *buf, size_t count)';
+
+/** write(2) for worker threads, likewise. */
+export const WRITE_PROTOTYPE = 'intptr_t write(int fd, const void *buf, size_t count)';
 
 /**
  * poll(2) over an array of `struct pollfd` (int fd, short events, short revents: 8 bytes

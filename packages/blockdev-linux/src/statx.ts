@@ -13,7 +13,7 @@
  *  156 u32 stx_dio_offset_align   file offset and length alignment for O_DIRECT
  */
 import { errnoError } from './errors';
-import { lastErrno, libc } from './libc';
+import { callAsync, lastErrno, libc } from './libc';
 
 const AT_FDCWD = -100;
 const AT_EMPTY_PATH = 0x1000;
@@ -40,12 +40,36 @@ export interface StatxResult {
 /** statx of `path` (fd undefined) or of an open descriptor (`path` then only names it in errors). */
 export function statx(path: string, fd?: number): StatxResult {
   const buffer = new Uint8Array(STATX_STRUCT_BYTES);
-  const view = new DataView(buffer.buffer);
   const result =
     fd === undefined
       ? libc().statx(AT_FDCWD, path, 0, STATX_BASIC_STATS | STATX_DIOALIGN, buffer)
       : libc().statx(fd, '', AT_EMPTY_PATH, STATX_BASIC_STATS | STATX_DIOALIGN, buffer);
   if (result < 0) throw errnoError(lastErrno(), 'statx', path);
+  return decodeStatx(buffer);
+}
+
+/**
+ * statx of `path` on koffi's worker pool. For paths that may lie on a FUSE filesystem: when
+ * this process serves it (a loop device's backing file under fssd's own FUSE mount) a
+ * synchronous statx on the main thread would wait for an answer only the main thread can give;
+ * and a hung server elsewhere stalls only a worker, not the event loop.
+ */
+export async function statxAsync(path: string): Promise<StatxResult> {
+  const buffer = new Uint8Array(STATX_STRUCT_BYTES);
+  const { result, errno } = await callAsync(
+    libc().statx,
+    AT_FDCWD,
+    path,
+    0,
+    STATX_BASIC_STATS | STATX_DIOALIGN,
+    buffer,
+  );
+  if (result < 0) throw errnoError(errno, 'statx', path);
+  return decodeStatx(buffer);
+}
+
+function decodeStatx(buffer: Uint8Array): StatxResult {
+  const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.length);
   const mask = view.getUint32(0, true);
   const mode = view.getUint16(28, true);
   return {

@@ -36,10 +36,12 @@ import {
   libc,
   POLL_PROTOTYPE,
   READ_PROTOTYPE,
+  WRITE_PROTOTYPE,
 } from '@fss/blockdev-linux';
 import { assert, FssError } from '@fss/core';
 import { FUSE_DEV_IOC_CLONE, FUSE_MIN_READ_BUFFER, WRITE_PAYLOAD_OFFSET } from './abi';
 import {
+  CONTROL_ANSWERED,
   CONTROL_READERS_MAX,
   CONTROL_SLOT_BASE,
   CONTROL_STOP,
@@ -47,6 +49,7 @@ import {
   READER_SOURCE,
   type ReaderData,
   type ReaderMessage,
+  type ReaderReplies,
   SlotState,
 } from './reader-worker';
 import type { FuseRequest } from './session';
@@ -64,7 +67,9 @@ export interface FuseChannelOptions {
   slotCount: number;
   /** Largest WRITE payload (the INIT max_write). */
   maxWriteBytes: number;
-  /** Called on the main thread with each request. */
+  /** What the readers answer themselves (GETATTR, LOOKUP, STATFS, ...), from the session. */
+  readerReplies: ReaderReplies;
+  /** Called on the main thread with each request the readers do not answer themselves. */
   onRequest: (request: FuseRequest) => void;
   /** Called once when the kernel ended the connection (unmount or abort), or a reader failed. */
   onEnd: (reason: FssError | undefined) => void;
@@ -166,6 +171,8 @@ export class FuseChannel {
       slots,
       slotOffsets: slots.map((slot) => slotOffsets[slot]!),
       slotBytes: this.slotBytes,
+      writePrototype: WRITE_PROTOTYPE,
+      replies: this.options.readerReplies,
     };
     const worker = new Worker(READER_SOURCE, { eval: true, workerData });
     const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
@@ -197,6 +204,11 @@ export class FuseChannel {
     const wake = CONTROL_WAKE_BASE + this.slotOwner[slot]!;
     Atomics.add(this.control, wake, 1);
     Atomics.notify(this.control, wake);
+  }
+
+  /** Requests the readers answered themselves, without the main thread. */
+  get readerAnswers(): number {
+    return Atomics.load(this.control, CONTROL_ANSWERED);
   }
 
   /** Resolves when every reader has exited (the kernel ended the connection, or stop()). */

@@ -23,6 +23,16 @@
  *     ENODEV, ECONNABORTED         the connection is over (unmounted or aborted): exit
  *   stop eventfd readable          exit (close() asked; nothing else can wake a blocked read)
  *
+ * Requests about names and attributes (GETATTR, LOOKUP, STATFS; STATX and the xattr
+ * requests, which we do not support; FORGET) are answered by the reader itself, from replies
+ * the session encoded once: the answers never change. That keeps a synchronous stat(2) of
+ * the file from the serving process's main thread from deadlocking it. The kernel invalidates
+ * the file's cached size and times after every write, so such a stat reaches us; had it
+ * waited for the main thread, which is the one blocked in the stat, neither could ever go on,
+ * and since the reader had already taken the request, not even SIGKILL would end the wait
+ * (only an abort through fusectl). blockdev-linux's claim check stats every loop device's
+ * backing file synchronously, which is exactly that call.
+ *
  * Slots live in one SharedArrayBuffer shared with the main thread, which reads the request
  * where the reader put it, answers, and marks the slot FREE again; a reader only ever writes
  * its own slots. Try-read-first means a busy reader makes one syscall per request; poll only
@@ -32,11 +42,31 @@
 /** Slot states, in the shared control words. */
 export const SlotState = { FREE: 0, READING: 1, HANDED: 2 } as const;
 
-/** Control word layout: the stop flag, one wake counter per reader, then the slot states. */
+/**
+ * Control word layout: the stop flag, the count of requests the readers answered themselves,
+ * one wake counter per reader, then the slot states.
+ */
 export const CONTROL_STOP = 0;
-export const CONTROL_WAKE_BASE = 1;
+export const CONTROL_ANSWERED = 1;
+export const CONTROL_WAKE_BASE = 2;
 export const CONTROL_READERS_MAX = 15;
 export const CONTROL_SLOT_BASE = CONTROL_WAKE_BASE + CONTROL_READERS_MAX;
+
+/**
+ * Replies the reader sends itself, encoded once by the session (session.ts `readerReplies`):
+ * whole replies whose `unique` (bytes 8..16) the reader overwrites with the request's.
+ */
+export interface ReaderReplies {
+  getattrRoot: Uint8Array;
+  getattrFile: Uint8Array;
+  /** LOOKUP of `lookupName` in the root. */
+  lookupFile: Uint8Array;
+  /** The file's name as LOOKUP carries it: UTF-8, then NUL. */
+  lookupName: Uint8Array;
+  statfs: Uint8Array;
+  enoent: Uint8Array;
+  enosys: Uint8Array;
+}
 
 /** What a reader posts to the main thread. */
 export type ReaderMessage =
@@ -61,6 +91,8 @@ export interface ReaderData {
   slots: number[];
   slotOffsets: number[];
   slotBytes: number;
+  writePrototype: string;
+  replies: ReaderReplies;
 }
 
 export const READER_SOURCE = `
@@ -69,6 +101,10 @@ const koffi = require(d.koffiPath);
 const libc = koffi.load('libc.so.6');
 const poll = libc.func(d.pollPrototype);
 const read = libc.func(d.readPrototype);
+const write = libc.func(d.writePrototype);
+const replies = d.replies;
+const out = new Uint8Array(4096);
+const OPCODE = { LOOKUP: 1, FORGET: 2, GETATTR: 3, STATFS: 17, GETXATTR: 22, LISTXATTR: 23, BATCH_FORGET: 42, STATX: 52 };
 const ERRNO = { EINTR: 4, EAGAIN: 11, ENOENT: 2, ENODEV: 19, ECONNABORTED: 103 };
 const control = new Int32Array(d.control);
 const lengths = new Int32Array(d.lengths);
@@ -122,6 +158,48 @@ function readMessage(mine) {
   }
 }
 
+/** The fixed reply to the request in views[mine], null when the main thread must answer it. */
+function replyOf(mine, length) {
+  const bytes = views[mine];
+  const view = new DataView(bytes.buffer, bytes.byteOffset, length);
+  const opcode = view.getUint32(4, true);
+  const node = view.getUint32(20, true) === 0 ? view.getUint32(16, true) : -1;
+  switch (opcode) {
+    case OPCODE.GETATTR:
+      return node === 1 ? replies.getattrRoot : node === 2 ? replies.getattrFile : replies.enoent;
+    case OPCODE.LOOKUP: {
+      const name = replies.lookupName;
+      let same = node === 1 && length === 40 + name.length;
+      for (let i = 0; same && i < name.length; i++) same = bytes[40 + i] === name[i];
+      return same ? replies.lookupFile : replies.enoent;
+    }
+    case OPCODE.STATFS:
+      return replies.statfs;
+    case OPCODE.STATX:
+    case OPCODE.GETXATTR:
+    case OPCODE.LISTXATTR:
+      return replies.enosys;
+    case OPCODE.FORGET:
+    case OPCODE.BATCH_FORGET:
+      return out.subarray(0, 0); // no reply, by the protocol
+    default:
+      return null;
+  }
+}
+
+/** Answers the request here when it is one of ours to answer; true when it did. */
+function answered(mine, length) {
+  const reply = replyOf(mine, length);
+  if (reply === null) return false;
+  if (reply.length > 0) {
+    out.set(reply, 0);
+    out.set(views[mine].subarray(8, 16), 8); // the request's unique
+    write(d.fuseFd, out, reply.length); // ENOENT (interrupted meanwhile) needs nothing more
+  }
+  Atomics.add(control, ${CONTROL_ANSWERED}, 1);
+  return true;
+}
+
 for (;;) {
   const mine = takeSlot();
   if (mine < 0) break;
@@ -130,6 +208,10 @@ for (;;) {
   if (length < 0) {
     Atomics.store(control, ${CONTROL_SLOT_BASE} + slot, ${SlotState.FREE});
     break;
+  }
+  if (answered(mine, length)) {
+    Atomics.store(control, ${CONTROL_SLOT_BASE} + slot, ${SlotState.FREE});
+    continue;
   }
   lengths[slot] = length;
   Atomics.store(control, ${CONTROL_SLOT_BASE} + slot, ${SlotState.HANDED});

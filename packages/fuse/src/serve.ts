@@ -53,12 +53,15 @@ export interface ServeFuseOptions {
   log?: (message: string) => void;
 }
 
+/** The session's statistics, plus the requests the reader threads answered themselves. */
+export type FuseFileStats = FuseSessionStats & { readerAnswers: number };
+
 export interface FuseFile {
   /** The file: `<mountPoint>/<fileName>`. */
   readonly path: string;
   readonly mountPoint: string;
   readonly readOnly: boolean;
-  readonly stats: Readonly<FuseSessionStats>;
+  readonly stats: Readonly<FuseFileStats>;
   /** Settles when the kernel ended the connection (unmounted, by us or anyone). */
   readonly ended: Promise<void>;
   /** Unmounts and stops serving; idempotent. Resolves with how the unmount went. */
@@ -102,6 +105,7 @@ export async function serveFuse(device: BlockDevice, options: ServeFuseOptions):
       readerCount: options.readerThreads ?? 1,
       slotCount: options.slotCount ?? 64,
       maxWriteBytes,
+      readerReplies: session.readerReplies(),
       onRequest: (request) => session.handle(request),
       onEnd: (reason) => {
         if (reason !== undefined) options.log?.(`fuse: ${reason.message}`);
@@ -166,8 +170,8 @@ class ServedFile implements FuseFile {
     this.removeExitHook = onProcessExit(() => this.abortOnExit());
   }
 
-  get stats(): Readonly<FuseSessionStats> {
-    return this.session.stats;
+  get stats(): Readonly<FuseFileStats> {
+    return { ...this.session.stats, readerAnswers: this.channel.readerAnswers };
   }
 
   close(): Promise<UnmountResult> {

@@ -10,6 +10,10 @@
  * stat of the file then rarely reaches us, which matters because a synchronous stat from
  * the serving thread would wait for the very thread that has to answer it.
  *
+ * Who answers. The reader threads answer GETATTR, LOOKUP, STATFS, STATX and the xattr
+ * requests themselves, from `readerReplies()` (see reader-worker.ts for why); everything
+ * else, and all of those when a test hands them in directly, is answered here, the same way.
+ *
  * Concurrency. `handle` never waits: it decodes a request, starts the device call and
  * returns, so the kernel can keep as many requests in flight as the readers have slots
  * (channel.ts). Replies go out in completion order, each as one write(2) through the
@@ -78,6 +82,7 @@ import {
   writeWriteOut,
 } from './codec';
 import { fuseErrnoOf } from './errors';
+import type { ReaderReplies } from './reader-worker';
 
 /** Node id (and inode number) of the one file. */
 export const FILE_NODE_ID = 2;
@@ -222,6 +227,39 @@ export class FuseSession {
   /** True once DESTROY was answered. */
   get destroyed(): boolean {
     return this.state === 'destroyed';
+  }
+
+  /**
+   * The replies the reader threads send themselves (reader-worker.ts): GETATTR of both nodes,
+   * LOOKUP of the file, STATFS, and the ENOENT and ENOSYS answers, each a whole reply with
+   * unique 0. They never change, because the tree and its attributes never do.
+   */
+  readerReplies(): ReaderReplies {
+    const encode = (bodyBytes: number, fill: (view: DataView) => void, error = 0): Uint8Array => {
+      const bytes = new Uint8Array(Size.OUT_HEADER + bodyBytes);
+      const view = new DataView(bytes.buffer);
+      fill(view);
+      writeOutHeader(view, 0, bytes.length, -error, 0);
+      return bytes;
+    };
+    const blockSizeBytes = this.fileAttributes.blockSizeBytes;
+    return {
+      getattrRoot: encode(Size.ATTR_OUT, (view) =>
+        writeAttrOut(view, Size.OUT_HEADER, this.rootAttributes, ATTR_VALID_SECONDS),
+      ),
+      getattrFile: encode(Size.ATTR_OUT, (view) =>
+        writeAttrOut(view, Size.OUT_HEADER, this.fileAttributes, ATTR_VALID_SECONDS),
+      ),
+      lookupFile: encode(Size.ENTRY_OUT, (view) =>
+        writeEntryOut(view, Size.OUT_HEADER, this.fileAttributes, ATTR_VALID_SECONDS),
+      ),
+      lookupName: new TextEncoder().encode(`${this.options.fileName}\0`),
+      statfs: encode(Size.STATFS_OUT, (view) =>
+        writeStatfsOut(view, Size.OUT_HEADER, Math.ceil(this.device.size / blockSizeBytes), blockSizeBytes),
+      ),
+      enoent: encode(0, () => undefined, ENOENT),
+      enosys: encode(0, () => undefined, ENOSYS),
+    };
   }
 
   /** Resolves once INIT was answered: from then on the file can be opened. */

@@ -11,7 +11,7 @@
  * bytes (MemoryBlockDevice) or the image file (openBlockDevice) after the attach is closed.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statfsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loopBackingFile, loopDevicesUnder, openBlockDevice } from '@fss/blockdev-linux';
@@ -116,6 +116,25 @@ describe.skipIf(!canRun)(`FUSE file + loop device (${ROOT_REASON}; needs /dev/fu
     });
   });
 
+  it('the serving thread itself can stat its file after writes: the readers answer GETATTR/LOOKUP/STATFS', async () => {
+    // A synchronous stat on the main thread waits for a reply; before the readers answered
+    // attribute requests themselves, only the main thread could give it: a deadlock that not
+    // even SIGKILL ended. Writes invalidate the kernel's cached attributes, so the stats here
+    // reach the server.
+    const device = new MemoryBlockDevice(4 * MiB);
+    await withAttached(device, {}, async ({ loop, file }) => {
+      const written = await writeThroughKernel(loop.path, pattern(64 * 1024, 3), 0, scratch.path);
+      expect(written.code, written.stderr).toBe(0);
+      const before = file.stats.readerAnswers;
+      const stat = statSync(file.path); // the main thread, the one that answers everything else
+      expect(stat.size).toBe(4 * MiB);
+      expect(statfsSync(file.mountPoint).bsize).toBeGreaterThan(0);
+      expect(statSync(file.mountPoint).isDirectory()).toBe(true);
+      expect(() => statSync(join(file.mountPoint, 'no-such-file'))).toThrow(/ENOENT/);
+      expect(file.stats.readerAnswers).toBeGreaterThan(before);
+    });
+  });
+
   it('a real image through openBlockDevice: the image file holds what was written through the loop', async () => {
     const image = join(scratch.path, 'image.raw');
     const original = pattern(16 * MiB, 3);
@@ -208,6 +227,7 @@ describe.skipIf(!canRun)(`FUSE file + loop device (${ROOT_REASON}; needs /dev/fu
         '--size=4M',
         '--verify=crc32c',
         '--do_verify=1',
+        '--verify_state_save=0', // no local-verify-*.state file left in the cwd
         '--output-format=terse',
       ]);
       expect(fio.code, fio.stderr).toBe(0);
