@@ -2,11 +2,11 @@ import { defineConfig } from 'tsup';
 import { packageBuild } from '../../tsup.base';
 
 // The library (the CLI's NetBSD-compatible pieces) is ESM + CJS + d.ts like every package; the
-// two programs are ESM only, with a shebang, next to it in dist/.
+// programs are ESM only, with a shebang, next to it in dist/.
 export default defineConfig([
   packageBuild(['src/index.ts'], { clean: false }),
   packageBuild(
-    { fssconfig: 'src/bin/fssconfig.ts', fss: 'src/bin/fss.ts' },
+    { fssconfig: 'src/bin/fssconfig.ts', fss: 'src/bin/fss.ts', fssck: 'src/bin/fssck.ts' },
     { format: ['esm'], dts: false, clean: false, banner: { js: '#!/usr/bin/env node' } },
   ),
 ]);

@@ -19,7 +19,7 @@ const TSX_LOADER = pathToFileURL(
   join(dirname(require.resolve('tsx/package.json')), 'dist', 'loader.mjs'),
 ).href;
 
-export type Bin = 'fssconfig' | 'fssd' | 'fss';
+export type Bin = 'fssconfig' | 'fssd' | 'fss' | 'fssck';
 
 /** The source of each program, in the package that owns it. */
 export function binSource(bin: Bin): string {
