@@ -4,10 +4,10 @@
  * (lib/measure.ts), so their ratio to each other means something on a noisy machine.
  *
  *   node --conditions=@fss/source --import tsx bench/ab.ts threadpool
- *       two fssd daemons on copies of the image, one with Node's default 4 libuv threads
- *       (what fssd runs with today) and one with UV_THREADPOOL_SIZE=16 (nbdkit's default
- *       thread count, and what fss-nbd's built binary sets), plus qemu-nbd: sequential
- *       writes, first-touch writes, whole-export reads, 4 KiB random writes.
+ *       fssd daemons on copies of the image with different UV_THREADPOOL_SIZE (FSS_AB_THREADS,
+ *       default 4,16: Node's default and nbdkit's thread count, the first is the reference),
+ *       plus qemu-nbd: sequential writes, first-touch writes, whole-export reads, 4 KiB
+ *       random writes.
  *   node --conditions=@fss/source --import tsx bench/ab.ts slots
  *       in-process first-touch writes with fss's own 8 cache slots for 64 KiB clusters
  *       (SnapshotOptions.cacheBytes 0) against 1, 4 (the default) and 16 MiB of slots, and fio
@@ -38,7 +38,9 @@ type Context = ReturnType<typeof makeContext>;
 async function threadPool(ctx: Context): Promise<Row[]> {
   const { config, cleanup, sandbox } = ctx;
   const daemons: { label: string; fss: FssdSession; origin: OursOrigin }[] = [];
-  for (const threads of [4, 16]) {
+  // FSS_AB_THREADS: the pool sizes to compare, the first being the reference (default 4,16).
+  const sizes = (process.env['FSS_AB_THREADS'] ?? '4,16').split(',').map(Number);
+  for (const threads of sizes) {
     const image = await sandbox.makeImage(`uv${threads}.img`, config.imageBytes, 1);
     const fss = await FssdSession.start(cleanup, sandbox, {
       name: `uv${threads}`,
@@ -46,6 +48,7 @@ async function threadPool(ctx: Context): Promise<Row[]> {
     });
     daemons.push({ label: `UV ${threads}`, fss, origin: await fss.addOrigin(image.path, 'bench') });
   }
+  const reference = daemons[0]!.label;
   const qemu = await startQemuNbd(
     cleanup,
     (await sandbox.makeImage('qemu.img', config.imageBytes, 1)).path,
@@ -124,19 +127,18 @@ async function threadPool(ctx: Context): Promise<Row[]> {
         better: 'higher',
         contenders,
         rows: [
-          { name: `${workload.name}: UV 16 vs UV 4`, subject: 'UV 16', against: ['UV 4'], target: null },
-          {
-            name: `${workload.name}: UV 4 vs qemu-nbd`,
-            subject: 'UV 4',
+          ...daemons.slice(1).map((daemon) => ({
+            name: `${workload.name}: ${daemon.label} vs ${reference}`,
+            subject: daemon.label,
+            against: [reference],
+            target: null,
+          })),
+          ...daemons.map((daemon) => ({
+            name: `${workload.name}: ${daemon.label} vs qemu-nbd`,
+            subject: daemon.label,
             against: ['qemu-nbd'],
             target: null,
-          },
-          {
-            name: `${workload.name}: UV 16 vs qemu-nbd`,
-            subject: 'UV 16',
-            against: ['qemu-nbd'],
-            target: null,
-          },
+          })),
         ],
       })),
     );

@@ -22,6 +22,7 @@ import { createRequire } from 'node:module';
 import { createConnection, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { THREAD_POOL_SIZE_DEFAULT } from '../../packages/fssd/src/bin/thread-pool';
 import type { Cleanup } from './cleanup';
 import { type CommandOutput, runCommand, type Server, sleepMs, startServer } from './processes';
 
@@ -42,8 +43,11 @@ const TSX_LOADER = pathToFileURL(
   join(dirname(require.resolve('tsx/package.json')), 'dist', 'loader.mjs'),
 ).href;
 
-/** The built daemon (`pnpm build`), what users run. */
-const BUILT_FSSD = 'packages/fssd/dist/fssd.js';
+/**
+ * The built daemon (`pnpm build`), what users run: the CommonJS program, which sizes libuv's
+ * thread pool itself (packages/fssd/src/bin/thread-pool.ts), else the ES module one.
+ */
+const BUILT_FSSD = ['packages/fssd/dist/fssd.cjs', 'packages/fssd/dist/fssd.js'];
 
 /** Newest modification time (ms) of any file under packages/NAME/src. */
 function newestSourceMs(): number {
@@ -69,8 +73,8 @@ function newestSourceMs(): number {
  * from sources the daemon also carries the tsx loader and its transform caches.
  */
 export function freshBuiltFssd(): string | undefined {
-  const path = join(REPO_DIR, BUILT_FSSD);
-  if (!existsSync(path)) return undefined;
+  const path = BUILT_FSSD.map((each) => join(REPO_DIR, each)).find((each) => existsSync(each));
+  if (path === undefined) return undefined;
   return statSync(path).mtimeMs > newestSourceMs() ? path : undefined;
 }
 
@@ -112,7 +116,7 @@ export function originSocketPath(runDir: string, originName: string): string {
 
 export interface FssdOptions {
   runDir: string;
-  /** Run this built fssd.js (see freshBuiltFssd) instead of the sources. */
+  /** Run this built fssd program (see freshBuiltFssd) instead of the sources. */
   builtPath?: string | undefined;
   /** Run fssd from the sources of this other checkout instead (fssdArgsInTree). */
   sourceTree?: string | undefined;
@@ -140,7 +144,13 @@ export function startFssd(cleanup: Cleanup, options: FssdOptions): Promise<Serve
     command: process.execPath,
     args: [...profiling, ...(options.nodeFlags ?? []), ...program, '--rundir', options.runDir],
     socketPath: controlSocketPath(options.runDir),
-    env: { ...(options.env ?? process.env), FSS_RUNDIR: options.runDir },
+    // From sources fssd is an ES module, whose pool exists before it can size it: give it the
+    // size its built program sets itself, unless the caller's environment chose one.
+    env: {
+      UV_THREADPOOL_SIZE: String(THREAD_POOL_SIZE_DEFAULT),
+      ...(options.env ?? process.env),
+      FSS_RUNDIR: options.runDir,
+    },
     graceMs: 20_000,
     ...(options.stdoutPath === undefined ? {} : { stdoutPath: options.stdoutPath }),
   });

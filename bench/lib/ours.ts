@@ -47,7 +47,7 @@ export class FssdSession {
       nodeFlags?: readonly string[];
       env?: NodeJS.ProcessEnv;
       stdoutPath?: string;
-      /** A built fssd.js to run instead of the sources (fss-bins.ts freshBuiltFssd). */
+      /** A built fssd program to run instead of the sources (fss-bins.ts freshBuiltFssd). */
       builtPath?: string | undefined;
       /** Another checkout whose fssd sources to run (ab.ts trees). */
       sourceTree?: string | undefined;
