@@ -48,6 +48,15 @@
  * flight would only cost a store request more). While batches are written, newly VALID slots
  * accumulate into the next one, so batches grow under load.
  *
+ * Durable mode (`releaseAfterStore`, for persistent snapshots): a writer is released only when
+ * its clusters are on the store, not when they are in a slot. The claim then lives on from
+ * load to the end of the write-back that stores it (its copied bit is set at VALID, as
+ * always, so snapshot reads find the data), and a later writer of a cluster that is copied
+ * but not yet stored joins that claim: no origin write lands before the old data it
+ * displaces is on the store, so a process that dies at any moment leaves a store that holds
+ * every cluster an issued origin write overwrote (group commit: one write-back batch stores
+ * many clusters in one request).
+ *
  * Failure: a failed load frees the slot and rejects every writer waiting on that cluster
  * (the origin write fails with the origin's read error, as fss does). A failed write-back
  * abandons the cache: every waiter is released at once (their origin writes proceed: a store
@@ -94,6 +103,8 @@ export interface ClusterCacheOptions {
   writeBacksInFlightMax?: number;
   /** VALID slots needed to start a batch beside one in flight (default: a quarter of the slots). */
   overlapBatchMin?: number;
+  /** Release writers only once their clusters are stored (see "Durable mode"; default false). */
+  releaseAfterStore?: boolean;
 }
 
 export interface CacheStats {
@@ -118,6 +129,8 @@ interface Slot {
   readonly data: Uint8Array;
   state: SlotState;
   cluster: number;
+  /** Durable mode: the claim its writers wait on until the slot is stored. */
+  claim: Claim | undefined;
 }
 
 /** One cluster on its way into a slot; everyone who needs it awaits `promise`. */
@@ -180,6 +193,7 @@ export class ClusterCache {
       data: arena.subarray(index * options.slotBytes, (index + 1) * options.slotBytes),
       state: 'free' as SlotState,
       cluster: -1,
+      claim: undefined,
     }));
     this.freeCount = options.slotCount;
   }
@@ -201,7 +215,16 @@ export class ClusterCache {
     const { copied } = this.options;
     let wait: Promise<void> | undefined;
     let waits: Promise<void>[] | undefined;
-    for (let cluster = copied.nextClear(first, end); cluster !== -1; ) {
+    // Durable mode: copied clusters whose claim lives on (not yet stored) are waited for too.
+    const unstored = this.options.releaseAfterStore === true && this.claims.size > 0;
+    const next = (from: number): number => {
+      if (!unstored) return copied.nextClear(from, end);
+      for (let cluster = from; cluster < end; cluster++) {
+        if (!copied.has(cluster) || this.claims.has(cluster)) return cluster;
+      }
+      return -1;
+    };
+    for (let cluster = next(first); cluster !== -1; ) {
       let claim = this.claims.get(cluster);
       if (claim === undefined) {
         claim = newClaim(cluster);
@@ -211,11 +234,16 @@ export class ClusterCache {
       if (wait === undefined) wait = claim.promise;
       else if (waits === undefined) waits = [wait, claim.promise];
       else waits.push(claim.promise);
-      cluster = cluster + 1 < end ? copied.nextClear(cluster + 1, end) : -1;
+      cluster = cluster + 1 < end ? next(cluster + 1) : -1;
     }
     if (wait === undefined) return undefined;
     this.dispatch();
     return waits === undefined ? wait : Promise.all(waits);
+  }
+
+  /** Durable mode: true while some copied cluster is not yet stored (its writers wait). */
+  get hasUnstored(): boolean {
+    return this.options.releaseAfterStore === true && this.claims.size > 0;
   }
 
   /** `preserveRange(cluster, cluster + 1)`. */
@@ -337,19 +365,24 @@ export class ClusterCache {
 
   private onLoaded(slot: Slot, claim: Claim): void {
     assert(slot.state === 'busy' && slot.cluster === claim.cluster, 'loaded slot changed under its load');
-    this.claims.delete(claim.cluster);
     this.counters.loaded += 1;
     if (this.abandoned) {
+      this.claims.delete(claim.cluster);
       this.freeSlot(slot);
       claim.resolve();
       return;
     }
-    // These three steps are one synchronous transition: see "Rules" above.
+    // These steps are one synchronous transition: see "Rules" above.
     slot.state = 'valid';
     this.validCount += 1;
     this.resident.set(claim.cluster, slot);
     this.options.copied.add(claim.cluster);
-    claim.resolve();
+    if (this.options.releaseAfterStore === true) {
+      slot.claim = claim; // released in onStored (see "Durable mode")
+    } else {
+      this.claims.delete(claim.cluster);
+      claim.resolve();
+    }
   }
 
   private onLoadFailed(slot: Slot, claim: Claim, error: unknown): void {
@@ -416,6 +449,12 @@ export class ClusterCache {
     for (const slot of batch) {
       assert(slot.state === 'writing', `stored slot ${slot.index} is ${slot.state}`);
       this.resident.delete(slot.cluster);
+      const { claim } = slot;
+      if (claim !== undefined) {
+        slot.claim = undefined;
+        this.claims.delete(claim.cluster);
+        claim.resolve();
+      }
       this.freeSlot(slot);
     }
     this.afterChange();
@@ -436,6 +475,14 @@ export class ClusterCache {
       claim.resolve();
     }
     for (const claim of this.claims.values()) claim.resolve(); // loads in flight: ignored when done
+    // Durable mode: claims of unstored slots are released with the rest; loads still in flight
+    // keep theirs in the map until they finish (onLoaded frees their slot).
+    for (const slot of this.slots) {
+      if (slot.claim !== undefined) {
+        this.claims.delete(slot.claim.cluster);
+        slot.claim = undefined;
+      }
+    }
     this.resident.clear();
     this.notifyIfIdle();
   }

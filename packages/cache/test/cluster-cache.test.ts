@@ -205,6 +205,49 @@ describe('ClusterCache', () => {
     expect(h.stored.get(7)).toBe(7);
   });
 
+  it('durable mode: writers are released only once their clusters are stored, later writers of them too', async () => {
+    const h = harness({ releaseAfterStore: true });
+    h.hold();
+    let first = false;
+    let later = false;
+    void h.cache.preserve(7)?.then(() => {
+      first = true;
+    });
+    for (let turn = 0; turn < 5; turn++) await tick();
+    expect(h.copied.has(7)).toBe(true); // copied (readable through lookup) ...
+    expect(h.cache.lookup(7)?.[0]).toBe(7);
+    expect(h.cache.hasUnstored).toBe(true);
+    const again = h.cache.preserve(7); // ... but not stored: a second writer waits as well
+    expect(again).toBeDefined();
+    void again?.then(() => {
+      later = true;
+    });
+    for (let turn = 0; turn < 5; turn++) await tick();
+    expect([first, later]).toEqual([false, false]);
+    expect(h.stored.has(7)).toBe(false);
+    h.release();
+    await h.cache.drain();
+    await tick();
+    expect([first, later]).toEqual([true, true]);
+    expect(h.stored.get(7)).toBe(7);
+    expect(h.cache.hasUnstored).toBe(false);
+    expect(h.cache.preserve(7)).toBeUndefined();
+    expect(h.loadedClusters()).toEqual([7]);
+  });
+
+  it('durable mode: a write-back failure releases the waiting writers (a store never blocks the origin)', async () => {
+    const h = harness({
+      releaseAfterStore: true,
+      writeBack: async () => {
+        await tick();
+        throw new Error('store gone');
+      },
+    });
+    await h.cache.preserveRange(3, 6);
+    expect(h.errors).toHaveLength(1);
+    expect(h.cache.hasUnstored).toBe(false);
+  });
+
   it('batches the slots that became VALID meanwhile, sorted by cluster, one batch in flight', async () => {
     const h = harness({ writeBacksInFlightMax: 1 });
     h.hold();

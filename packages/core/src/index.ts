@@ -14,3 +14,4 @@ export * from './positioned-io';
 export { SeededRandom } from './random';
 export * from './range';
 export * from './store-check';
+export * from './store-recover';

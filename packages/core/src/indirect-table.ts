@@ -75,6 +75,16 @@ export class IndirectTable {
     });
   }
 
+  /**
+   * Every table cluster is to be read from the store from now on: a reopened store whose
+   * table region reads as zero where never written (store-recover.ts).
+   */
+  markAllWritten(): void {
+    for (let tableCluster = 0; tableCluster < this.layout.tableClusters; tableCluster++) {
+      this.written.add(tableCluster);
+    }
+  }
+
   /** Writes the cached table cluster back if it is dirty. */
   flush(): Promise<void> {
     return this.lock.run(() => this.writeCurrent());

@@ -7,6 +7,7 @@
 export { Origin, type OriginOptions } from './origin';
 export {
   CACHE_BYTES_DEFAULT,
+  type Durability,
   type Logger,
   Snapshot,
   type SnapshotHost,

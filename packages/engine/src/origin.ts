@@ -15,7 +15,14 @@
  * the snapshot becomes active, writes resume. Its backing store is prepared (header written)
  * before that, so the suspension is short.
  */
-import { assert, type BackingStore, type BlockDevice, checkWriteRange, FssError } from '@fss/core';
+import {
+  assert,
+  type BackingStore,
+  type BlockDevice,
+  checkWriteRange,
+  FssError,
+  readStoreHeader,
+} from '@fss/core';
 import { CopyOnWrite } from './copy-on-write';
 import { type Logger, Snapshot, type SnapshotHost, type SnapshotOptions } from './snapshot';
 
@@ -110,6 +117,7 @@ export class Origin implements BlockDevice {
     let snapshot: Snapshot;
     try {
       snapshot = new Snapshot(this.host, store, { logger: this.options.logger, ...options });
+      await snapshot.prepareStore();
       await snapshot.writeHeader();
     } catch (error) {
       await store.close().catch(() => undefined);
@@ -133,6 +141,68 @@ export class Origin implements BlockDevice {
     assert(joined, 'a snapshot of an open origin joins it');
     this.open.add(snapshot);
     await this.commitHeader(snapshot);
+    return snapshot;
+  }
+
+  /**
+   * Reopens a persistent snapshot (durability process or power) from its store, as it was
+   * when its daemon stopped: its copied clusters, its time, its validity. The caller vouches
+   * that the origin was not written since (fssd checks its records first): the snapshot is
+   * exact only then. The store must match this origin's size; a damaged store or one not
+   * made persistent is refused (EINVAL) and closed. A store whose header says invalid comes
+   * back invalid with its reason; one never activated (its daemon died while configuring)
+   * comes back invalid too.
+   */
+  async resumeSnapshot(store: BackingStore, options: SnapshotOptions = {}): Promise<Snapshot> {
+    this.checkOpen('snapshot');
+    let snapshot: Snapshot;
+    try {
+      const header = await readStoreHeader(store, (bytes) => this.allocateBuffer(bytes));
+      const mismatch = (why: string) =>
+        new FssError('EINVAL', `backing store is not a snapshot of this origin: ${why}`, {
+          path: store.path,
+        });
+      if (header.deviceBytes !== this.size) {
+        throw mismatch(`it is of ${header.deviceBytes} bytes, the origin has ${this.size}`);
+      }
+      snapshot = new Snapshot(this.host, store, {
+        logger: this.options.logger,
+        durability: 'process',
+        ...options,
+        clusterSize: 2 ** header.clusterShift,
+        tableZeroed: true,
+      });
+      if (snapshot.geometry.clusterShift !== header.clusterShift) {
+        throw mismatch(`cluster shift ${header.clusterShift}, expected ${snapshot.geometry.clusterShift}`);
+      }
+      if (
+        snapshot.geometry.clusterCount !== header.clusterCount ||
+        snapshot.layout.tableClusters !== header.tableClusters
+      ) {
+        throw mismatch('its cluster count or table size differ from the origin geometry');
+      }
+      const { tornEntries } = await snapshot.restore(header);
+      if (tornEntries > 0) {
+        options.debug?.(`${snapshot.name}: ${tornEntries} entries of an incomplete commit cleared`);
+      }
+      if (header.state === 'invalid')
+        snapshot.restoreInvalid(header.invalidReason || 'invalid before restart');
+      else if (header.timeMicros === 0)
+        snapshot.restoreInvalid('the snapshot was never taken (its daemon stopped while configuring)');
+    } catch (error) {
+      await store.close().catch(() => undefined);
+      throw error;
+    }
+    if (snapshot.state === 'invalid') {
+      this.open.add(snapshot);
+      return snapshot;
+    }
+    const joined = await this.copyOnWrite.takeSnapshotMoment(snapshot, () => snapshot.resume());
+    if (!joined) {
+      await store.close().catch(() => undefined);
+      this.checkOpen('snapshot');
+    }
+    this.open.add(snapshot);
     return snapshot;
   }
 
@@ -165,6 +235,7 @@ export class Origin implements BlockDevice {
   private async commitHeader(snapshot: Snapshot): Promise<void> {
     try {
       await snapshot.writeHeader();
+      if (snapshot.durability === 'power') await snapshot.store.flush();
     } catch (error) {
       snapshot.invalidate('write error on backing store: cannot write the header');
       await snapshot.close().catch(() => undefined);

@@ -37,6 +37,23 @@
  * A cluster whose origin bytes changed during step 1 had its copy taken before the write was
  * issued (the write waits for the copy), so step 2 sees its bit and restores the old data.
  *
+ * Durability (SnapshotOptions.durability; 'none' is NetBSD's behaviour, the default):
+ *   none     saved clusters wait in cache slots and reach the store in the background; the
+ *            header is written at state changes. A crash loses the snapshot (as a reboot
+ *            loses a NetBSD unit).
+ *   process  the commit protocol: an origin write waits until the clusters it displaces are
+ *            committed, i.e. their data, then their table entries, then a header with the
+ *            new next cluster and commit sequence have been written to the store, in that
+ *            order, one batch after another (group commit: a write-back batch is one commit
+ *            of many clusters). Survives the daemon's death at any moment (the writes are in
+ *            the kernel), not power loss. Reopened with Origin.resumeSnapshot.
+ *   power    the same, with an fdatasync of the store after the table entries (data and
+ *            entries durable before the header says so) and after the header (durable
+ *            before the origin write is issued): survives power loss too.
+ * A persistent store's table region must read as zero where never written (format flag
+ * STORE_FLAG_TABLE_ZEROED): files fssd creates or truncates do; otherwise (a raw device,
+ * `tableZeroed` false) it is zeroed when the snapshot is created.
+ *
  * Store failures never reach origin writes: a failed write-back or table write invalidates
  * the snapshot (logged once as `NAME: snapshot invalid: WHY`), and the cache releases every
  * writer that waited for it.
@@ -52,6 +69,7 @@ import {
   clusterRange,
   clusterToByte,
   computeGeometry,
+  type DecodedHeader,
   encodeHeaderBlock,
   FssError,
   type FssGet,
@@ -60,7 +78,9 @@ import {
   Mutex,
   netbsdClustersInUse,
   readableLength,
+  recoverTable,
   type SnapshotGeometry,
+  STORE_FLAG_TABLE_ZEROED,
   type StoreLayout,
   storeClusterOffset,
   storeLayout,
@@ -82,6 +102,12 @@ export const CACHE_BYTES_DEFAULT = 4 * 1024 * 1024;
 const LOAD_BYTES_MAX = 1024 * 1024;
 
 export type SnapshotState = 'creating' | 'active' | 'invalid' | 'closed';
+
+/** How much of a snapshot survives what (see "Durability" above). */
+export type Durability = 'none' | 'process' | 'power';
+
+/** Bytes of zeroes written at a time when a store's table region is zeroed. */
+const ZERO_CHUNK_BYTES = 1024 * 1024;
 
 export interface SnapshotOptions {
   /** The unit's name in messages, e.g. `fss0` (default `snapshot`). */
@@ -113,6 +139,13 @@ export interface SnapshotOptions {
    * wait for anything; a throw fails createSnapshot and closes the store.
    */
   onActivate?: (snapshot: Snapshot) => void;
+  /** What survives a crash (see "Durability"); default 'none'. */
+  durability?: Durability;
+  /**
+   * The store's table region reads as zero where never written (a file just created or
+   * truncated): a persistent snapshot need not zero it. Default false.
+   */
+  tableZeroed?: boolean;
 }
 
 /** What a snapshot needs from its origin. */
@@ -146,6 +179,13 @@ export class Snapshot implements BlockDevice {
   private reason: string | undefined;
   private timeMs = 0;
   private nextCluster: number;
+  /** Durable mode: the first store cluster not covered by a completed commit. */
+  private committedNext: number;
+  private commitSequence = 0;
+  /** Durable mode: commits run in the order their batches reserved store clusters. */
+  private commitChain: Promise<void> = Promise.resolve();
+  private tableZeroed: boolean;
+  readonly durability: Durability;
   /** Header writes run one at a time and encode the state current when they run. */
   private readonly headerLock = new Mutex();
 
@@ -159,6 +199,9 @@ export class Snapshot implements BlockDevice {
     this.geometry = cacheGeometry(host.device.size, store.blockSize, options);
     this.layout = storeLayout(this.geometry);
     this.nextCluster = this.layout.firstDataCluster;
+    this.committedNext = this.nextCluster;
+    this.durability = options.durability ?? 'none';
+    this.tableZeroed = options.tableZeroed ?? false;
     this.copied = new CopiedBitmap(this.geometry.clusterCount);
     const onStoreWriteError = (error: unknown) =>
       this.invalidate(`write error on backing store: ${describe(error)}`);
@@ -177,6 +220,7 @@ export class Snapshot implements BlockDevice {
       load: (first, target) => this.loadFromOrigin(first, target),
       writeBack: (batch) => this.writeBack(batch),
       onWriteBackError: onStoreWriteError,
+      releaseAfterStore: this.durability !== 'none',
     });
   }
 
@@ -210,6 +254,16 @@ export class Snapshot implements BlockDevice {
   /** When the snapshot was taken (ms since the epoch; 0 while creating). */
   get takenAtMs(): number {
     return this.timeMs;
+  }
+
+  /** True when the snapshot survives its daemon's death (durability process or power). */
+  get persistent(): boolean {
+    return this.durability !== 'none';
+  }
+
+  /** Completed commits (durable mode; 0 otherwise until reopened). */
+  get commits(): number {
+    return this.commitSequence;
   }
 
   /** Backing-store clusters in use: header, indirect table and stored data. */
@@ -300,6 +354,8 @@ export class Snapshot implements BlockDevice {
       await this.writeHeader().catch(() => undefined);
     }
     await this.cache.abandon();
+    // A header write still queued (the invalid state, written by invalidate) lands first.
+    await this.headerLock.run(async () => undefined);
     await this.store.close();
   }
 
@@ -326,13 +382,76 @@ export class Snapshot implements BlockDevice {
     const header = headerFor(this.layout, {
       timeMicros: this.timeMs * 1000,
       originIdentity: this.options.originIdentity ?? this.host.name,
-      nextCluster: this.nextCluster,
-      invalidReason: this.currentState === 'invalid' ? (this.reason ?? '') : undefined,
+      // Durable: only what completed commits hold; a batch still being written is not there.
+      nextCluster: this.persistent ? this.committedNext : this.nextCluster,
+      // `reason` is set once invalid and stays when the snapshot is closed afterwards.
+      invalidReason: this.reason,
+      commitSequence: this.commitSequence,
+      flags: this.tableZeroed ? STORE_FLAG_TABLE_ZEROED : 0,
     });
     await this.store.write(
       encodeHeaderBlock(header, this.store.blockSize, (bytes) => this.allocate(bytes)),
       0,
     );
+  }
+
+  /**
+   * Before the first header of a persistent snapshot: zeroes the table region unless the
+   * store already reads as zero there, so the store can be reopened (store-recover.ts).
+   */
+  async prepareStore(): Promise<void> {
+    if (!this.persistent || this.tableZeroed) return;
+    const start = storeClusterOffset(this.layout, 1);
+    const end = storeClusterOffset(this.layout, this.layout.firstDataCluster);
+    const zeroes = this.allocate(Math.min(ZERO_CHUNK_BYTES, end - start));
+    zeroes.fill(0);
+    for (let at = start; at < end; at += zeroes.length) {
+      await this.store.write(zeroes.subarray(0, Math.min(zeroes.length, end - at)), at);
+    }
+    if (this.durability === 'power') await this.store.flush();
+    this.tableZeroed = true;
+  }
+
+  /**
+   * Reopening (Origin.resumeSnapshot): takes the state a persistent store durably holds,
+   * clearing entries of a commit that did not complete. Throws when the store is damaged or
+   * was not made persistent. The snapshot is still CREATING; `resume` activates it.
+   */
+  async restore(header: DecodedHeader): Promise<{ tornEntries: number }> {
+    assert(this.currentState === 'creating', `restore in state ${this.currentState}`);
+    const recovered = await recoverTable(
+      this.store,
+      this.layout,
+      header,
+      this.allocate(this.geometry.clusterSize),
+    );
+    for (let cluster = recovered.copied.nextSet(0, this.geometry.clusterCount); cluster !== -1; ) {
+      this.copied.add(cluster);
+      cluster =
+        cluster + 1 < this.geometry.clusterCount
+          ? recovered.copied.nextSet(cluster + 1, this.geometry.clusterCount)
+          : -1;
+    }
+    this.table.markAllWritten();
+    this.tableZeroed = true;
+    this.nextCluster = header.nextCluster;
+    this.committedNext = header.nextCluster;
+    this.commitSequence = header.commitSequence;
+    this.timeMs = Math.floor(header.timeMicros / 1000);
+    return { tornEntries: recovered.tornEntries };
+  }
+
+  /** The Origin calls this, with its writes suspended, to put a restored snapshot to work. */
+  resume(): void {
+    assert(this.currentState === 'creating', `resume in state ${this.currentState}`);
+    this.currentState = 'active';
+  }
+
+  /** A restored store whose header says it was invalidated comes back invalid, not logged again. */
+  restoreInvalid(reason: string): void {
+    assert(this.currentState === 'creating', `restoreInvalid in state ${this.currentState}`);
+    this.currentState = 'invalid';
+    this.reason = reason;
   }
 
   /** The Origin calls this, with its writes suspended, to take the snapshot. */
@@ -354,7 +473,7 @@ export class Snapshot implements BlockDevice {
   preserve(offset: number, length: number): Promise<unknown> | undefined {
     if (this.currentState !== 'active' || length === 0) return undefined;
     const { first, end } = clusterRange(this.geometry, offset, length);
-    if (this.copied.nextClear(first, end) === -1) return undefined;
+    if (this.copied.nextClear(first, end) === -1 && !this.cache.hasUnstored) return undefined;
     return this.cache.preserveRange(first, end);
   }
 
@@ -388,15 +507,36 @@ export class Snapshot implements BlockDevice {
     assert(batch.length > 0, 'a batch has clusters');
     const firstStoreCluster = this.nextCluster;
     this.nextCluster = firstStoreCluster + batch.length;
-    await writeAll(
+    const written = writeAll(
       this.store,
       contiguousRuns(batch.map((dirty) => dirty.data)),
       storeClusterOffset(this.layout, firstStoreCluster),
     );
-    await this.table.setEntries(
-      batch.map((dirty) => dirty.cluster),
-      batch.map((_, i) => firstStoreCluster + i),
-    );
+    const setEntries = () =>
+      this.table.setEntries(
+        batch.map((dirty) => dirty.cluster),
+        batch.map((_, i) => firstStoreCluster + i),
+      );
+    if (!this.persistent) {
+      await written;
+      await setEntries();
+      return;
+    }
+    // The commit protocol (see "Durability"): data, entries, header, in batch order.
+    const previous = this.commitChain;
+    const commit = (async () => {
+      await written;
+      await previous;
+      await setEntries();
+      await this.table.flush();
+      if (this.durability === 'power') await this.store.flush();
+      this.committedNext = firstStoreCluster + batch.length;
+      this.commitSequence += 1;
+      await this.writeHeader();
+      if (this.durability === 'power') await this.store.flush();
+    })();
+    this.commitChain = commit.catch(() => undefined);
+    await commit;
   }
 
   /** Step 2 of a read: restore every copied cluster of [first, end) into `view`. */
