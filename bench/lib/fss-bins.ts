@@ -45,9 +45,9 @@ const TSX_LOADER = pathToFileURL(
 
 /**
  * The built daemon (`pnpm build`), what users run: the CommonJS program, which sizes libuv's
- * thread pool itself (packages/fssd/src/bin/thread-pool.ts), else the ES module one.
+ * thread pool itself (packages/fssd/src/bin/thread-pool.ts).
  */
-const BUILT_FSSD = ['packages/fssd/dist/fssd.cjs', 'packages/fssd/dist/fssd.js'];
+const BUILT_FSSD = ['packages/fssd/dist/fssd.cjs'];
 
 /** Newest modification time (ms) of any file under packages/NAME/src. */
 function newestSourceMs(): number {

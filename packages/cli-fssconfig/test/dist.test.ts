@@ -13,7 +13,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 const run = promisify(execFile);
 const dist = join(import.meta.dirname, '..', 'dist');
-const fssdProgram = join(import.meta.dirname, '..', '..', 'fssd', 'dist', 'fssd.js');
+const fssdProgram = join(import.meta.dirname, '..', '..', 'fssd', 'dist', 'fssd.cjs');
 const built = [
   ...['fssconfig.js', 'fss.js', 'index.js', 'index.cjs'].map((file) => join(dist, file)),
   fssdProgram,

@@ -7,8 +7,8 @@
  *
  * libuv reads UV_THREADPOOL_SIZE once, when the pool is first used, so this must run before
  * anything reads a file asynchronously. The built CommonJS program (dist/fssd.cjs) loads its
- * modules with synchronous reads and calls this first; an ES module entry (dist/fssd.js, or
- * the sources run through tsx) is itself read through the pool, which then already exists:
+ * modules with synchronous reads and calls this first; an ES module entry (the sources run
+ * through tsx) is itself read through the pool, which then already exists:
  * there only UV_THREADPOOL_SIZE in the environment counts (the bench sets it from
  * THREAD_POOL_SIZE_DEFAULT when it runs fssd from sources).
  */
