@@ -8,11 +8,12 @@
  * qemu-nbd and fssd once, warm every server up (one untimed read and write each: the first
  * pass through a Node server compiles its hot path), then the NBD groups; stop fssd (it holds
  * the origin exclusively) and run the in-process group on the same device; then the scale
- * group with a fresh fssd. Everything started is stopped, detached and removed at the end,
+ * group with a fresh fssd; then the attached group (kernel devices, `fss origin add --attach`)
+ * with its own images and fssd. Everything started is stopped, detached and removed at the end,
  * on failure and on SIGINT/SIGTERM too (lib/cleanup.ts).
  *
  * FSS_BENCH_ONLY picks groups: baselines, origin-writes, snapshot-reads, cluster-sweep,
- * in-process, scale. Other knobs: lib/config.ts.
+ * in-process, scale, attached. Other knobs: lib/config.ts.
  */
 import { fileURLToPath } from 'node:url';
 import { Cleanup } from './lib/cleanup';
@@ -24,6 +25,7 @@ import { runCommand } from './lib/processes';
 import { describeMachine, formatErrors, formatTable, toDocument, writeDocument } from './lib/report';
 import { Sandbox } from './lib/sandbox';
 import { nbdcopyRead, runFio } from './lib/workloads';
+import { runAttached } from './scenarios/attached';
 import { runBaselines } from './scenarios/baselines';
 import { runClusterSweep } from './scenarios/cluster-sweep';
 import { type Images, makeContext, type NbdContext } from './scenarios/context';
@@ -39,7 +41,9 @@ const NBD_GROUPS = {
   'snapshot-reads': runSnapshotReads,
   'cluster-sweep': runClusterSweep,
 } as const;
-const GROUPS = [...Object.keys(NBD_GROUPS), 'in-process', 'scale'];
+const GROUPS = [...Object.keys(NBD_GROUPS), 'in-process', 'scale', 'attached'];
+/** Groups that make their own images rather than use the shared ones. */
+const OWN_IMAGE_GROUPS = ['scale', 'attached'];
 const TOOLS = ['fio', 'nbdkit', 'qemu-nbd', 'nbdcopy', 'losetup', 'truncate'];
 
 function log(line: string): void {
@@ -112,6 +116,14 @@ async function main(): Promise<number> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  // A measurement waiting on something that can never answer (a dead daemon's socket) leaves
+  // nothing in the event loop, and Node would exit silently, skipping the clean-up.
+  let finished = false;
+  process.once('beforeExit', () => {
+    if (finished) return;
+    log('bench: the event loop ran dry with a measurement still waiting: cleaning up');
+    void cleanup.runAll().then(() => process.exit(1));
+  });
   const startMs = performance.now();
   const date = new Date();
   const rows: Row[] = [];
@@ -124,7 +136,7 @@ async function main(): Promise<number> {
         `medium ${sandbox.medium} in ${sandbox.dir}`,
     );
     const base = makeContext({ config, cleanup, sandbox, log });
-    if (GROUPS.filter((group) => group !== 'scale').some(wanted)) {
+    if (GROUPS.filter((group) => !OWN_IMAGE_GROUPS.includes(group)).some(wanted)) {
       log('making images');
       const images: Images = {
         ours: await sandbox.makeImage('fss.img', config.imageBytes, 1),
@@ -142,8 +154,13 @@ async function main(): Promise<number> {
       log('group scale');
       rows.push(...(await runScale(base)));
     }
+    if (wanted('attached')) {
+      log('group attached');
+      rows.push(...(await runAttached(base)));
+    }
   } finally {
     await cleanup.runAll();
+    finished = true;
   }
   const durationSeconds = (performance.now() - startMs) / 1000;
   console.log(formatTable(rows));

@@ -127,6 +127,8 @@ export interface FssdOptions {
   env?: NodeJS.ProcessEnv;
   /** A file for the daemon's stdout (it prints nothing there itself; Node's --trace-gc does). */
   stdoutPath?: string | undefined;
+  /** More fssd arguments after `--rundir DIR`, e.g. `--devices auto --devdir DIR`. */
+  fssdArgs?: readonly string[] | undefined;
 }
 
 /** Starts fssd for `runDir` and resolves once its control socket accepts connections. */
@@ -142,7 +144,14 @@ export function startFssd(cleanup: Cleanup, options: FssdOptions): Promise<Serve
   return startServer(cleanup, {
     name: 'fssd',
     command: process.execPath,
-    args: [...profiling, ...(options.nodeFlags ?? []), ...program, '--rundir', options.runDir],
+    args: [
+      ...profiling,
+      ...(options.nodeFlags ?? []),
+      ...program,
+      '--rundir',
+      options.runDir,
+      ...(options.fssdArgs ?? []),
+    ],
     socketPath: controlSocketPath(options.runDir),
     // From sources fssd is an ES module, whose pool exists before it can size it: give it the
     // size its built program sets itself, unless the caller's environment chose one.
@@ -182,12 +191,19 @@ export class FssControl {
     op: string;
   }[] = [];
   private nextId = 1;
+  /** Set once the connection is gone: later requests fail at once instead of never settling. */
+  private closedBecause: string | undefined;
 
   private constructor(private readonly socket: Socket) {
     socket.setEncoding('utf8');
     socket.on('data', (text: string) => this.receive(text));
+    socket.on('error', (error) => {
+      this.closedBecause ??= error.message;
+    });
     socket.on('close', () => {
-      for (const pending of this.waiting.splice(0)) pending.reject(new Error(`${pending.op}: fssd closed`));
+      this.closedBecause ??= 'fssd closed';
+      for (const pending of this.waiting.splice(0))
+        pending.reject(new Error(`${pending.op}: ${this.closedBecause}`));
     });
   }
 
@@ -203,6 +219,10 @@ export class FssControl {
   request(op: string, fields: Record<string, unknown> = {}): Promise<unknown> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
+      if (this.closedBecause !== undefined) {
+        reject(new Error(`${op}: ${this.closedBecause}`));
+        return;
+      }
       this.waiting.push({ resolve, reject, op });
       this.socket.write(`${JSON.stringify({ id, op, ...fields })}\n`);
     });
@@ -223,6 +243,7 @@ export class FssControl {
   }
 
   close(): void {
+    this.closedBecause ??= 'connection closed';
     this.socket.end();
   }
 

@@ -18,6 +18,8 @@ export interface OursOrigin {
   /** The device or file fssd claimed. */
   readonly path: string;
   readonly socketPath: string;
+  /** Its kernel block device (`$FSS_DEVDIR/fss/NAME`), when added with `--attach`. */
+  readonly devicePath?: string;
 }
 
 export interface Unit {
@@ -51,6 +53,8 @@ export class FssdSession {
       builtPath?: string | undefined;
       /** Another checkout whose fssd sources to run (ab.ts trees). */
       sourceTree?: string | undefined;
+      /** More fssd arguments, e.g. `--devices auto --devdir DIR` (the attached group). */
+      fssdArgs?: readonly string[] | undefined;
     },
   ): Promise<FssdSession> {
     const runDir = sandbox.path(`${options.name}-run`);
@@ -62,16 +66,31 @@ export class FssdSession {
       stdoutPath: options.stdoutPath,
       builtPath: options.builtPath,
       sourceTree: options.sourceTree,
+      fssdArgs: options.fssdArgs,
     });
     const control = await FssControl.connect(runDir);
     cleanup.defer(`close fssd control connection ${runDir}`, () => control.close());
     return new FssdSession(runDir, server, control, sandbox);
   }
 
-  /** `fss origin add PATH --name NAME`, the user's command. */
-  async addOrigin(path: string, name: string): Promise<OursOrigin> {
-    await runFssCli('fss', ['origin', 'add', path, '--name', name], this.runDir);
-    return { name, path, socketPath: originSocketPath(this.runDir, name) };
+  /**
+   * `fss origin add PATH --name NAME`, the user's command; with `attach`, `--attach` too (the
+   * daemon must make devices: fssdArgs), and the origin's devicePath is the link fssd made.
+   */
+  async addOrigin(path: string, name: string, options: { attach?: boolean } = {}): Promise<OursOrigin> {
+    const attach = options.attach === true;
+    await runFssCli(
+      'fss',
+      ['origin', 'add', path, '--name', name, ...(attach ? ['--attach'] : [])],
+      this.runDir,
+    );
+    const origin = { name, path, socketPath: originSocketPath(this.runDir, name) };
+    if (!attach) return origin;
+    const listed = (await this.control.request('origin-ls')) as { name: string; device?: string }[];
+    const devicePath = listed.find((entry) => entry.name === name)?.device;
+    if (devicePath === undefined)
+      throw new Error(`fss origin add --attach: fssd lists no device for ${name}`);
+    return { ...origin, devicePath };
   }
 
   /** The same through the control socket (no CLI start-up), for the scale scenario. */

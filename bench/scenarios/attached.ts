@@ -1,0 +1,278 @@
+/**
+ * Scenario group `attached` (issue 10, item 4; issue 12, item 6): the kernel block device of
+ * an attached origin, `fss origin add DEV --attach`, which is a loop device over a FUSE file
+ * fssd serves itself (packages/fssd/src/devices.ts), so every request crosses the kernel twice
+ * (loop → FUSE → fssd → O_DIRECT on the origin). fio (libaio, direct=1, time-based over the
+ * whole image) on `$FSS_DEVDIR/fss/bench` against the same fio job on a plain loop device
+ * (`losetup --direct-io=on`) over a copy of the same image, measured interleaved:
+ *
+ *   seq read 1 MiB QD16, seq write 1 MiB QD16       target ≥ 0.5 (no snapshot)
+ *   rand write 4 KiB QD16 (IOPS)                    target ≥ 0.3 (no snapshot)
+ *   seq write 1 MiB QD16 with 1 snapshot unit       target ≥ 0.25: a fresh unit
+ *     configured (FSSIOCSET, as fssconfig -c) before each round's run, unconfigured after,
+ *     so every cluster written is a first touch; the baseline is the no-snapshot row's
+ *     plain-loop run of the same round
+ *
+ * The group has its own images and its own fssd (`--devices auto --devdir DIR`, DIR in the
+ * sandbox, so nothing is linked in the real /dev; the FUSE mount points are in its run
+ * directory), the built one when `pnpm build` made it after the last source change, as in the
+ * scale group, else from sources. fssd detaches its devices when it stops; should it not
+ * (killed after the grace time), a clean-up registered before it started detaches the loop
+ * devices over its FUSE files and unmounts them lazily. Skipped, with the reason, when the
+ * kernel devices cannot be made (not root, no /dev/fuse, no loop driver).
+ *
+ * A time-based first-touch job that reaches the end of the image wraps round and overwrites
+ * what it already copied; the row then fails with how to avoid it (a larger FSS_BENCH_SIZE).
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { KiB, MiB } from '../lib/config';
+import { freshBuiltFssd } from '../lib/fss-bins';
+import type { Row } from '../lib/measure';
+import { FssdSession, type OursOrigin } from '../lib/ours';
+import { runCommand } from '../lib/processes';
+import { type FioDirection, runFio } from '../lib/workloads';
+import type { BenchContext } from './context';
+
+/** The queue depth of every job (sequential and random): the baselines group's QD16. */
+export const ATTACHED_QUEUE_DEPTH = 16;
+/** fio's ramp before each time-based job (workloads.ts), counted when checking for a wrap. */
+const RAMP_SECONDS = 0.5;
+
+/** Why kernel devices cannot be made here, or undefined when they can. */
+export function attachSkipReason(probe: {
+  uid: number | undefined;
+  hasFuse: boolean;
+  hasLoopControl: boolean;
+}): string | undefined {
+  if (probe.uid !== 0) return 'not root (attached devices need root)';
+  if (!probe.hasFuse) return '/dev/fuse is missing';
+  if (!probe.hasLoopControl) return '/dev/loop-control is missing (no loop driver)';
+  return undefined;
+}
+
+/**
+ * Whether a time-based sequential write of `seconds` (after the ramp) at `mibPerSecond`
+ * wrote more than the image holds, i.e. wrapped round to clusters it had already copied.
+ */
+export function firstTouchWrapped(mibPerSecond: number, seconds: number, imageBytes: number): boolean {
+  return mibPerSecond * MiB * (seconds + RAMP_SECONDS) > imageBytes;
+}
+
+/** Loop devices whose backing file lies under `dir`, from `losetup -l`. */
+export function loopsBackedUnder(losetupOutput: string, dir: string): string[] {
+  const prefix = dir.endsWith('/') ? dir : `${dir}/`;
+  return losetupOutput
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '')
+    .map((line) => {
+      const space = line.indexOf(' ');
+      return { name: line.slice(0, space), backing: line.slice(space + 1).trim() };
+    })
+    .filter((loop) => loop.backing.startsWith(prefix))
+    .map((loop) => loop.name);
+}
+
+/** Mount points under `dir` in /proc/self/mountinfo (field 5, octal escapes undone). */
+export function mountsUnder(mountInfo: string, dir: string): string[] {
+  const prefix = dir.endsWith('/') ? dir : `${dir}/`;
+  return mountInfo
+    .split('\n')
+    .map((line) => line.split(' ')[4])
+    .filter((field): field is string => field !== undefined)
+    .map((field) =>
+      field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8))),
+    )
+    .filter((mountPoint) => mountPoint.startsWith(prefix));
+}
+
+/** What a killed fssd leaves under its FUSE directory: loop devices and mounts. */
+async function removeLeftovers(fuseDir: string, log: (line: string) => void): Promise<void> {
+  const { stdout } = await runCommand('losetup', ['-l', '-n', '--raw', '-O', 'NAME,BACK-FILE']);
+  for (const loop of loopsBackedUnder(stdout, fuseDir)) {
+    log(`  attached: clean-up: detaching ${loop}, left by fssd`);
+    await runCommand('losetup', ['-d', loop]);
+  }
+  for (const mountPoint of mountsUnder(await readFile('/proc/self/mountinfo', 'utf8'), fuseDir).reverse()) {
+    log(`  attached: clean-up: unmounting ${mountPoint}, left by fssd`);
+    await runCommand('umount', ['-l', mountPoint]);
+  }
+}
+
+/** A plain loop device with direct I/O over `file`, detached by the Cleanup. */
+async function attachPlainLoop(ctx: BenchContext, file: string): Promise<string> {
+  const device = (await runCommand('losetup', ['--show', '-f', '--direct-io=on', file])).stdout.trim();
+  ctx.cleanup.defer(`detach ${device}`, () => runCommand('losetup', ['-d', device]).then(() => undefined));
+  const dio = await readFile(`/sys/block/${device.replace('/dev/', '')}/loop/dio`, 'utf8').catch(() => '?');
+  if (dio.trim() !== '1')
+    ctx.log(`  attached: ${device} has no direct I/O (${file}'s filesystem refused it)`);
+  return device;
+}
+
+export async function runAttached(ctx: BenchContext): Promise<Row[]> {
+  const skip = attachSkipReason({
+    uid: process.getuid?.(),
+    hasFuse: existsSync('/dev/fuse'),
+    hasLoopControl: existsSync('/dev/loop-control'),
+  });
+  if (skip !== undefined) {
+    ctx.log(`  attached: skipped: ${skip}`);
+    return [];
+  }
+  const { config, sandbox } = ctx;
+  ctx.log('  attached: making images');
+  const image = await sandbox.makeImage('attached-fss.img', config.imageBytes, 1);
+  const plainFile = sandbox.makeDataFile('attached-plain.img', config.imageBytes, 1);
+  const plainLoop = await attachPlainLoop(ctx, plainFile);
+
+  const devDir = sandbox.path('attached-dev');
+  mkdirSync(devDir, { mode: 0o755 });
+  const name = 'fssd-attached';
+  const fuseDir = `${sandbox.path(`${name}-run`)}/fuse`;
+  // Registered before fssd starts, so it runs after fssd has stopped (newest first).
+  ctx.cleanup.defer(`remove what fssd left under ${fuseDir}`, () => removeLeftovers(fuseDir, ctx.log));
+  const builtPath = freshBuiltFssd();
+  ctx.log(
+    builtPath === undefined
+      ? '  attached: fssd from sources (no fresh `pnpm build`)'
+      : `  attached: fssd built (${builtPath})`,
+  );
+  const fss = await FssdSession.start(ctx.cleanup, sandbox, {
+    name,
+    cpuProfileDir: config.cpuProfileDir,
+    builtPath,
+    fssdArgs: ['--devices', 'auto', '--devdir', devDir],
+  });
+  try {
+    const origin = await fss.addOrigin(image.path, 'bench', { attach: true });
+    const device = origin.devicePath!;
+    ctx.log(`  attached: ${device} over ${image.path}; baseline ${plainLoop} over a copy`);
+    return await measure(ctx, fss, origin, device, plainLoop);
+  } finally {
+    await fss.stop();
+  }
+}
+
+async function measure(
+  ctx: BenchContext,
+  fss: FssdSession,
+  origin: OursOrigin,
+  device: string,
+  plainLoop: string,
+): Promise<Row[]> {
+  const { config } = ctx;
+  const fio = async (path: string, rw: FioDirection, blockBytes: number) =>
+    runFio({
+      target: { kind: 'device', path },
+      rw,
+      blockBytes,
+      queueDepth: ATTACHED_QUEUE_DEPTH,
+      sizeBytes: config.imageBytes,
+      seconds: config.fioSeconds,
+    });
+  ctx.log('  attached: warming up (untimed)');
+  for (const path of [device, plainLoop]) {
+    await runFio({
+      target: { kind: 'device', path },
+      rw: 'read',
+      blockBytes: MiB,
+      queueDepth: ATTACHED_QUEUE_DEPTH,
+      sizeBytes: config.imageBytes,
+    });
+    await runFio({
+      target: { kind: 'device', path },
+      rw: 'write',
+      blockBytes: MiB,
+      queueDepth: ATTACHED_QUEUE_DEPTH,
+      sizeBytes: config.writeBytes,
+    });
+  }
+  const plain = 'plain loop (direct I/O)';
+  const attached = 'attached origin';
+  const firstTouch = 'attached origin, 1 fresh unit';
+  const qd = `QD${ATTACHED_QUEUE_DEPTH}`;
+  const rows: Row[] = [];
+  rows.push(
+    ...(await ctx.compare({
+      group: 'attached',
+      unit: 'MiB/s',
+      better: 'higher',
+      contenders: [
+        { label: plain, run: async () => (await fio(plainLoop, 'read', MiB)).mibPerSecond },
+        { label: attached, run: async () => (await fio(device, 'read', MiB)).mibPerSecond },
+      ],
+      rows: [
+        {
+          name: `attached origin, no snapshot: seq read 1 MiB ${qd}`,
+          subject: attached,
+          against: [plain],
+          target: 0.5,
+        },
+      ],
+    })),
+  );
+  rows.push(
+    ...(await ctx.compare({
+      group: 'attached',
+      unit: 'MiB/s',
+      better: 'higher',
+      contenders: [
+        { label: plain, run: async () => (await fio(plainLoop, 'write', MiB)).mibPerSecond },
+        { label: attached, run: async () => (await fio(device, 'write', MiB)).mibPerSecond },
+        {
+          label: firstTouch,
+          run: async () => {
+            const unit = await fss.configure(0, origin);
+            try {
+              const { mibPerSecond } = await fio(device, 'write', MiB);
+              if (firstTouchWrapped(mibPerSecond, config.fioSeconds, config.imageBytes)) {
+                throw new Error(
+                  `first touch at ${mibPerSecond.toFixed(0)} MiB/s wrote past the end of the image ` +
+                    '(then overwrites): set a larger FSS_BENCH_SIZE or a shorter FSS_BENCH_SECONDS',
+                );
+              }
+              return mibPerSecond;
+            } finally {
+              await fss.unconfigure(unit);
+            }
+          },
+        },
+      ],
+      rows: [
+        {
+          name: `attached origin, no snapshot: seq write 1 MiB ${qd}`,
+          subject: attached,
+          against: [plain],
+          target: 0.5,
+        },
+        {
+          name: `attached origin, 1 snapshot, first touch: seq write 1 MiB ${qd}`,
+          subject: firstTouch,
+          against: [plain],
+          target: 0.25,
+        },
+      ],
+    })),
+  );
+  rows.push(
+    ...(await ctx.compare({
+      group: 'attached',
+      unit: 'IOPS',
+      better: 'higher',
+      contenders: [
+        { label: plain, run: async () => (await fio(plainLoop, 'randwrite', 4 * KiB)).iops },
+        { label: attached, run: async () => (await fio(device, 'randwrite', 4 * KiB)).iops },
+      ],
+      rows: [
+        {
+          name: `attached origin, no snapshot: rand write 4 KiB ${qd}`,
+          subject: attached,
+          against: [plain],
+          target: 0.3,
+        },
+      ],
+    })),
+  );
+  return rows;
+}
