@@ -14,6 +14,11 @@ export default defineConfig({
   resolve: { conditions: ['@fss/source'] },
   ssr: { resolve: { conditions: ['@fss/source'] } },
   test: {
+    // A daemon a test starts without its own state directory (Sandbox sets FSS_STATEDIR,
+    // or --statedir) would record persistent units in /var/lib/fss as root, where another
+    // test's daemon would bring them back. This path cannot be created: such a daemon fails
+    // to start, loudly, instead.
+    env: { FSS_STATEDIR: '/proc/fss-tests-must-give-fssd-a-state-dir' },
     projects: [
       ...packages.map((name) => ({
         extends: true as const,

@@ -159,6 +159,9 @@ export function startFssd(cleanup: Cleanup, options: FssdOptions): Promise<Serve
       UV_THREADPOOL_SIZE: String(THREAD_POOL_SIZE_DEFAULT),
       ...(options.env ?? process.env),
       FSS_RUNDIR: options.runDir,
+      // Persistent unit records beside the run dir, never in /var/lib/fss: a bench that dies
+      // must not leave units for the next real fssd to bring back.
+      FSS_STATEDIR: `${options.runDir}.state`,
     },
     graceMs: 20_000,
     ...(options.stdoutPath === undefined ? {} : { stdoutPath: options.stdoutPath }),

@@ -117,14 +117,19 @@ describe('fssconfig -c', () => {
     expect(existsSync(sandbox.path('backup'))).toBe(true);
   });
 
-  it('-l after a daemon restart says not in use (units are not persistent)', async () => {
+  it('-l after a daemon restart lists a unit on a named backup again (persistent); -x units are gone', async () => {
     expect((await sandbox.run('fssconfig', ['fss0', 'image', 'backup'])).status).toBe(0);
+    expect((await sandbox.run('fssconfig', ['-cx', 'fss1', 'image', 'backup1'])).status).toBe(0);
     expect((await sandbox.run('fssconfig', ['-l', 'fss0'])).stdout).toBe(`fss0: ${sandbox.path('image')}\n`);
     const first = sandbox.daemonPid();
     await sandbox.stopDaemon();
     const listed = await sandbox.run('fssconfig', ['-l', 'fss0']);
-    expect(listed).toMatchObject({ status: 0, stdout: 'fss0: not in use\n', stderr: '' });
+    expect(listed).toMatchObject({ status: 0, stdout: `fss0: ${sandbox.path('image')}\n`, stderr: '' });
+    expect((await sandbox.run('fssconfig', ['-l', 'fss1'])).stdout).toBe('fss1: not in use\n');
     expect(sandbox.daemonPid()).not.toBe(first);
+    expect((await sandbox.run('fssconfig', ['-u', 'fss0'])).status).toBe(0);
+    await sandbox.stopDaemon();
+    expect((await sandbox.run('fssconfig', ['-l', 'fss0'])).stdout).toBe('fss0: not in use\n');
   });
 });
 

@@ -39,7 +39,13 @@ describe.skipIf(!built)('the built package', () => {
     symlinkSync(join(dist, 'fssconfig.js'), join(bin, 'fssconfig'));
     symlinkSync(join(dist, 'fss.js'), join(bin, 'fss'));
     symlinkSync(fssdProgram, join(bin, 'fssd'));
-    const env = { ...process.env, FSS_RUNDIR: sandbox.runDir, FSS_FSSD: '', PATH: '/usr/bin:/bin' };
+    const env = {
+      ...process.env,
+      FSS_RUNDIR: sandbox.runDir,
+      FSS_STATEDIR: sandbox.stateDir,
+      FSS_FSSD: '',
+      PATH: '/usr/bin:/bin',
+    };
     const listed = await run(join(bin, 'fssconfig'), ['-l', 'fss0'], { env, cwd: sandbox.dir });
     expect(listed.stdout).toBe('fss0: not in use\n');
     const pid = sandbox.daemonPid() as number;
@@ -50,7 +56,12 @@ describe.skipIf(!built)('the built package', () => {
   });
 
   it('fssconfig starts the fssd that FSS_FSSD names', async () => {
-    const env = { ...process.env, FSS_RUNDIR: sandbox.runDir, FSS_FSSD: fssdProgram };
+    const env = {
+      ...process.env,
+      FSS_RUNDIR: sandbox.runDir,
+      FSS_STATEDIR: sandbox.stateDir,
+      FSS_FSSD: fssdProgram,
+    };
     const listed = await run(process.execPath, [join(dist, 'fssconfig.js'), '-l', 'fss1'], { env });
     expect(listed.stdout).toBe('fss1: not in use\n');
     const argv = readFileSync(`/proc/${sandbox.daemonPid()}/cmdline`, 'utf8').split('\0');

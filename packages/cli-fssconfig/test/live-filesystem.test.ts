@@ -297,7 +297,8 @@ describe.skipIf(!DEVICES)(`live filesystem snapshots (${ROOT_REASON}, /dev/fuse 
 
   it('a killed fssd leaves its devices; the next start removes them', async () => {
     await ok('fss', ['origin', 'add', 'image', '--attach']);
-    await ok('fssconfig', ['-c', 'fss0', sandbox.path('image'), sandbox.path('backup')]);
+    // -x: a unit that does not persist, so the next daemon brings nothing back.
+    await ok('fssconfig', ['-cx', 'fss0', sandbox.path('image'), sandbox.path('backup')]);
     expect((await leftovers()).length).toBeGreaterThan(0);
     const pid = sandbox.daemonPid() as number;
     process.kill(pid, 'SIGKILL');

@@ -77,7 +77,7 @@ describe.skipIf(missing !== '')('t_fss basic through fssconfig and the NBD expor
     await fssconfig('-c', 'fss0', './image', './backup');
     const listed = await fssconfig('-lv', 'fss0');
     expect(listed).toMatch(
-      /^fss0: \/.*\/image, taken \d{4}-\d\d-\d\d \d\d:\d\d:\d\d, 32 cluster of 64K, \d+K backup\n$/,
+      /^fss0: \/.*\/image, taken \d{4}-\d\d-\d\d \d\d:\d\d:\d\d, 32 cluster of 64K, \d+K backup, persistent\n$/,
     );
     await writeSector(origin, 'Replacement data\n');
 

@@ -1,28 +1,39 @@
 /**
  * The fssd command line:
  *
- *   fssd [--rundir DIR] [--units N] [--devices auto|off] [--devdir DIR]
+ *   fssd [--rundir DIR] [--units N] [--devices auto|off] [--devdir DIR] [--statedir DIR]
+ *        [--durability process|power|none]
  *
  * fssd always runs in the foreground (systemd's Type=simple; the clients detach it
  * themselves when they start it on demand). DIR defaults to $FSS_RUNDIR, then SPEC §4's
  * defaults; N to $FSS_UNITS, then 16. `--devices` (default $FSS_DEVICES, else auto): kernel
  * block devices for units and attached origins where possible (root, /dev/fuse, loop);
- * `--devdir` (default $FSS_DEVDIR, else /dev): where their links go. Exit status: 0 after SIGTERM/SIGINT released
+ * `--devdir` (default $FSS_DEVDIR, else /dev): where their links go. `--statedir` (default
+ * state-dir.ts's defaultStateDir: $FSS_STATEDIR, /var/lib/fss as root, else the XDG state
+ * home): where persistent units are recorded. `--durability` (default $FSS_DURABILITY, else
+ * process): what a persistent unit survives, `process` (fssd's death), `power` (power loss
+ * too: the store is fdatasynced in every commit), `none` (no unit is persistent, NetBSD). Exit status: 0 after SIGTERM/SIGINT released
  * everything, 1 when it cannot start, 2 on bad usage, 3 when another fssd already serves
  * the run directory.
  */
 
 import { defaultRunDir, EXIT_ALREADY_RUNNING, UNIT_COUNT_DEFAULT, UNIT_COUNT_MAX } from '@fss/control';
 import { FssError, isFssError } from '@fss/core';
+import type { Durability } from '@fss/engine';
 import { Fssd } from './fssd';
+import { defaultStateDir } from './state-dir';
 
-const USAGE = 'usage: fssd [--rundir DIR] [--units N] [--devices auto|off] [--devdir DIR]';
+const USAGE =
+  'usage: fssd [--rundir DIR] [--units N] [--devices auto|off] [--devdir DIR] [--statedir DIR] ' +
+  '[--durability process|power|none]';
 
 export interface FssdArgs {
   runDir: string;
   unitCount: number;
   devices: 'auto' | 'off';
   devDir: string;
+  stateDir: string;
+  durability: Durability;
 }
 
 export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): FssdArgs | string {
@@ -30,6 +41,8 @@ export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): 
   let units = env['FSS_UNITS'] ?? String(UNIT_COUNT_DEFAULT);
   let devices = env['FSS_DEVICES'] || 'auto';
   let devDir = env['FSS_DEVDIR'] || '/dev';
+  let stateDir = defaultStateDir(env);
+  let durability = env['FSS_DURABILITY'] || 'process';
   for (let index = 0; index < argv.length; index += 1) {
     const arg = argv[index] as string;
     const [flag, inline] = arg.includes('=')
@@ -52,6 +65,14 @@ export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): 
       const dir = value();
       if (dir === undefined || !dir.startsWith('/')) return USAGE;
       devDir = dir;
+    } else if (flag === '--statedir') {
+      const dir = value();
+      if (dir === undefined || !dir.startsWith('/')) return USAGE;
+      stateDir = dir;
+    } else if (flag === '--durability') {
+      const text = value();
+      if (text === undefined) return USAGE;
+      durability = text;
     } else if (flag === '-f' || flag === '--foreground') {
       // Always in the foreground; accepted for unit files written for other daemons.
     } else {
@@ -63,7 +84,11 @@ export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): 
   }
   if (devices !== 'auto' && devices !== 'off') return `fssd: devices: ${devices}: not auto or off`;
   if (!devDir.startsWith('/')) return `fssd: devdir: ${devDir}: not an absolute path`;
-  return { runDir, unitCount: Number(units), devices, devDir };
+  if (!stateDir.startsWith('/')) return `fssd: statedir: ${stateDir}: not an absolute path`;
+  if (durability !== 'process' && durability !== 'power' && durability !== 'none') {
+    return `fssd: durability: ${durability}: not process, power or none`;
+  }
+  return { runDir, unitCount: Number(units), devices, devDir, stateDir, durability };
 }
 
 export async function runFssd(argv: readonly string[]): Promise<void> {
@@ -76,6 +101,8 @@ export async function runFssd(argv: readonly string[]): Promise<void> {
     runDir: args.runDir,
     devices: args.devices,
     devDir: args.devDir,
+    stateDir: args.stateDir,
+    durability: args.durability,
     unitCount: args.unitCount,
     onUnreachable: () => stop('run directory removed'),
   });

@@ -20,6 +20,7 @@ import { chmod, lstat, mkdir, readdir, realpath, rm, writeFile } from 'node:fs/p
 import type { DaemonStatus } from '@fss/control';
 import { checkSocketPath, type RunPaths, runPaths, UNIT_COUNT_DEFAULT, UNIT_COUNT_MAX } from '@fss/control';
 import { FssError, Mutex, toFssError } from '@fss/core';
+import type { Durability } from '@fss/engine';
 import { type Backends, linuxBackends } from './backends';
 import { ControlServer } from './control-server';
 import { KernelDevices } from './devices';
@@ -27,6 +28,7 @@ import { type Exporter, nbdExporter } from './exports';
 import { lockRunDir, type RunDirLock } from './lock';
 import { createLog, type Log } from './log';
 import { OriginTable } from './origins';
+import { StateDir } from './state-dir';
 import { UnitTable } from './units';
 
 export interface FssdOptions {
@@ -47,6 +49,14 @@ export interface FssdOptions {
   devices?: 'auto' | 'off';
   /** Where the device links go (default /dev). */
   devDir?: string;
+  /**
+   * The state directory (state-dir.ts): persistent units are recorded there and come back at
+   * start. Undefined (the default for the library): no unit is persistent. The fssd program
+   * passes `defaultStateDir`.
+   */
+  stateDir?: string;
+  /** Durability of persistent units (default 'process'; 'none': no unit is persistent). */
+  durability?: Durability;
 }
 
 export class Fssd {
@@ -59,6 +69,7 @@ export class Fssd {
   private origins: OriginTable | undefined;
   private runDirWatcher: FSWatcher | undefined;
   private kernelDevices: KernelDevices | undefined;
+  private state: StateDir | undefined;
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
 
@@ -93,8 +104,20 @@ export class Fssd {
         throw toFssError(error, { syscall: 'mkdir', path: paths.originDir });
       });
       await removeLeftovers(paths);
+      if (this.options.stateDir !== undefined) {
+        this.state = new StateDir(this.options.stateDir);
+        await this.state.prepare();
+      }
       this.serve(paths);
       await this.kernelDevices?.removeStale();
+      // Persistent units come back before anyone can ask for them.
+      await this.units?.reattach();
+      undo.push(async () => {
+        await this.units?.clearAll();
+        for (const entry of this.origins?.entries ?? []) {
+          await this.origins?.release(entry, { atShutdown: true }).catch(() => undefined);
+        }
+      });
       const control = this.control as ControlServer;
       await control.listen(paths.control);
       undo.push(async () => {
@@ -104,7 +127,8 @@ export class Fssd {
       this.lock = lock;
       this.watchRunDir();
       const devices = this.kernelDevices === undefined ? 'no kernel devices' : 'kernel devices on';
-      this.log(`started: ${this.unitCount} units, ${devices}, control socket ${paths.control}`);
+      const state = this.state === undefined ? 'no persistent units' : `state in ${this.state.dir}`;
+      this.log(`started: ${this.unitCount} units, ${devices}, ${state}, control socket ${paths.control}`);
     } catch (error) {
       for (const step of undo.reverse()) await step().catch(() => undefined);
       this.control = undefined;
@@ -134,6 +158,7 @@ export class Fssd {
       log: this.log,
       storeUser: (identity) => units.unitUsing(identity),
       devices,
+      state: this.state,
     });
     const units: UnitTable = new UnitTable({
       count: this.unitCount,
@@ -144,6 +169,8 @@ export class Fssd {
       mutex,
       log: this.log,
       devices,
+      state: this.state,
+      ...(this.options.durability === undefined ? {} : { durability: this.options.durability }),
     });
     this.origins = origins;
     this.units = units;

@@ -30,6 +30,8 @@ import type { Backends } from './backends';
 import type { KernelDevice, KernelDevices } from './devices';
 import type { Export, Exporter } from './exports';
 import type { Log } from './log';
+import { leasedDevice, WriteLease } from './origin-lease';
+import type { StateDir } from './state-dir';
 
 export interface OriginEntry {
   readonly name: string;
@@ -42,6 +44,8 @@ export interface OriginEntry {
   readonly units: Set<number>;
   /** The kernel block device (/dev/fss/NAME), when added with --attach. */
   device: KernelDevice | undefined;
+  /** Its write lease, enabled while it has persistent units (origin-lease.ts). */
+  readonly lease: WriteLease;
 }
 
 /** What `check` found out about a path that may become an origin; nothing claimed yet. */
@@ -63,6 +67,8 @@ export interface OriginTableOptions {
   storeUser(identity: StorageIdentity): string | undefined;
   /** Kernel block devices; undefined where they cannot be made (not root, no FUSE). */
   devices: KernelDevices | undefined;
+  /** Where origins with persistent units are recorded; undefined: no persistence. */
+  state: StateDir | undefined;
 }
 
 export class OriginTable {
@@ -158,7 +164,22 @@ export class OriginTable {
       throw new FssError('EEXIST', `origin name ${name} is taken`, { syscall: 'origin-add' });
     const socketPath = this.paths.origin(name);
     checkSocketPath(socketPath);
-    const device = await this.backends.openOrigin(path);
+    const opened = await this.backends.openOrigin(path);
+    const { state } = this.options;
+    const lease = new WriteLease(
+      async (writesUntilMs) => {
+        await state?.writeOrigin({
+          version: 1,
+          name,
+          path,
+          identity: [...candidate.identity].sort(),
+          sizeBytes: opened.size,
+          writesUntilMs,
+        });
+      },
+      (line) => this.log(`origin ${name}: ${line}`),
+    );
+    const device = leasedDevice(opened, lease);
     const engine = new Origin(device, { name, logger: this.log });
     let entry: OriginEntry | undefined;
     let served: Export;
@@ -185,6 +206,7 @@ export class OriginTable {
       explicit: options.explicit,
       units: new Set(),
       device: undefined,
+      lease,
     };
     this.byName.set(name, entry);
     this.log(`origin ${name}: claimed ${path} (${device.size} bytes), exported at ${socketPath}`);
@@ -264,6 +286,18 @@ export class OriginTable {
     this.byName.delete(entry.name);
     await entry.export.close().catch((error: unknown) => this.log(`origin ${entry.name}: ${String(error)}`));
     await entry.engine.close().catch((error: unknown) => this.log(`origin ${entry.name}: ${String(error)}`));
+    // Its writes have all landed: a stop leaves the lease ending now (the units come back
+    // valid); otherwise its persistent units are gone and so is its record.
+    if (entry.lease.isEnabled) {
+      if (options.atShutdown === true) {
+        await entry.lease
+          .settle()
+          .catch((error: unknown) => this.log(`origin ${entry.name}: lease: ${String(error)}`));
+      } else {
+        entry.lease.disable();
+        await this.options.state?.removeOrigin(entry.name);
+      }
+    }
     this.log(`origin ${entry.name}: released ${entry.path}`);
   }
 
@@ -285,10 +319,10 @@ export class OriginTable {
   }
 
   /** Releases `entry` when it is implicit and nothing uses it any more. */
-  async releaseIfUnused(entry: OriginEntry): Promise<boolean> {
+  async releaseIfUnused(entry: OriginEntry, options: { atShutdown?: boolean } = {}): Promise<boolean> {
     if (entry.explicit || entry.units.size > 0 || entry.export.clients() > 0) return false;
     if (this.byName.get(entry.name) !== entry) return false;
-    await this.release(entry);
+    await this.release(entry, options);
     return true;
   }
 

@@ -20,6 +20,14 @@
  * FSS_UNCONFIG_ON_CLOSE the unit is unconfigured when the last of them closes: on the
  * control connection's close, and on the export's client count dropping to 0 (events, no
  * polling).
+ *
+ * Persistence (issue 15): a unit whose backing store is a named file or a raw device (not a
+ * directory's temporary file, not FSS_UNLINK_ON_CREATE) is persistent when the daemon has a
+ * state directory and its durability is not 'none': its snapshot runs the engine's commit
+ * protocol, its origin's write lease is on, and a record of it is written to the state
+ * directory (state-dir.ts) once it is configured. FSSIOCCLR removes the record; a stop keeps
+ * it. `reattach` brings recorded units back at start, under the same numbers with the same
+ * exports, invalid (with the reason) when the origin may have changed meanwhile.
  */
 
 import { stat } from 'node:fs/promises';
@@ -36,7 +44,7 @@ import {
   type FssSet,
   toFssError,
 } from '@fss/core';
-import type { Snapshot } from '@fss/engine';
+import type { Durability, Snapshot } from '@fss/engine';
 import type { Backends } from './backends';
 import {
   type BackupPlan,
@@ -52,6 +60,7 @@ import type { KernelDevice, KernelDevices } from './devices';
 import type { Export, Exporter } from './exports';
 import type { Log } from './log';
 import type { OriginEntry, OriginTable } from './origins';
+import type { StateDir, UnitRecord } from './state-dir';
 
 type UnitState = 'idle' | 'creating' | 'active' | 'destroying';
 
@@ -67,6 +76,8 @@ interface Unit {
   device?: KernelDevice;
   /** Control connections that have the unit open. */
   readonly openers: Set<number>;
+  /** Recorded in the state directory: survives the daemon. */
+  persistent: boolean;
 }
 
 export interface UnitTableOptions {
@@ -79,6 +90,10 @@ export interface UnitTableOptions {
   log: Log;
   /** Kernel block devices; undefined where they cannot be made (not root, no FUSE). */
   devices: KernelDevices | undefined;
+  /** Where persistent units are recorded; undefined: no unit is persistent. */
+  state: StateDir | undefined;
+  /** Durability of persistent units (default 'process'; 'none' makes none persistent). */
+  durability?: Durability;
 }
 
 export class UnitTable {
@@ -90,6 +105,7 @@ export class UnitTable {
       state: 'idle' as UnitState,
       flags: 0,
       openers: new Set<number>(),
+      persistent: false,
     }));
   }
 
@@ -183,6 +199,8 @@ export class UnitTable {
       status.export = unit.export?.socketPath;
       status.exportClients = unit.export?.clients() ?? 0;
       status.valid = unit.snapshot.valid;
+      status.persistent = unit.persistent;
+      if (unit.persistent) status.durability = unit.snapshot.durability;
       if (!unit.snapshot.valid) status.invalidReason = unit.snapshot.invalidReason;
       status.info = unit.snapshot.info();
       if (unit.device !== undefined) {
@@ -265,8 +283,14 @@ export class UnitTable {
       mountPoint: string | undefined;
     },
   ): Promise<SetResult> {
-    const { origins, backends, exporter, paths, log } = this.options;
+    const { origins, backends, log, state } = this.options;
     const name = unitName(unit.index);
+    const unlink = (set.fss_flags & FSS_UNLINK_ON_CREATE) !== 0;
+    const durability = this.options.durability ?? 'process';
+    const persistent =
+      state !== undefined &&
+      durability !== 'none' &&
+      (prepared.plan.kind === 'raw' || (prepared.plan.kind === 'file' && !unlink));
     const origin = prepared.existing ?? (await origins.add(set.fss_mount, { explicit: false }));
     let backup: OpenedBackup | undefined;
     let snapshot: Snapshot | undefined;
@@ -281,12 +305,11 @@ export class UnitTable {
       backup = await openBackup(
         prepared.plan,
         prepared.store,
-        {
-          sizeBytes: prepared.sizeBytes,
-          unlink: (set.fss_flags & FSS_UNLINK_ON_CREATE) !== 0,
-        },
+        { sizeBytes: prepared.sizeBytes, unlink },
         backends,
       );
+      // Leased before the snapshot exists: every origin write after its moment is covered.
+      if (persistent) await origin.lease.enable();
       const take = () =>
         origin.engine.createSnapshot((backup as OpenedBackup).store, {
           name,
@@ -294,24 +317,40 @@ export class UnitTable {
           mount: set.fss_mount,
           originIdentity: origin.path,
           logger: log,
+          durability: persistent ? durability : 'none',
+          // A file fssd just created or truncated reads as zero where never written.
+          tableZeroed: prepared.plan.kind === 'file',
         });
       // A mounted filesystem is frozen (its dirty data written, new writes held) for the
       // snapshot moment, and thawed in every outcome; the freeze runs off this event loop,
       // which serves the filesystem's writes.
       const { mountPoint } = prepared;
       snapshot = mountPoint === undefined ? await take() : await backends.frozen(mountPoint, take);
-      const served = await exporter(paths.unit(unit.index), snapshot, {
-        name,
-        readOnly: true,
-        description: `fss snapshot ${name} of ${origin.path}`,
-        // Its last NBD client gone: an FSS_UNCONFIG_ON_CLOSE unit nobody else holds goes.
-        onClientsChanged: (clients) => {
-          if (clients > 0 || unit.snapshot !== snapshot) return;
-          this.unconfigureIfUnused(unit).catch((error: unknown) => log(`${name}: ${String(error)}`));
-        },
-      });
+      const served = await this.exportUnit(unit, snapshot, origin);
       exported = served;
       device = await this.options.devices?.attach('unit', name, snapshot, true);
+      if (persistent) {
+        await (state as StateDir).writeUnit({
+          version: 1,
+          unit: unit.index,
+          mount: set.fss_mount,
+          clusterSize: set.fss_csize,
+          flags: set.fss_flags,
+          durability: durability as Exclude<Durability, 'none'>,
+          origin: {
+            name: origin.name,
+            path: origin.path,
+            explicit: origin.explicit,
+            attach: origin.device !== undefined,
+          },
+          store: {
+            path: backup.path,
+            kind: prepared.plan.kind === 'raw' ? 'raw' : 'file',
+            identity: [...backup.identity].sort(),
+          },
+          createdAt: new Date().toISOString(),
+        });
+      }
       assert(unit.state === 'creating', 'nothing else changes a creating unit');
       Object.assign(unit, {
         state: 'active',
@@ -321,12 +360,14 @@ export class UnitTable {
         backup,
         export: served,
         device,
+        persistent,
       });
       origin.units.add(unit.index);
       const info = snapshot.info();
       log(
         `${name}: configured on ${origin.name} (${set.fss_mount}), backup ${backup.path}` +
-          `${backup.linked ? '' : ' (unlinked)'}: ${info.fsg_mount_size} clusters of ${info.fsg_csize}`,
+          `${backup.linked ? '' : ' (unlinked)'}: ${info.fsg_mount_size} clusters of ${info.fsg_csize}` +
+          `${persistent ? `, persistent (${durability})` : ''}`,
       );
       return {
         unit: name,
@@ -336,11 +377,50 @@ export class UnitTable {
         ...(device === undefined ? {} : { device: device.linkPath }),
       };
     } catch (error) {
+      await device?.close().catch(() => undefined);
       await exported?.close().catch(() => undefined);
       if (snapshot !== undefined) await snapshot.close().catch(() => undefined);
       if (backup !== undefined) await discardBackup(backup);
+      if (persistent) await this.forgetIfLast(unit, origin);
       if (prepared.existing === undefined) await origins.releaseIfUnused(origin);
       throw error;
+    }
+  }
+
+  /** The unit's NBD export (read-only), whose last client leaving may unconfigure it. */
+  private exportUnit(unit: Unit, snapshot: Snapshot, origin: OriginEntry): Promise<Export> {
+    const { exporter, paths, log } = this.options;
+    const name = unitName(unit.index);
+    return exporter(paths.unit(unit.index), snapshot, {
+      name,
+      readOnly: true,
+      description: `fss snapshot ${name} of ${origin.path}`,
+      // Its last NBD client gone: an FSS_UNCONFIG_ON_CLOSE unit nobody else holds goes.
+      onClientsChanged: (clients) => {
+        if (clients > 0 || unit.snapshot !== snapshot) return;
+        this.unconfigureIfUnused(unit).catch((error: unknown) => log(`${name}: ${String(error)}`));
+      },
+    });
+  }
+
+  /**
+   * A persistent unit is gone for good: its record goes, and when it was the origin's last
+   * persistent unit, the origin's lease and record too.
+   */
+  private async forgetIfLast(unit: Unit, origin: OriginEntry): Promise<void> {
+    const { state, log } = this.options;
+    if (state === undefined) return;
+    await state
+      .removeUnit(unit.index)
+      .catch((error: unknown) => log(`${unitName(unit.index)}: record: ${String(error)}`));
+    const others = [...origin.units].some(
+      (index) => index !== unit.index && this.units[index]?.persistent === true,
+    );
+    if (!others && origin.lease.isEnabled) {
+      origin.lease.disable();
+      await state
+        .removeOrigin(origin.name)
+        .catch((error: unknown) => log(`origin ${origin.name}: record: ${String(error)}`));
     }
   }
 
@@ -360,6 +440,8 @@ export class UnitTable {
     await unit.export?.close().catch((error: unknown) => log(`${name}: export: ${String(error)}`));
     await unit.snapshot?.close().catch((error: unknown) => log(`${name}: close: ${String(error)}`));
     const origin = unit.origin;
+    // Unconfigured for good: no record. A stop keeps it, and the unit comes back at start.
+    if (unit.persistent && !atShutdown && origin !== undefined) await this.forgetIfLast(unit, origin);
     Object.assign(unit, {
       state: 'idle',
       flags: 0,
@@ -367,11 +449,12 @@ export class UnitTable {
       origin: undefined,
       backup: undefined,
       export: undefined,
+      persistent: false,
     });
     log(`${name}: ${why}`);
     if (origin !== undefined) {
       origin.units.delete(unit.index);
-      await origins.releaseIfUnused(origin);
+      await origins.releaseIfUnused(origin, { atShutdown });
     }
   }
 
@@ -388,6 +471,150 @@ export class UnitTable {
         `${unitName(unit.index)}: not unconfigured on close: ${toFssError(error).description}`,
       );
     }
+  }
+
+  /**
+   * Brings the recorded persistent units back (at start, before the control socket answers,
+   * so no client sees a half-restored table). Each is re-claimed, resumed and exported under
+   * its own number; one whose origin may have been written while no daemon ran comes back
+   * invalid with the reason; one whose origin or store is gone is logged and forgotten.
+   */
+  async reattach(): Promise<void> {
+    const { state, log } = this.options;
+    if (state === undefined) return;
+    const records = await state.readUnits((path, why) =>
+      log(`state: ${path}: unreadable record (${why}); ignored`),
+    );
+    for (const record of records) {
+      const unit = this.units[record.unit];
+      const name = unitName(record.unit);
+      if (unit === undefined) {
+        log(`${name}: not reattached: this daemon has ${this.units.length} units; record kept`);
+        continue;
+      }
+      unit.state = 'creating';
+      try {
+        await this.options.mutex.run(() => this.reattachUnit(unit, record));
+      } catch (error) {
+        unit.state = 'idle';
+        log(`${name}: not reattached: ${toFssError(error).message}; record removed`);
+        await state.removeUnit(record.unit).catch(() => undefined);
+      }
+    }
+  }
+
+  /** One recorded unit back; caller holds the mutex; `unit` is `creating`. */
+  private async reattachUnit(unit: Unit, record: UnitRecord): Promise<void> {
+    const { origins, backends, log } = this.options;
+    const state = this.options.state as StateDir;
+    const name = unitName(unit.index);
+    const changed = await this.originChangedSince(record);
+    let origin = await origins.find(record.origin.path).catch(() => undefined);
+    if (origin === undefined) {
+      const add = (attach: boolean) =>
+        origins.add(record.origin.path, {
+          name: record.origin.name,
+          explicit: record.origin.explicit,
+          attach,
+        });
+      origin = await add(record.origin.attach).catch(async (error: unknown) => {
+        if (!record.origin.attach) throw error;
+        log(`origin ${record.origin.name}: not attached again: ${toFssError(error).description}`);
+        return add(false);
+      });
+    }
+    let snapshot: Snapshot | undefined;
+    let exported: Export | undefined;
+    let device: KernelDevice | undefined;
+    try {
+      const store =
+        record.store.kind === 'raw'
+          ? (await backends.openRawStore(record.store.path, origin.path)).store
+          : await backends.openFileStore(record.store.path, { create: 'existing', unlinkOnOpen: false });
+      const identity = await storageIdentity(record.store.path).catch(() => new Set<string>());
+      if (!record.store.identity.every((token) => identity.has(token))) {
+        await store.close().catch(() => undefined);
+        throw new FssError('ENOENT', `backup ${record.store.path} is not the store it was (replaced)`);
+      }
+      await origin.lease.enable();
+      snapshot = await origin.engine.resumeSnapshot(store, {
+        name,
+        mount: record.mount,
+        originIdentity: origin.path,
+        logger: log,
+        durability: record.durability,
+      });
+      if (changed !== undefined) snapshot.invalidate(changed);
+      exported = await this.exportUnit(unit, snapshot, origin);
+      device = await this.options.devices?.attach('unit', name, snapshot, true);
+      const backup: OpenedBackup = {
+        store,
+        path: record.store.path,
+        identity,
+        created: false,
+        linked: true,
+      };
+      Object.assign(unit, {
+        state: 'active',
+        flags: record.flags,
+        snapshot,
+        origin,
+        backup,
+        export: exported,
+        device,
+        persistent: true,
+      });
+      origin.units.add(unit.index);
+      const info = snapshot.info();
+      log(
+        `${name}: reattached on ${origin.name} (${record.mount}), backup ${record.store.path}: ` +
+          `${snapshot.stats().copiedClusters} of ${info.fsg_mount_size} clusters copied` +
+          `${snapshot.valid ? '' : `, invalid: ${snapshot.invalidReason}`}`,
+      );
+    } catch (error) {
+      await device?.close().catch(() => undefined);
+      await exported?.close().catch(() => undefined);
+      await snapshot?.close().catch(() => undefined);
+      if (
+        [...origin.units].every((index) => this.units[index]?.persistent !== true) &&
+        origin.lease.isEnabled
+      ) {
+        origin.lease.disable();
+        await state.removeOrigin(origin.name).catch(() => undefined);
+      }
+      await origins.releaseIfUnused(origin);
+      throw error;
+    }
+  }
+
+  /**
+   * Why the origin of `record` cannot be trusted to be untouched since the daemon stopped, or
+   * undefined: its identity or size changed, or (an image) it was modified after the lease.
+   * The origin record is read before the origin is claimed again (which renews the lease).
+   */
+  private async originChangedSince(record: UnitRecord): Promise<string | undefined> {
+    const state = this.options.state as StateDir;
+    const lease = await state.readOrigin(record.origin.name);
+    if (lease === undefined)
+      return 'the origin record is missing: writes while fssd was not running cannot be ruled out';
+    const identity = await storageIdentity(record.origin.path).catch(() => undefined);
+    if (identity === undefined) return undefined; // claiming it will fail and say why
+    if (!lease.identity.every((token) => identity.has(token))) {
+      return `origin ${record.origin.path} is not the device or file it was (its identity changed)`;
+    }
+    const info = await stat(record.origin.path);
+    if (info.isFile()) {
+      if (info.size !== lease.sizeBytes) {
+        return `origin ${record.origin.path} changed size while fssd was not running (${lease.sizeBytes} -> ${info.size} bytes)`;
+      }
+      if (info.mtimeMs > lease.writesUntilMs) {
+        return (
+          `origin ${record.origin.path} was modified while fssd was not running ` +
+          `(mtime ${new Date(info.mtimeMs).toISOString()}, after ${new Date(lease.writesUntilMs).toISOString()})`
+        );
+      }
+    }
+    return undefined;
   }
 
   /**

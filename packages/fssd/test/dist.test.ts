@@ -25,7 +25,9 @@ describe.skipIf(!built)('the built package', () => {
     );
     expect(usage).toMatchObject({
       code: 2,
-      stderr: 'usage: fssd [--rundir DIR] [--units N] [--devices auto|off] [--devdir DIR]\n',
+      stderr:
+        'usage: fssd [--rundir DIR] [--units N] [--devices auto|off] [--devdir DIR] [--statedir DIR] ' +
+        '[--durability process|power|none]\n',
     });
   });
 
@@ -40,7 +42,7 @@ describe.skipIf(!built)('the built package', () => {
     // the first asynchronous file operation, which starting the daemon makes).
     const threadsWith = async (poolSize: string | undefined): Promise<number> => {
       const runDir = mkdtempSync(join(tmpdir(), 'fssd-pool-'));
-      const env = { ...process.env };
+      const env: NodeJS.ProcessEnv = { ...process.env, FSS_STATEDIR: join(runDir, 'state') };
       if (poolSize === undefined) delete env['UV_THREADPOOL_SIZE'];
       else env['UV_THREADPOOL_SIZE'] = poolSize;
       const child = spawn(

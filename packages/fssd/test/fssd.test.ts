@@ -29,7 +29,10 @@ afterEach(async () => {
 function connect(): Promise<FssClient> {
   return FssClient.connect({
     runDir: sandbox.runDir,
-    daemonCommand: { command: process.execPath, args: [...binArgs('fssd'), '--devdir', sandbox.devDir] },
+    daemonCommand: {
+      command: process.execPath,
+      args: [...binArgs('fssd'), '--devdir', sandbox.devDir, '--statedir', sandbox.stateDir],
+    },
   });
 }
 
@@ -77,10 +80,14 @@ async function connectWhenReady(): Promise<FssClient> {
 
 /** fssd started by the test itself (not detached), with its exit status. */
 function spawnDaemon(): { pid: number; exited: Promise<{ status: number | null; signal: string | null }> } {
-  const child = spawn(process.execPath, [...binArgs('fssd'), '--rundir', sandbox.runDir], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: sandbox.env,
-  });
+  const child = spawn(
+    process.execPath,
+    [...binArgs('fssd'), '--rundir', sandbox.runDir, '--statedir', sandbox.stateDir],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: sandbox.env,
+    },
+  );
   child.stderr.resume();
   const exited = new Promise<{ status: number | null; signal: string | null }>((resolve) =>
     child.on('close', (status, signal) => resolve({ status, signal })),
@@ -103,9 +110,13 @@ describe('fssd', () => {
   it('runs once per run directory: a second fssd exits 3 and says why', async () => {
     (await connect()).close();
     const second = await new Promise<{ status: number | null; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, [...binArgs('fssd'), '--rundir', sandbox.runDir], {
-        stdio: ['ignore', 'ignore', 'pipe'],
-      });
+      const child = spawn(
+        process.execPath,
+        [...binArgs('fssd'), '--rundir', sandbox.runDir, '--statedir', sandbox.stateDir],
+        {
+          stdio: ['ignore', 'ignore', 'pipe'],
+        },
+      );
       let stderr = '';
       child.stderr.setEncoding('utf8').on('data', (text: string) => {
         stderr += text;
@@ -291,8 +302,22 @@ describe('fssd', () => {
     expect(readFileSync(join(sandbox.runDir, 'fssd.log'), 'utf8')).toMatch(
       new RegExp(`fssd\\[${pid}\\]: SIGTERM received\n(.*\n)*.*fssd\\[${pid}\\]: stopped\n$`),
     );
-    // The claim is gone: a new daemon can claim the image again.
+    // The claims were released (the image could be claimed by anyone now); the units were on
+    // named backups, so they are persistent: the next daemon brings them and their origin back.
     const again = await connect();
+    const status = await again.status();
+    expect(
+      status.units
+        .filter((unit) => unit.state === 'active')
+        .map((unit) => [unit.unit, unit.persistent, unit.valid]),
+    ).toEqual([
+      ['fss0', true, true],
+      ['fss1', true, true],
+    ]);
+    expect(status.origins.map((origin) => [origin.name, origin.explicit])).toEqual([['disk', true]]);
+    await again.clear('fss0');
+    await again.clear('fss1');
+    await again.originRemove('disk');
     expect(await again.originAdd(sandbox.path('image'))).toMatchObject({ name: 'image', explicit: true });
     again.close();
   });

@@ -75,10 +75,17 @@ export class Sandbox {
     return join(this.dir, 'dev');
   }
 
+  /** The sandbox daemon's state directory (persistent unit records; /var/lib/fss as root elsewhere). */
+  get stateDir(): string {
+    return join(this.dir, 'state');
+  }
+
   get env(): NodeJS.ProcessEnv {
     return {
       ...process.env,
       FSS_RUNDIR: this.runDir,
+      // Records of persistent units stay in the sandbox: never /var/lib/fss, never shared.
+      FSS_STATEDIR: this.stateDir,
       // Each sandbox's /dev/fssN links apart from every other's (tests run in parallel).
       FSS_DEVDIR: this.devDir,
       FSS_FSSD: binSource('fssd'),

@@ -27,5 +27,12 @@ describe('list lines', () => {
     expect(formatListLine('fss0', { ...get, fsg_csize: 0 }, 0, true)).toBe(
       `fss0: /srv/image, taken ${taken}, file system internal`,
     );
+    expect(formatListLine('fss0', get, 0, true, { persistent: true, durability: 'process' })).toBe(
+      `fss0: /srv/image, taken ${taken}, 32 cluster of 64K, 64K backup, persistent`,
+    );
+    expect(formatListLine('fss0', get, 0, true, { persistent: true, durability: 'power' })).toBe(
+      `fss0: /srv/image, taken ${taken}, 32 cluster of 64K, 64K backup, persistent (power)`,
+    );
+    expect(formatListLine('fss0', get, 0, false, { persistent: true })).toBe('fss0: /srv/image');
   });
 });

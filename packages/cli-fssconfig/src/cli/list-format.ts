@@ -9,6 +9,9 @@
  * flag is set, then either ", file system internal" (a persistent snapshot: cluster size 0)
  * or the cluster count, the humanized cluster size and the humanized backing-store use
  * (clusters in use × cluster size). "cluster" stays singular, as in NetBSD.
+ *
+ * A Linux addition ends a `-v` line of a unit that survives fssd's restart (fssd's
+ * persistent units): ", persistent", or ", persistent (power)" when it survives power loss.
  */
 import { FSS_UNCONFIG_ON_CLOSE, type FssGet } from '@fss/core';
 import { humanizeNumber } from './humanize';
@@ -17,11 +20,21 @@ export function formatNotInUse(name: string): string {
   return `${name}: not in use`;
 }
 
-export function formatListLine(name: string, get: FssGet, flags: number, verbose: boolean): string {
+export function formatListLine(
+  name: string,
+  get: FssGet,
+  flags: number,
+  verbose: boolean,
+  persistence?: { persistent?: boolean | undefined; durability?: string | undefined },
+): string {
   if (!verbose) return `${name}: ${get.fsg_mount}`;
   let line = `${name}: ${get.fsg_mount}, taken ${formatLocalTime(get.fsg_time.tv_sec)}`;
   if ((flags & FSS_UNCONFIG_ON_CLOSE) !== 0) line += ', unconfig on close';
-  return `${line}, ${formatClusterUse(get)}`;
+  line += `, ${formatClusterUse(get)}`;
+  if (persistence?.persistent === true) {
+    line += persistence.durability === 'power' ? ', persistent (power)' : ', persistent';
+  }
+  return line;
 }
 
 /**

@@ -123,7 +123,8 @@ export function formatStatus(status: DaemonStatus): string[] {
     const validity = unit.valid ? 'valid' : `invalid (${unit.invalidReason ?? 'unknown'})`;
     lines.push(
       `${unit.unit}: ${info.fsg_mount}, taken ${formatLocalTime(info.fsg_time.tv_sec)}, ${validity}, ` +
-        formatClusterUse(info),
+        formatClusterUse(info) +
+        (unit.persistent === true ? `, persistent (${unit.durability ?? 'process'})` : ', not persistent'),
     );
     const device = unit.device === undefined ? '' : `, device ${unit.device} (${unit.loop})`;
     lines.push(

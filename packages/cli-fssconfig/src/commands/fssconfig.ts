@@ -175,7 +175,11 @@ class Session {
     }
     try {
       const info = await client.get(unitName(unit));
-      this.io.out(formatListLine(name, info, flags, verbose));
+      // -v also says whether the unit survives fssd's restart (fssd's status knows).
+      const status = verbose
+        ? (await client.status().catch(() => undefined))?.units.find((each) => each.unit === unitName(unit))
+        : undefined;
+      this.io.out(formatListLine(name, info, flags, verbose, status));
     } catch (error) {
       const failure = toFssError(error);
       if (failure.code !== 'ENXIO') this.fail(`${name}: FSSIOCGET: ${strerror(failure.code)}`, failure, name);

@@ -87,6 +87,10 @@ export interface UnitStatus {
   valid?: boolean;
   invalidReason?: string;
   info?: FssGet;
+  /** Recorded in fssd's state directory: comes back after fssd's crash or restart. */
+  persistent?: boolean;
+  /** A persistent unit's durability: `process` (survives fssd's death) or `power` (power loss too). */
+  durability?: 'none' | 'process' | 'power';
   /** Its kernel block device (`/dev/fssN`), when fssd makes devices (root). */
   device?: string;
   /** The block device behind `device` (`/dev/loopN`). */
