@@ -2,7 +2,7 @@
  * The fssd command line:
  *
  *   fssd [--rundir DIR] [--units N] [--devices auto|off] [--devdir DIR] [--statedir DIR]
- *        [--durability process|power|none]
+ *        [--durability process|power|none] [--bypass-check-ms MS]
  *
  * fssd always runs in the foreground (systemd's Type=simple; the clients detach it
  * themselves when they start it on demand). DIR defaults to $FSS_RUNDIR, then SPEC §4's
@@ -12,7 +12,10 @@
  * state-dir.ts's defaultStateDir: $FSS_STATEDIR, /var/lib/fss as root, else the XDG state
  * home): where persistent units are recorded. `--durability` (default $FSS_DURABILITY, else
  * process): what a persistent unit survives, `process` (fssd's death), `power` (power loss
- * too: the store is fdatasynced in every commit), `none` (no unit is persistent, NetBSD). Exit status: 0 after SIGTERM/SIGINT released
+ * too: the store is fdatasynced in every commit), `none` (no unit is persistent, NetBSD).
+ * `--bypass-check-ms` (default $FSS_BYPASS_CHECK_MS, else 1000; 0: never): how often origins
+ * with valid snapshots are checked for writes outside fss (bypass-watch.ts); not in USAGE,
+ * which the dist test compares word for word. Exit status: 0 after SIGTERM/SIGINT released
  * everything, 1 when it cannot start, 2 on bad usage, 3 when another fssd already serves
  * the run directory.
  */
@@ -20,6 +23,7 @@
 import { defaultRunDir, EXIT_ALREADY_RUNNING, UNIT_COUNT_DEFAULT, UNIT_COUNT_MAX } from '@fss/control';
 import { FssError, isFssError } from '@fss/core';
 import type { Durability } from '@fss/engine';
+import { BYPASS_CHECK_MS } from './bypass-watch';
 import { Fssd } from './fssd';
 import { defaultStateDir } from './state-dir';
 
@@ -34,6 +38,7 @@ export interface FssdArgs {
   devDir: string;
   stateDir: string;
   durability: Durability;
+  bypassCheckMs: number;
 }
 
 export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): FssdArgs | string {
@@ -43,6 +48,7 @@ export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): 
   let devDir = env['FSS_DEVDIR'] || '/dev';
   let stateDir = defaultStateDir(env);
   let durability = env['FSS_DURABILITY'] || 'process';
+  let bypassCheckMs = env['FSS_BYPASS_CHECK_MS'] || String(BYPASS_CHECK_MS);
   for (let index = 0; index < argv.length; index += 1) {
     const arg = argv[index] as string;
     const [flag, inline] = arg.includes('=')
@@ -73,6 +79,10 @@ export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): 
       const text = value();
       if (text === undefined) return USAGE;
       durability = text;
+    } else if (flag === '--bypass-check-ms') {
+      const text = value();
+      if (text === undefined) return USAGE;
+      bypassCheckMs = text;
     } else if (flag === '-f' || flag === '--foreground') {
       // Always in the foreground; accepted for unit files written for other daemons.
     } else {
@@ -88,7 +98,18 @@ export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): 
   if (durability !== 'process' && durability !== 'power' && durability !== 'none') {
     return `fssd: durability: ${durability}: not process, power or none`;
   }
-  return { runDir, unitCount: Number(units), devices, devDir, stateDir, durability };
+  if (!/^(0|[1-9][0-9]{0,6})$/.test(bypassCheckMs)) {
+    return `fssd: bypass-check-ms: ${bypassCheckMs}: not a number of milliseconds (0: never)`;
+  }
+  return {
+    runDir,
+    unitCount: Number(units),
+    devices,
+    devDir,
+    stateDir,
+    durability,
+    bypassCheckMs: Number(bypassCheckMs),
+  };
 }
 
 export async function runFssd(argv: readonly string[]): Promise<void> {
@@ -103,6 +124,7 @@ export async function runFssd(argv: readonly string[]): Promise<void> {
     devDir: args.devDir,
     stateDir: args.stateDir,
     durability: args.durability,
+    bypassCheckMs: args.bypassCheckMs,
     unitCount: args.unitCount,
     onUnreachable: () => stop('run directory removed'),
   });

@@ -22,12 +22,13 @@ import { checkSocketPath, type RunPaths, runPaths, UNIT_COUNT_DEFAULT, UNIT_COUN
 import { FssError, Mutex, toFssError } from '@fss/core';
 import type { Durability } from '@fss/engine';
 import { type Backends, linuxBackends } from './backends';
+import { BypassWatch } from './bypass-watch';
 import { ControlServer } from './control-server';
 import { KernelDevices } from './devices';
 import { type Exporter, nbdExporter } from './exports';
 import { lockRunDir, type RunDirLock } from './lock';
 import { createLog, type Log } from './log';
-import { OriginTable } from './origins';
+import { type OriginEntry, OriginTable } from './origins';
 import { StateDir } from './state-dir';
 import { UnitTable } from './units';
 
@@ -57,6 +58,12 @@ export interface FssdOptions {
   stateDir?: string;
   /** Durability of persistent units (default 'process'; 'none': no unit is persistent). */
   durability?: Durability;
+  /**
+   * How often origins with valid snapshots are checked for writes outside fss (loop devices
+   * over them, other processes' writable descriptors; bypass-watch.ts), in ms. Default
+   * BYPASS_CHECK_MS (1000); 0: never.
+   */
+  bypassCheckMs?: number;
 }
 
 export class Fssd {
@@ -69,6 +76,7 @@ export class Fssd {
   private origins: OriginTable | undefined;
   private runDirWatcher: FSWatcher | undefined;
   private kernelDevices: KernelDevices | undefined;
+  private bypass: BypassWatch<OriginEntry> | undefined;
   private state: StateDir | undefined;
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
@@ -150,6 +158,19 @@ export class Fssd {
         ? undefined
         : new KernelDevices({ paths, devDir: this.options.devDir ?? '/dev', attacher, log: this.log });
     this.kernelDevices = devices;
+    // A write outside fss invalidates every snapshot of the origin (each logs it once).
+    const bypass =
+      this.options.bypassCheckMs === 0
+        ? undefined
+        : new BypassWatch<OriginEntry>({
+            intervalMs: this.options.bypassCheckMs,
+            wanted: (entry) => entry.engine.snapshots.some((snapshot) => snapshot.valid),
+            onBypass: (entry, reason) => {
+              for (const snapshot of entry.engine.snapshots) snapshot.invalidate(reason);
+            },
+            log: this.log,
+          });
+    this.bypass = bypass;
     const origins = new OriginTable({
       paths,
       mutex,
@@ -159,6 +180,7 @@ export class Fssd {
       storeUser: (identity) => units.unitUsing(identity),
       devices,
       state: this.state,
+      ...(bypass === undefined ? {} : { bypass }),
     });
     const units: UnitTable = new UnitTable({
       count: this.unitCount,
@@ -238,7 +260,11 @@ export class Fssd {
   private async release(): Promise<void> {
     this.log('stopping: releasing every unit and origin');
     this.runDirWatcher?.close();
+    this.bypass?.stop();
     await this.control?.close();
+    // No origin write may pass once units start closing: a persistent unit closed while its
+    // origin still took writes would miss them (they would land after its copy-on-write ended).
+    for (const entry of this.origins?.entries ?? []) await entry.engine.stopWrites();
     await this.units?.clearAll();
     for (const entry of this.origins?.entries ?? []) {
       await this.origins

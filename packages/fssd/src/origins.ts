@@ -27,6 +27,7 @@ import { checkSocketPath, defaultOriginName, isOriginName, type RunPaths } from 
 import { assert, FssError, type Mutex, toFssError } from '@fss/core';
 import { Origin } from '@fss/engine';
 import type { Backends } from './backends';
+import type { BypassWatch } from './bypass-watch';
 import type { KernelDevice, KernelDevices } from './devices';
 import type { Export, Exporter } from './exports';
 import type { Log } from './log';
@@ -69,6 +70,8 @@ export interface OriginTableOptions {
   devices: KernelDevices | undefined;
   /** Where origins with persistent units are recorded; undefined: no persistence. */
   state: StateDir | undefined;
+  /** Watches every claimed origin for writes outside fss (bypass-watch.ts); undefined: none. */
+  bypass?: BypassWatch<OriginEntry>;
 }
 
 export class OriginTable {
@@ -209,6 +212,7 @@ export class OriginTable {
       lease,
     };
     this.byName.set(name, entry);
+    this.options.bypass?.add(entry);
     this.log(`origin ${name}: claimed ${path} (${device.size} bytes), exported at ${socketPath}`);
     if (options.attach === true) {
       try {
@@ -284,6 +288,7 @@ export class OriginTable {
       this.log(`origin ${entry.name}: left attached at shutdown: ${toFssError(error).description}`);
     }
     this.byName.delete(entry.name);
+    this.options.bypass?.remove(entry);
     await entry.export.close().catch((error: unknown) => this.log(`origin ${entry.name}: ${String(error)}`));
     await entry.engine.close().catch((error: unknown) => this.log(`origin ${entry.name}: ${String(error)}`));
     // Its writes have all landed: a stop leaves the lease ending now (the units come back
