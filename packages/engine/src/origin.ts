@@ -47,6 +47,7 @@ export class Origin implements BlockDevice {
   /** Every snapshot not yet closed. */
   private readonly open = new Set<Snapshot>();
   private readonly host: SnapshotHost;
+  private deviceClosed = false;
 
   constructor(device: BlockDevice, options: OriginOptions = {}) {
     this.device = device;
@@ -211,9 +212,22 @@ export class Origin implements BlockDevice {
    * reads need the origin) and the device is closed.
    */
   async close(): Promise<void> {
-    if (this.copyOnWrite.isClosed) return;
-    for (const snapshot of await this.copyOnWrite.close()) snapshot.invalidate('origin went away');
+    if (this.deviceClosed) return;
+    if (!this.copyOnWrite.isClosed) {
+      for (const snapshot of await this.copyOnWrite.close()) snapshot.invalidate('origin went away');
+    }
+    this.deviceClosed = true;
     await this.device.close();
+  }
+
+  /**
+   * Lets the writes in flight land, then refuses every later write (EBADF), leaving the
+   * snapshots as they are: a daemon that stops closes its persistent snapshots afterwards,
+   * valid, holding every write the origin took. `close` still closes the device.
+   */
+  async stopWrites(): Promise<void> {
+    if (this.copyOnWrite.isClosed) return;
+    await this.copyOnWrite.close(); // the snapshots it returns keep their state
   }
 
   /** Checks the request, then runs `operation` under the copy-on-write rule. */

@@ -368,3 +368,28 @@ describe('resumeSnapshot refuses what it cannot trust', () => {
     await expect(resumed.read(new Uint8Array(512), 0)).rejects.toMatchObject({ code: 'ENXIO' });
   });
 });
+
+describe('Origin.stopWrites (a daemon stopping)', () => {
+  it('lets writes in flight land, refuses later ones with EBADF, and leaves the snapshot valid to close and resume', async () => {
+    const memory = new MemoryBlockDevice(pattern(256 * 1024, 5));
+    const model = memory.bytes.slice();
+    const origin = new Origin(new FaultyBlockDevice(memory, { seed: 3, jitterTicks: 5 }), {
+      logger: () => undefined,
+    });
+    const store = new CrashStore(512, 4 * 1024 * 1024);
+    const snapshot = await origin.createSnapshot(store, { clusterSize: 4096, durability: 'process' });
+    const inFlight = origin.write(new Uint8Array(8192).fill(7), 4096);
+    const stopped = origin.stopWrites();
+    await inFlight;
+    await stopped;
+    expect(memory.bytes[4096]).toBe(7);
+    await expect(origin.write(new Uint8Array(512), 0)).rejects.toMatchObject({ code: 'EBADF' });
+    expect(snapshot.valid).toBe(true);
+    await snapshot.close();
+    await origin.close();
+    const again = new Origin(new MemoryBlockDevice(memory.bytes.slice()), { logger: () => undefined });
+    const resumed = await again.resumeSnapshot(new CrashStore(512, 4 * 1024 * 1024, store.current));
+    expect(resumed.valid).toBe(true);
+    expect(firstDifference(await readAll(resumed), model)).toBe(-1);
+  });
+});

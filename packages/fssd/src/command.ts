@@ -14,8 +14,7 @@
  * process): what a persistent unit survives, `process` (fssd's death), `power` (power loss
  * too: the store is fdatasynced in every commit), `none` (no unit is persistent, NetBSD).
  * `--bypass-check-ms` (default $FSS_BYPASS_CHECK_MS, else 1000; 0: never): how often origins
- * with valid snapshots are checked for writes outside fss (bypass-watch.ts); not in USAGE,
- * which the dist test compares word for word. Exit status: 0 after SIGTERM/SIGINT released
+ * with valid snapshots are checked for writes outside fss (bypass-watch.ts). Exit status: 0 after SIGTERM/SIGINT released
  * everything, 1 when it cannot start, 2 on bad usage, 3 when another fssd already serves
  * the run directory.
  */
@@ -29,7 +28,7 @@ import { defaultStateDir } from './state-dir';
 
 const USAGE =
   'usage: fssd [--rundir DIR] [--units N] [--devices auto|off] [--devdir DIR] [--statedir DIR] ' +
-  '[--durability process|power|none]';
+  '[--durability process|power|none] [--bypass-check-ms MS]';
 
 export interface FssdArgs {
   runDir: string;

@@ -27,7 +27,7 @@ describe.skipIf(!built)('the built package', () => {
       code: 2,
       stderr:
         'usage: fssd [--rundir DIR] [--units N] [--devices auto|off] [--devdir DIR] [--statedir DIR] ' +
-        '[--durability process|power|none]\n',
+        '[--durability process|power|none] [--bypass-check-ms MS]\n',
     });
   });
 

@@ -59,10 +59,16 @@ interface Acked {
 }
 
 /**
- * Writes to shuffled distinct slots through the origin export, `depth` at a time, until the
- * daemon is killed after `killAfterMs`; returns the writes that were acknowledged.
+ * Writes to shuffled distinct slots through the origin export, 8 at a time, and kills the
+ * daemon once `killAfterAcks` writes were acknowledged (others are in flight then, so the
+ * kill lands in the middle of the load whatever the machine's speed); returns the writes
+ * that were acknowledged.
  */
-async function writeUntilKilled(seed: number, killAfterMs: number, signal: NodeJS.Signals): Promise<Acked[]> {
+async function writeUntilKilled(
+  seed: number,
+  killAfterAcks: number,
+  signal: NodeJS.Signals,
+): Promise<Acked[]> {
   const random = new SeededRandom(seed);
   const slots = Array.from({ length: IMAGE_BYTES / SLOT }, (_, index) => index);
   for (let i = slots.length - 1; i > 0; i--) {
@@ -72,7 +78,6 @@ async function writeUntilKilled(seed: number, killAfterMs: number, signal: NodeJ
   const client = await NbdClient.connect(join(sandbox.runDir, 'origin', 'image.sock'));
   const acked: Acked[] = [];
   const pid = sandbox.daemonPid() as number;
-  const killer = setTimeout(() => process.kill(pid, signal), killAfterMs);
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < slots.length && !client.closed) {
@@ -82,14 +87,13 @@ async function writeUntilKilled(seed: number, killAfterMs: number, signal: NodeJ
       try {
         await client.write(slot * SLOT, data);
         acked.push({ slot, data });
+        if (acked.length === killAfterAcks) process.kill(pid, signal);
       } catch {
         return; // the daemon is gone: this write was not acknowledged
       }
     }
   };
   await Promise.all(Array.from({ length: 8 }, worker));
-  clearTimeout(killer);
-  if (!client.closed) process.kill(pid, signal); // the load finished first
   await waitFor(() => {
     try {
       process.kill(pid, 0);
@@ -112,7 +116,11 @@ describe('persistent units survive fssd', () => {
     let total = 0;
     let killedMidLoad = 0;
     for (let round = 0; round < 3; round++) {
-      const acked = await writeUntilKilled(seed + round, random.integer(20, 600), 'SIGKILL');
+      const acked = await writeUntilKilled(
+        seed + round,
+        random.integer(1, IMAGE_BYTES / SLOT / 2),
+        'SIGKILL',
+      );
       total += acked.length;
       if (acked.length < IMAGE_BYTES / SLOT) killedMidLoad += 1;
       // The image holds every acknowledged write.
@@ -142,7 +150,7 @@ describe('persistent units survive fssd', () => {
     await ok('fssconfig', ['-cx', 'fss1', sandbox.path('image'), sandbox.path('backup1')]);
     expect(await ok('fssconfig', ['-lv', 'fss0'])).toMatch(/, persistent\n$/);
     expect(await ok('fssconfig', ['-lv', 'fss1'])).not.toMatch(/persistent/);
-    const acked = await writeUntilKilled(5, 300, 'SIGTERM');
+    const acked = await writeUntilKilled(5, 40, 'SIGTERM');
     expect(acked.length).toBeGreaterThan(0);
     expect(await ok('fssconfig', ['-l'])).toMatch(
       new RegExp(`^fss0: ${sandbox.path('image')}\nfss1: not in use\n`),
