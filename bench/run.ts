@@ -84,6 +84,9 @@ async function runNbdGroups(
   const fss = await FssdSession.start(cleanup, sandbox, {
     name: 'fssd',
     cpuProfileDir: config.cpuProfileDir,
+    // NBD paths only: no /dev/fssN per unit (a FUSE reader thread and a loop device each,
+    // which the attached group measures on its own).
+    fssdArgs: ['--devices', 'off'],
   });
   const origin = await fss.addOrigin(images.ours.path, 'bench');
   const ctx: NbdContext = { ...base, images, nbdkit, qemu, fss, origin };

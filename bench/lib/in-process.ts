@@ -6,7 +6,7 @@
  */
 import { openFileBackingStore } from '@fss/backing-file';
 import { openBlockDevice } from '@fss/blockdev-linux';
-import { Origin, type Snapshot } from '@fss/engine';
+import { type Durability, Origin, type Snapshot } from '@fss/engine';
 import type { Sandbox } from './sandbox';
 
 export class InProcessOrigin {
@@ -31,7 +31,13 @@ export class InProcessOrigin {
    */
   async snapshot(
     name: string,
-    options: { clusterBytes?: number; cacheSlotsMin?: number; cacheBytes?: number } = {},
+    options: {
+      clusterBytes?: number;
+      cacheSlotsMin?: number;
+      cacheBytes?: number;
+      /** 'process' or 'power': a persistent snapshot (the commit protocol), as fssd makes on a named file. */
+      durability?: Durability;
+    } = {},
   ): Promise<Snapshot> {
     const storePath = this.sandbox.path(`${name}.store`);
     this.sandbox.forget(storePath);
@@ -42,6 +48,8 @@ export class InProcessOrigin {
       clusterSize: options.clusterBytes ?? 0,
       ...(options.cacheSlotsMin === undefined ? {} : { cacheSlotsMin: options.cacheSlotsMin }),
       ...(options.cacheBytes === undefined ? {} : { cacheBytes: options.cacheBytes }),
+      // A file just created reads as zero: fssd passes the same for its backup files.
+      ...(options.durability === undefined ? {} : { durability: options.durability, tableZeroed: true }),
     });
   }
 

@@ -11,7 +11,7 @@
  */
 
 import type { BlockDevice } from '@fss/core';
-import type { Snapshot } from '@fss/engine';
+import type { Durability, Snapshot } from '@fss/engine';
 import { MiB } from '../lib/config';
 import { InProcessOrigin } from '../lib/in-process';
 import type { Row } from '../lib/measure';
@@ -36,10 +36,18 @@ export async function runInProcess(ctx: BenchContext, images: Images): Promise<R
     ctx.log(`  in-process: origin ${images.ours.path} opened ${engine.ioMode}`);
     const write = (device: BlockDevice) => transfer(device, { ...job, direction: 'write' });
     const read = (device: BlockDevice) => transfer(device, { ...job, direction: 'read' });
-    const withSnapshots = async (count: number, prepass: boolean): Promise<number> => {
+    const withSnapshots = async (
+      count: number,
+      prepass: boolean,
+      durability?: Durability,
+    ): Promise<number> => {
       const snapshots: Snapshot[] = [];
       try {
-        for (let index = 0; index < count; index++) snapshots.push(await engine.snapshot(`inproc${index}`));
+        for (let index = 0; index < count; index++) {
+          snapshots.push(
+            await engine.snapshot(`inproc${index}`, durability === undefined ? {} : { durability }),
+          );
+        }
         if (prepass) await write(engine.origin);
         return await write(engine.origin);
       } finally {
@@ -58,6 +66,8 @@ export async function runInProcess(ctx: BenchContext, images: Images): Promise<R
         { label: 'fio on the device', run: fio('write') },
         { label: 'fss, no snapshot', run: () => write(engine.origin) },
         { label: 'fss, first touch', run: () => withSnapshots(1, false) },
+        { label: 'fss, first touch, persistent', run: () => withSnapshots(1, false, 'process') },
+        { label: 'fss, first touch, persistent (power)', run: () => withSnapshots(1, false, 'power') },
         { label: 'fss, overwrite', run: () => withSnapshots(1, true) },
         { label: 'fss, 4 snapshots', run: () => withSnapshots(4, false) },
       ],
@@ -66,6 +76,19 @@ export async function runInProcess(ctx: BenchContext, images: Images): Promise<R
         {
           name: 'origin write, 1 snapshot, first touch (library)',
           subject: 'fss, first touch',
+          against,
+          target: null,
+        },
+        {
+          // Issue 15: the commit protocol keeps first touch at >= 0.25x the raw write rate.
+          name: 'origin write, 1 persistent snapshot (durability process), first touch (library)',
+          subject: 'fss, first touch, persistent',
+          against,
+          target: 0.25,
+        },
+        {
+          name: 'origin write, 1 persistent snapshot (durability power), first touch (library)',
+          subject: 'fss, first touch, persistent (power)',
           against,
           target: null,
         },

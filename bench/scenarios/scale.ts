@@ -54,6 +54,7 @@ export async function runScale(ctx: BenchContext): Promise<Row[]> {
     name: 'scale',
     cpuProfileDir: ctx.config.cpuProfileDir,
     builtPath,
+    fssdArgs: ['--devices', 'off'], // the daemon's own memory, no per-unit FUSE device
   });
   try {
     await sleepMs(500);
