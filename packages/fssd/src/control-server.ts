@@ -180,6 +180,15 @@ export class ControlServer {
               syscall: 'origin-rm',
             });
           }
+          const clients = entry.export.clients();
+          if (clients > 0 && request.force !== true) {
+            throw new FssError(
+              'EBUSY',
+              `origin ${entry.name} has ${clients} NBD client${clients === 1 ? '' : 's'} connected to its export; ` +
+                `disconnect them, or use fss origin rm --force ${entry.name} to disconnect them`,
+              { syscall: 'origin-rm' },
+            );
+          }
           await origins.release(entry);
           return {};
         });

@@ -2,7 +2,7 @@
  * fss, the companion of fssconfig for what NetBSD has no word for (SPEC §4):
  *
  *   fss origin add PATH [--name NAME] [--attach]      (--attach: also /dev/fss/NAME, as root)
- *   fss origin rm NAME
+ *   fss origin rm [--force] NAME
  *   fss origin ls
  *   fss status [--json]
  *
@@ -19,7 +19,7 @@ import { type CommandIo, Exit, errorDetail } from './io';
 
 export const FSS_USAGE = [
   'usage: fss origin add PATH [--name NAME] [--attach]',
-  '       fss origin rm NAME',
+  '       fss origin rm [--force] NAME',
   '       fss origin ls',
   '       fss status [--json]',
 ].join('\n');
@@ -67,11 +67,13 @@ export async function fss(
       for (const origin of origins) io.out(formatOrigin(origin));
       return 0;
     }
-    if (sub === 'rm' && args.length === 1) {
-      const name = args[0] as string;
+    const force = sub === 'rm' && args.includes('--force');
+    const rmArgs = args.filter((arg) => arg !== '--force');
+    if (sub === 'rm' && rmArgs.length === 1 && args.length - rmArgs.length <= 1) {
+      const name = rmArgs[0] as string;
       if (!isOriginName(name)) fail(`origin rm ${name}`, new FssError('EINVAL', 'not an origin name'));
       await (await connected())
-        .originRemove(name)
+        .originRemove(name, { force })
         .catch((error: unknown) => fail(`origin rm ${name}`, error));
       return 0;
     }

@@ -159,8 +159,9 @@ export class FssClient {
     });
   }
 
-  async originRemove(name: string): Promise<void> {
-    await this.request('origin-rm', { name });
+  /** Releases an origin; `force` disconnects its export's NBD clients instead of EBUSY. */
+  async originRemove(name: string, options: { force?: boolean } = {}): Promise<void> {
+    await this.request('origin-rm', options.force === true ? { name, force: true } : { name });
   }
 
   originList(): Promise<OriginInfo[]> {

@@ -20,6 +20,9 @@
  * that it can refuse before truncating anything): the length a regular backup file is
  * created or truncated to, default the origin's size.
  *
+ * `force` on `origin-rm` (a Linux addition) releases an origin even while NBD clients are
+ * connected to its export: they are disconnected. Without it such an origin is EBUSY.
+ *
  * Everything the daemon cannot use is EINVAL: bad JSON, a line too long, an unknown `op`, a
  * `request` number that does not match, a missing or mistyped field, unknown fields.
  */
@@ -43,7 +46,7 @@ export type IoctlRequest =
 export type ControlRequest =
   | IoctlRequest
   | { op: 'origin-add'; path: string; name?: string; attach?: boolean }
-  | { op: 'origin-rm'; name: string }
+  | { op: 'origin-rm'; name: string; force?: boolean }
   | { op: 'origin-ls' }
   | { op: 'status' }
   | { op: 'ping' };
@@ -202,9 +205,15 @@ export function validateRequest(parsed: unknown): ControlRequest {
       }
       return request;
     }
-    case 'origin-rm':
-      onlyKeys(parsed, ['id', 'op', 'name'], op);
-      return { op, name: stringField(parsed, 'name', op, 64) };
+    case 'origin-rm': {
+      onlyKeys(parsed, ['id', 'op', 'name', 'force'], op);
+      const request: ControlRequest & { op: 'origin-rm' } = { op, name: stringField(parsed, 'name', op, 64) };
+      if (parsed['force'] !== undefined) {
+        if (typeof parsed['force'] !== 'boolean') throw invalid(`${op}: "force" must be true or false`);
+        request.force = parsed['force'];
+      }
+      return request;
+    }
     default:
       onlyKeys(parsed, ['id', 'op'], op);
       return { op } as ControlRequest;
