@@ -127,14 +127,28 @@ export function computeGeometry(request: GeometryRequest): SnapshotGeometry {
   const clusterCount = clusterCountFor(deviceBytes, clusterShift);
   assert(clusterCount <= CLUSTER_COUNT_MAX + 1, 'cluster count exceeds CLUSTER_COUNT_MAX + 1');
   assert(clusterSize >= storeBlockSize, 'cluster smaller than the store block');
+  return geometryOf(
+    deviceBytes,
+    clusterShift,
+    Math.max(cacheSlotCountFor(clusterSize), request.cacheSlotsMin ?? 0),
+  );
+}
+
+/** The geometry of a device of `deviceBytes` in clusters of 2^clusterShift bytes (no checks). */
+export function geometryOf(
+  deviceBytes: number,
+  clusterShift: number,
+  cacheSlotCount: number,
+): SnapshotGeometry {
+  const clusterSize = 2 ** clusterShift;
   return {
     deviceBytes,
     clusterShift,
     clusterSize,
     clusterMask: clusterSize - 1,
-    clusterCount,
+    clusterCount: clusterCountFor(deviceBytes, clusterShift),
     lastClusterBytes: lastClusterBytesFor(deviceBytes, clusterShift),
-    cacheSlotCount: Math.max(cacheSlotCountFor(clusterSize), request.cacheSlotsMin ?? 0),
+    cacheSlotCount,
   };
 }
 

@@ -32,13 +32,7 @@ import {
   tableClustersFor,
   tableStoreCluster,
 } from './format';
-import {
-  CLUSTER_COUNT_MAX,
-  CLUSTER_SHIFT_LIMIT,
-  clusterCountFor,
-  lastClusterBytesFor,
-  type SnapshotGeometry,
-} from './geometry';
+import { CLUSTER_COUNT_MAX, CLUSTER_SHIFT_LIMIT, clusterCountFor, geometryOf } from './geometry';
 
 /** Where the checker reads the store from. */
 export interface StoreSource {
@@ -154,16 +148,7 @@ function checkGeometry(header: StoreHeader, source: StoreSource, report: Report)
     );
     return undefined;
   }
-  const clusterSize = 2 ** clusterShift;
-  const geometry: SnapshotGeometry = {
-    deviceBytes,
-    clusterShift,
-    clusterSize,
-    clusterMask: clusterSize - 1,
-    clusterCount,
-    lastClusterBytes: lastClusterBytesFor(deviceBytes, clusterShift),
-    cacheSlotCount: 0, // not the store's business
-  };
+  const geometry = geometryOf(deviceBytes, clusterShift, 0); // cache slots: not the store's business
   const layout = storeLayout(geometry);
   if (header.nextCluster < layout.firstDataCluster) {
     report.add(

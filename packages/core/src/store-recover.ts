@@ -49,21 +49,21 @@ export async function readStoreHeader(
 }
 
 export interface RecoveredTable {
-  /** The origin clusters the store holds (set bits). */
-  copied: CopiedBitmap;
   /** Entries past next cluster, cleared on the store. */
   tornEntries: number;
 }
 
 /**
  * Scans the table of a store laid out as `layout` whose header is `header`, clears torn
- * entries on the store, and returns what is copied. `buffer` is one cluster of scratch memory.
+ * entries on the store, and sets in `copied` (the snapshot's bitmap, empty) every origin
+ * cluster the store holds. `buffer` is one cluster of scratch memory.
  */
 export async function recoverTable(
   store: BackingStore,
   layout: StoreLayout,
   header: DecodedHeader,
   buffer: Uint8Array,
+  copied: CopiedBitmap,
 ): Promise<RecoveredTable> {
   const damaged = (why: string) =>
     new FssError('EINVAL', `backing store damaged (run fssck): ${why}`, { path: store.path });
@@ -77,7 +77,6 @@ export async function recoverTable(
     );
   }
   const { clusterCount } = layout.geometry;
-  const copied = new CopiedBitmap(clusterCount);
   const mapped = new CopiedBitmap(Math.max(1, header.nextCluster));
   let tornEntries = 0;
   for (let tableCluster = 0; tableCluster < layout.tableClusters; tableCluster++) {
@@ -103,5 +102,5 @@ export async function recoverTable(
     }
     if (torn) await writeTableCluster(store, layout, tableCluster, buffer);
   }
-  return { copied, tornEntries };
+  return { tornEntries };
 }

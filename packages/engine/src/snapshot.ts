@@ -261,11 +261,6 @@ export class Snapshot implements BlockDevice {
     return this.durability !== 'none';
   }
 
-  /** Completed commits (durable mode; 0 otherwise until reopened). */
-  get commits(): number {
-    return this.commitSequence;
-  }
-
   /** Backing-store clusters in use: header, indirect table and stored data. */
   get storeClustersInUse(): number {
     return this.nextCluster;
@@ -424,14 +419,8 @@ export class Snapshot implements BlockDevice {
       this.layout,
       header,
       this.allocate(this.geometry.clusterSize),
+      this.copied,
     );
-    for (let cluster = recovered.copied.nextSet(0, this.geometry.clusterCount); cluster !== -1; ) {
-      this.copied.add(cluster);
-      cluster =
-        cluster + 1 < this.geometry.clusterCount
-          ? recovered.copied.nextSet(cluster + 1, this.geometry.clusterCount)
-          : -1;
-    }
     this.table.markAllWritten();
     this.tableZeroed = true;
     this.nextCluster = header.nextCluster;

@@ -485,6 +485,9 @@ export class UnitTable {
     const records = await state.readUnits((path, why) =>
       log(`state: ${path}: unreadable record (${why}); ignored`),
     );
+    // Every origin's record is judged before any unit comes back: reattaching renews leases.
+    const changed = new Map<UnitRecord, string | undefined>();
+    for (const record of records) changed.set(record, await this.originChangedSince(record));
     for (const record of records) {
       const unit = this.units[record.unit];
       const name = unitName(record.unit);
@@ -494,7 +497,7 @@ export class UnitTable {
       }
       unit.state = 'creating';
       try {
-        await this.options.mutex.run(() => this.reattachUnit(unit, record));
+        await this.options.mutex.run(() => this.reattachUnit(unit, record, changed.get(record)));
       } catch (error) {
         unit.state = 'idle';
         log(`${name}: not reattached: ${toFssError(error).message}; record removed`);
@@ -504,11 +507,9 @@ export class UnitTable {
   }
 
   /** One recorded unit back; caller holds the mutex; `unit` is `creating`. */
-  private async reattachUnit(unit: Unit, record: UnitRecord): Promise<void> {
+  private async reattachUnit(unit: Unit, record: UnitRecord, changed: string | undefined): Promise<void> {
     const { origins, backends, log } = this.options;
-    const state = this.options.state as StateDir;
     const name = unitName(unit.index);
-    const changed = await this.originChangedSince(record);
     let origin = await origins.find(record.origin.path).catch(() => undefined);
     if (origin === undefined) {
       const add = (attach: boolean) =>
@@ -575,13 +576,7 @@ export class UnitTable {
       await device?.close().catch(() => undefined);
       await exported?.close().catch(() => undefined);
       await snapshot?.close().catch(() => undefined);
-      if (
-        [...origin.units].every((index) => this.units[index]?.persistent !== true) &&
-        origin.lease.isEnabled
-      ) {
-        origin.lease.disable();
-        await state.removeOrigin(origin.name).catch(() => undefined);
-      }
+      await this.forgetIfLast(unit, origin); // its record, and the origin's when it was the last
       await origins.releaseIfUnused(origin);
       throw error;
     }
