@@ -3,54 +3,30 @@
  * only a few bytes per call (as the kernel may), and that reports end-of-file or no progress.
  * (The loops themselves, dropWritten and the IOV_MAX split are tested in core.)
  */
-import { FssError, SeededRandom } from '@fss/core';
+import { FssError } from '@fss/core';
+import { DribblingFile } from '@fss/core/testing';
 import { pattern } from '@fss/test-utils';
 import { describe, expect, it } from 'vitest';
 import { type PositionalFile, preadFully, pwriteFully, pwritevFully } from './io';
 
-/** An in-memory file whose every call moves 1..maxChunk bytes, chosen by a seeded PRNG. */
-class DribblingFile implements PositionalFile {
-  readonly bytes: Uint8Array;
-  calls = 0;
-  private readonly random: SeededRandom;
-
-  constructor(
-    size: number,
-    private readonly maxChunk: number,
-    seed: number,
-  ) {
-    this.bytes = new Uint8Array(size);
-    this.random = new SeededRandom(seed);
-  }
-
-  private chunk(wanted: number): number {
-    this.calls += 1;
-    return Math.min(wanted, this.random.integer(1, this.maxChunk));
-  }
-
+/** core's DribblingFile (1..maxChunk bytes per call) in FileHandle's shape. */
+class DribblingHandle extends DribblingFile implements PositionalFile {
   async read(buffer: Uint8Array, offset: number, length: number, position: number) {
-    const count = Math.min(this.chunk(length), Math.max(0, this.bytes.length - position));
-    buffer.set(this.bytes.subarray(position, position + count), offset);
-    return { bytesRead: count };
+    return { bytesRead: await this.readAt(buffer, offset, length, position) };
   }
 
   async write(buffer: Uint8Array, offset: number, length: number, position: number) {
-    const count = this.chunk(length);
-    this.bytes.set(buffer.subarray(offset, offset + count), position);
-    return { bytesWritten: count };
+    return { bytesWritten: await this.writeAt(buffer, offset, length, position) };
   }
 
   async writev(buffers: readonly Uint8Array[], position: number) {
-    const joined = Buffer.concat(buffers);
-    const count = this.chunk(joined.length);
-    this.bytes.set(joined.subarray(0, count), position);
-    return { bytesWritten: count };
+    return { bytesWritten: await this.writevAt(buffers, position) };
   }
 }
 
 describe('complete transfers over short ones', () => {
   it('pwriteFully and preadFully move every byte, 1..7 bytes per call', async () => {
-    const file = new DribblingFile(4096, 7, 1);
+    const file = new DribblingHandle(4096, 7, 1);
     const source = pattern(1000, 2);
     await pwriteFully(file, source, 100);
     expect(file.calls).toBeGreaterThan(1000 / 7);
@@ -61,7 +37,7 @@ describe('complete transfers over short ones', () => {
   });
 
   it('pwritevFully resumes inside a buffer and skips empty ones', async () => {
-    const file = new DribblingFile(4096, 13, 3);
+    const file = new DribblingHandle(4096, 13, 3);
     const sources = [pattern(50, 4), new Uint8Array(0), pattern(1, 5), pattern(300, 6), new Uint8Array(0)];
     await pwritevFully(file, sources, 10);
     expect(Buffer.compare(file.bytes.subarray(10, 361), Buffer.concat(sources))).toBe(0);
@@ -69,7 +45,7 @@ describe('complete transfers over short ones', () => {
   });
 
   it('preadFully zero-fills what lies past the end of the file', async () => {
-    const file = new DribblingFile(100, 9, 7);
+    const file = new DribblingHandle(100, 9, 7);
     file.bytes.fill(0x11);
     const target = new Uint8Array(64).fill(0xee);
     await preadFully(file, target, 80);
@@ -78,7 +54,7 @@ describe('complete transfers over short ones', () => {
   });
 
   it('completes many concurrent requests on one file, each with its own bytes', async () => {
-    const file = new DribblingFile(1 << 16, 4096, 11);
+    const file = new DribblingHandle(1 << 16, 4096, 11);
     const sources = Array.from({ length: 50 }, (_, index) => pattern(1000, 20 + index));
     await Promise.all(sources.map((source, index) => pwriteFully(file, source, index * 1000)));
     const target = new Uint8Array(50 * 1000);

@@ -19,4 +19,5 @@ export {
   testBlockDevice,
 } from './block-device';
 export { assertSameBytes, concatBytes, firstDifference, isAllZero, patternBytes } from './bytes';
+export { DribblingFile } from './dribbling-file';
 export { expectFssError } from './errors';
