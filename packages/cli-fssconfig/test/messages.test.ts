@@ -65,6 +65,11 @@ const FSS_CASES: string[][] = [
   ['origin', 'rm', 'nope'],
   ['status', '--yaml'],
   ['status'],
+  ['changed'],
+  ['changed', 'fss0', '--yaml'],
+  ['changed', 'fss0'],
+  ['changed', 'vnd0'],
+  ['changed', 'fss0', '--since', 'fss1'],
   ['origin', 'rm', 'disk'],
   ['origin', 'ls'],
 ];

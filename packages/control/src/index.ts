@@ -28,11 +28,13 @@ export {
 } from './names';
 export { LineSplitter } from './protocol/lines';
 export {
+  type ChangedResult,
   type ControlOp,
   type ControlRequest,
   type ControlResponse,
   type ControlResults,
   type DaemonStatus,
+  type Extent,
   type IoctlRequest,
   isIoctlOp,
   type OpenMode,

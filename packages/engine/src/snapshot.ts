@@ -288,6 +288,15 @@ export class Snapshot implements BlockDevice {
     };
   }
 
+  /**
+   * A copy of the copied bitmap's words (bit c of word c >>> 5 = cluster c): the clusters
+   * saved since the snapshot moment, which are exactly the clusters the origin was written
+   * in since then (every origin write preserves first). Changed-block tracking reads it.
+   */
+  copiedWords(): Uint32Array {
+    return this.copied.toWords();
+  }
+
   allocateBuffer(length: number): Uint8Array {
     return this.allocate(length);
   }

@@ -194,6 +194,11 @@ export class ControlServer {
         });
       case 'origin-ls':
         return origins.entries.map((entry) => origins.info(entry));
+      case 'changed':
+        return this.context.units.changed(
+          unitIndex(request.unit, 'changed'),
+          request.since === undefined ? undefined : unitIndex(request.since, 'changed'),
+        );
       case 'status':
         return this.context.status();
       case 'ping':
@@ -203,12 +208,7 @@ export class ControlServer {
 
   private async ioctl(request: IoctlRequest, connection: number): Promise<unknown> {
     const { units } = this.context;
-    const index = parseUnitName(request.unit);
-    if (index === undefined) {
-      throw new FssError('EINVAL', `not an fss unit name: "${request.unit.slice(0, 64)}"`, {
-        syscall: 'open',
-      });
-    }
+    const index = unitIndex(request.unit, 'open');
     const unit = units.open(index, connection);
     const needsWrite = request.op === 'FSSIOCSET' || request.op === 'FSSIOCCLR';
     if (needsWrite && request.mode !== 'rw') {
@@ -231,4 +231,13 @@ export class ControlServer {
         return { flags: units.getFlags(unit) };
     }
   }
+}
+
+/** The number of the unit `name` names; EINVAL when it is not a unit name. */
+function unitIndex(name: string, syscall: string): number {
+  const index = parseUnitName(name);
+  if (index === undefined) {
+    throw new FssError('EINVAL', `not an fss unit name: "${name.slice(0, 64)}"`, { syscall });
+  }
+  return index;
 }

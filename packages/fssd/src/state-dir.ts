@@ -22,6 +22,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { FssError, toFssError } from '@fss/core';
 import type { Durability } from '@fss/engine';
+import type { BaselineRecord } from './changed-blocks';
 
 /** The state directory fssd uses unless told otherwise (see the file comment). */
 export function defaultStateDir(env: NodeJS.ProcessEnv, uid = process.getuid?.()): string {
@@ -47,6 +48,10 @@ export interface UnitRecord {
   origin: { name: string; path: string; explicit: boolean; attach: boolean };
   store: { path: string; kind: 'file' | 'raw'; identity: string[] };
   createdAt: string;
+  /** Tells this snapshot from a later one under the same number (changed-blocks.ts). */
+  id?: string;
+  /** What each older unit of the origin had copied when this one was taken (changed-blocks.ts). */
+  baselines?: BaselineRecord[];
 }
 
 /** An origin with persistent units, as recorded. */

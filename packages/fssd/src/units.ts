@@ -32,7 +32,7 @@
 
 import { stat } from 'node:fs/promises';
 import { filesystemOf, identitiesOverlap, type StorageIdentity, storageIdentity } from '@fss/blockdev-linux';
-import type { RunPaths, SetResult, UnitStatus } from '@fss/control';
+import type { ChangedResult, RunPaths, SetResult, UnitStatus } from '@fss/control';
 import { unitName } from '@fss/control';
 import type { Mutex } from '@fss/core';
 import {
@@ -56,6 +56,15 @@ import {
   planBackup,
   prepareStore,
 } from './backup';
+import {
+  type Baseline,
+  changedExtents,
+  decodeBaseline,
+  encodeBaseline,
+  newUnitId,
+  recordBaselines,
+  type TrackedUnit,
+} from './changed-blocks';
 import type { KernelDevice, KernelDevices } from './devices';
 import type { Export, Exporter } from './exports';
 import type { Log } from './log';
@@ -78,6 +87,10 @@ interface Unit {
   readonly openers: Set<number>;
   /** Recorded in the state directory: survives the daemon. */
   persistent: boolean;
+  /** Drawn when configured: tells this snapshot from a later one under the same number. */
+  id: string;
+  /** What each older unit of the origin had copied when this one was taken (changed-blocks.ts). */
+  baselines: Map<number, Baseline>;
 }
 
 export interface UnitTableOptions {
@@ -106,6 +119,8 @@ export class UnitTable {
       flags: 0,
       openers: new Set<number>(),
       persistent: false,
+      id: '',
+      baselines: new Map<number, Baseline>(),
     }));
   }
 
@@ -153,6 +168,37 @@ export class UnitTable {
       const failure = toFssError(error);
       throw new FssError(failure.code, failure.description, { syscall: 'FSSIOCCLR', cause: error });
     }
+  }
+
+  /**
+   * The extents of the origin written since unit `index` was taken, or between the older
+   * unit `since` and it (changed-blocks.ts). ENXIO for a unit that is not configured.
+   */
+  changed(index: number, since: number | undefined): ChangedResult {
+    const unit = this.tracked(index);
+    return changedExtents(unit, since === undefined ? undefined : this.tracked(since));
+  }
+
+  private tracked(index: number): TrackedUnit {
+    const unit = this.units[index];
+    if (unit === undefined) {
+      throw new FssError('ENXIO', `fss${index}: no such unit (this daemon has ${this.units.length})`, {
+        syscall: 'changed',
+      });
+    }
+    if (unit.state !== 'active' || unit.snapshot === undefined || unit.origin === undefined) {
+      throw new FssError('ENXIO', `${unitName(index)} is not configured`, { syscall: 'changed' });
+    }
+    return unit as TrackedUnit;
+  }
+
+  /** The configured units of `origin` other than `except`, for their baselines. */
+  private unitsOf(origin: OriginEntry, except: Unit): Omit<TrackedUnit, 'baselines'>[] {
+    return this.units.flatMap((each) =>
+      each !== except && each.state === 'active' && each.origin === origin && each.snapshot !== undefined
+        ? [{ index: each.index, id: each.id, snapshot: each.snapshot, origin }]
+        : [],
+    );
   }
 
   setFlags(unit: Unit, flags: number): void {
@@ -310,6 +356,8 @@ export class UnitTable {
       );
       // Leased before the snapshot exists: every origin write after its moment is covered.
       if (persistent) await origin.lease.enable();
+      const id = newUnitId();
+      let baselines = new Map<number, Baseline>();
       const take = () =>
         origin.engine.createSnapshot((backup as OpenedBackup).store, {
           name,
@@ -320,6 +368,10 @@ export class UnitTable {
           durability: persistent ? durability : 'none',
           // A file fssd just created or truncated reads as zero where never written.
           tableZeroed: prepared.plan.kind === 'file',
+          // At the snapshot moment: what every older unit of the origin had copied so far.
+          onActivate: () => {
+            baselines = recordBaselines(this.unitsOf(origin, unit));
+          },
         });
       // A mounted filesystem is frozen (its dirty data written, new writes held) for the
       // snapshot moment, and thawed in every outcome; the freeze runs off this event loop,
@@ -349,6 +401,8 @@ export class UnitTable {
             identity: [...backup.identity].sort(),
           },
           createdAt: new Date().toISOString(),
+          id,
+          baselines: [...baselines.values()].map(encodeBaseline),
         });
       }
       assert(unit.state === 'creating', 'nothing else changes a creating unit');
@@ -361,6 +415,8 @@ export class UnitTable {
         export: served,
         device,
         persistent,
+        id,
+        baselines,
       });
       origin.units.add(unit.index);
       const info = snapshot.info();
@@ -450,6 +506,8 @@ export class UnitTable {
       backup: undefined,
       export: undefined,
       persistent: false,
+      id: '',
+      baselines: new Map<number, Baseline>(),
     });
     log(`${name}: ${why}`);
     if (origin !== undefined) {
@@ -564,6 +622,11 @@ export class UnitTable {
         export: exported,
         device,
         persistent: true,
+        // A record from before changed-block tracking has no id: no later unit can name it.
+        id: record.id ?? newUnitId(),
+        baselines: new Map(
+          (record.baselines ?? []).map((each) => [each.unit, decodeBaseline(each)] as const),
+        ),
       });
       origin.units.add(unit.index);
       const info = snapshot.info();

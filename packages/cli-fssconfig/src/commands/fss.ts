@@ -5,6 +5,7 @@
  *   fss origin rm [--force] NAME
  *   fss origin ls
  *   fss status [--json]
+ *   fss changed fssN [--json] [--since fssM]          (extents written since fssN, or fssM..fssN)
  *
  * Errors read `fss: WHAT: strerror` (plus fssd's detail when it has one), exit 1; bad usage
  * prints the synopsis on stderr, exit 1.
@@ -22,6 +23,7 @@ export const FSS_USAGE = [
   '       fss origin rm [--force] NAME',
   '       fss origin ls',
   '       fss status [--json]',
+  '       fss changed fssN [--json] [--since fssM]',
 ].join('\n');
 
 export async function fss(
@@ -56,6 +58,15 @@ export async function fss(
       const status = await (await connected()).status().catch((error: unknown) => fail('status', error));
       if (rest[0] === '--json') io.out(JSON.stringify(status, null, 2));
       else for (const line of formatStatus(status)) io.out(line);
+      return 0;
+    }
+    if (command === 'changed') {
+      const parsed = parseChangedArgs(rest) ?? usage();
+      const result = await (await connected())
+        .changed(parsed.unit, { since: parsed.since })
+        .catch((error: unknown) => fail(`changed ${parsed.unit}`, error));
+      if (parsed.json) io.out(JSON.stringify(result));
+      else for (const extent of result.extents) io.out(`${extent.offset} ${extent.length}`);
       return 0;
     }
     if (command !== 'origin') usage();
@@ -103,6 +114,24 @@ export async function fss(
   } finally {
     client?.close();
   }
+}
+
+/** `changed fssN [--json] [--since fssM]` in any order; undefined: bad usage. */
+function parseChangedArgs(
+  args: readonly string[],
+): { unit: string; since: string | undefined; json: boolean } | undefined {
+  let unit: string | undefined;
+  let since: string | undefined;
+  let json = false;
+  for (let index = 0; index < args.length; index += 1) {
+    const arg = args[index] as string;
+    if (arg === '--json') json = true;
+    else if (arg === '--since' && since === undefined && index + 1 < args.length) since = args[++index];
+    else if (arg.startsWith('--since=') && since === undefined) since = arg.slice('--since='.length);
+    else if (arg.startsWith('-') || unit !== undefined) return undefined;
+    else unit = arg;
+  }
+  return unit === undefined ? undefined : { unit, since, json };
 }
 
 /** `NAME PATH SIZE units: fss0,fss1 export: SOCKET` */

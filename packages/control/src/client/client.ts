@@ -25,6 +25,7 @@ import {
 } from '@fss/core';
 import { LineSplitter } from '../protocol/lines';
 import type {
+  ChangedResult,
   ControlOp,
   ControlResponse,
   ControlResults,
@@ -37,8 +38,11 @@ import type {
 import { defaultRunDir, runPaths } from '../rundir';
 import { type DaemonCommand, startDaemon } from './spawn';
 
-/** Answers are small; a runaway peer is cut off well before it hurts. */
-const RESPONSE_BYTES_MAX = 4 * 1024 * 1024;
+/**
+ * Answers are small, but for `changed` of a scattered write pattern (about 40 bytes an
+ * extent); a runaway peer is cut off well before it hurts.
+ */
+const RESPONSE_BYTES_MAX = 64 * 1024 * 1024;
 
 export interface ConnectOptions {
   /** The run directory (default: $FSS_RUNDIR, then SPEC §4's defaults). */
@@ -162,6 +166,14 @@ export class FssClient {
   /** Releases an origin; `force` disconnects its export's NBD clients instead of EBUSY. */
   async originRemove(name: string, options: { force?: boolean } = {}): Promise<void> {
     await this.request('origin-rm', options.force === true ? { name, force: true } : { name });
+  }
+
+  /**
+   * The extents of the origin written since `unit` was taken, or since the older unit
+   * `options.since` of the same origin (issue 13).
+   */
+  changed(unit: string, options: { since?: string } = {}): Promise<ChangedResult> {
+    return this.request('changed', options.since === undefined ? { unit } : { unit, since: options.since });
   }
 
   originList(): Promise<OriginInfo[]> {

@@ -35,6 +35,15 @@ describe('validateRequest', () => {
     });
   });
 
+  it('accepts changed with and without since', () => {
+    expect(validateRequest({ op: 'changed', unit: 'fss1' })).toEqual({ op: 'changed', unit: 'fss1' });
+    expect(validateRequest({ id: 4, op: 'changed', unit: 'fss1', since: 'fss0' })).toEqual({
+      op: 'changed',
+      unit: 'fss1',
+      since: 'fss0',
+    });
+  });
+
   it.each([
     [null],
     [[]],
@@ -60,6 +69,11 @@ describe('validateRequest', () => {
     [{ op: 'origin-add', path: '/x', name: 7 }],
     [{ op: 'origin-rm', name: 'x'.repeat(65) }],
     [{ op: 'status', verbose: true }],
+    [{ op: 'changed' }],
+    [{ op: 'changed', unit: 1 }],
+    [{ op: 'changed', unit: 'fss1', since: 0 }],
+    [{ op: 'changed', unit: 'fss1', json: true }],
+    [{ op: 'changed', unit: 'x'.repeat(65) }],
   ])('EINVAL for %j', (request) => {
     expect(code(request)).toBe('EINVAL');
   });

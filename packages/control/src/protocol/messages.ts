@@ -20,6 +20,16 @@
  * that it can refuse before truncating anything): the length a regular backup file is
  * created or truncated to, default the origin's size.
  *
+ * `changed` (issue 13) answers the extents of the origin written since `unit` was taken, or,
+ * with `since` (an older unit of the same origin), those written between the two:
+ *
+ *   → {"id":3,"op":"changed","unit":"fss1","since":"fss0"}
+ *   ← {"id":3,"ok":true,"result":{"unit":"fss1","since":"fss0","clusterSize":65536,
+ *      "extents":[{"offset":0,"length":131072}]}}
+ *
+ * Extents are merged byte ranges at cluster granularity (`clusterSize`: the cluster of the
+ * unit whose record they come from, `since`'s when given), the last clipped to the device.
+ *
  * `force` on `origin-rm` (a Linux addition) releases an origin even while NBD clients are
  * connected to its export: they are disconnected. Without it such an origin is EBUSY.
  *
@@ -48,6 +58,7 @@ export type ControlRequest =
   | { op: 'origin-add'; path: string; name?: string; attach?: boolean }
   | { op: 'origin-rm'; name: string; force?: boolean }
   | { op: 'origin-ls' }
+  | { op: 'changed'; unit: string; since?: string }
   | { op: 'status' }
   | { op: 'ping' };
 
@@ -62,6 +73,22 @@ export interface SetResult {
   origin: string;
   /** Its kernel block device (`/dev/fssN`), when fssd makes devices (root). */
   device?: string;
+}
+
+/** A byte range of a device. */
+export interface Extent {
+  offset: number;
+  length: number;
+}
+
+/** What `changed` answers. */
+export interface ChangedResult {
+  unit: string;
+  /** The older unit the changes are counted from; null: since `unit` was taken. */
+  since: string | null;
+  /** The granularity of `extents`. */
+  clusterSize: number;
+  extents: Extent[];
 }
 
 export interface OriginInfo {
@@ -118,6 +145,7 @@ export interface ControlResults {
   'origin-add': OriginInfo;
   'origin-rm': Record<string, never>;
   'origin-ls': OriginInfo[];
+  changed: ChangedResult;
   status: DaemonStatus;
   ping: { pid: number; runDir: string };
 }
@@ -138,7 +166,7 @@ export type ControlResponse =
   | { id: RequestId; ok: false; error: WireError };
 
 const IOCTL_OPS = new Set<string>(Object.keys(FSS_IOCTLS));
-const OTHER_OPS = new Set<string>(['origin-add', 'origin-rm', 'origin-ls', 'status', 'ping']);
+const OTHER_OPS = new Set<string>(['origin-add', 'origin-rm', 'origin-ls', 'changed', 'status', 'ping']);
 const INT32_MAX = 2 ** 31 - 1;
 
 export function isIoctlOp(op: string): op is FssIoctlName {
@@ -212,6 +240,12 @@ export function validateRequest(parsed: unknown): ControlRequest {
         if (typeof parsed['force'] !== 'boolean') throw invalid(`${op}: "force" must be true or false`);
         request.force = parsed['force'];
       }
+      return request;
+    }
+    case 'changed': {
+      onlyKeys(parsed, ['id', 'op', 'unit', 'since'], op);
+      const request: ControlRequest & { op: 'changed' } = { op, unit: stringField(parsed, 'unit', op, 64) };
+      if (parsed['since'] !== undefined) request.since = stringField(parsed, 'since', op, 64);
       return request;
     }
     default:
