@@ -35,6 +35,7 @@ import { ReadMerger } from './read-merger';
 import { ReplyWriter } from './reply-writer';
 import { judgeRequest, type NbdRequest } from './request';
 import { EndOfStream, type SocketReader } from './socket-reader';
+import type { NbdTlsCredentials } from './tls-credentials';
 
 /** How long an ending connection waits for the client to close before it is destroyed. */
 const SHUTDOWN_GRACE_MS = 5000;
@@ -57,6 +58,8 @@ export interface ConnectionOptions {
   /** A client that has not finished the handshake by then is disconnected. */
   readonly handshakeTimeoutMs: number;
   readonly isClosing: () => boolean;
+  /** TLS credentials: STARTTLS is required before anything else (starttls.ts). */
+  readonly tls?: NbdTlsCredentials;
   readonly log: (message: string) => void;
   readonly debug?: (message: string) => void;
 }
@@ -82,10 +85,10 @@ export class Connection {
   private slotFreed: (() => void) | undefined;
   private idle: (() => void) | undefined;
 
-  /** `reader` reads `socket` (openSocketReader made the pair). */
+  /** `reader` reads `socket` (openSocketReader made the pair); both change on STARTTLS. */
   constructor(
-    readonly socket: Socket,
-    private readonly reader: SocketReader,
+    private socket: Socket,
+    private reader: SocketReader,
     private readonly options: ConnectionOptions,
   ) {
     assert(options.inFlightMax >= 1, 'at least one request in flight');
@@ -136,6 +139,12 @@ export class Connection {
         reader: this.reader,
         exports: this.options.exports,
         isClosing: this.options.isClosing,
+        tls: this.options.tls,
+        onSecured: (socket, reader) => {
+          this.socket = socket;
+          this.reader = reader;
+          socket.setNoDelay?.(true);
+        },
         debug: this.options.debug,
       });
     } finally {

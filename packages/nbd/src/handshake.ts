@@ -11,8 +11,10 @@
  * INFO and GO answer INFO_EXPORT, BLOCK_SIZE always (nbdkit does too: a client that asks must
  * obey it, one that did not ask learns the same limits), NAME and DESCRIPTION when asked.
  * STRUCTURED_REPLY is acknowledged (replies become chunks); LIST/SET_META_CONTEXT know one
- * context, base:allocation (SET needs structured replies first, else ERR_INVALID). Options we
- * do not implement (STARTTLS, EXTENDED_HEADERS, unknown numbers) get ERR_UNSUP and the
+ * context, base:allocation (SET needs structured replies first, else ERR_INVALID). A server
+ * with TLS credentials requires STARTTLS first (starttls.ts judges every option before it is
+ * answered here); without, STARTTLS is ERR_UNSUP. Options we do not implement
+ * (EXTENDED_HEADERS, unknown numbers) get ERR_UNSUP and the
  * handshake goes on. EXPORT_NAME of an unknown export can only be answered by closing (the option
  * has no error reply). Malformed option data is ERR_INVALID; an option header without the
  * magic, or longer than we accept, closes the connection.
@@ -38,6 +40,8 @@ import {
   Reply,
 } from './protocol';
 import type { SocketReader } from './socket-reader';
+import { answerTlsOption } from './starttls';
+import type { NbdTlsCredentials } from './tls-credentials';
 
 export interface HandshakeContext {
   readonly socket: Socket;
@@ -46,6 +50,10 @@ export interface HandshakeContext {
   readonly exports: readonly NbdExport[];
   /** True once the server is shutting down: options are then refused with ERR_SHUTDOWN. */
   readonly isClosing: () => boolean;
+  /** TLS credentials: TLS is then required (starttls.ts). Undefined: no TLS. */
+  readonly tls?: NbdTlsCredentials;
+  /** After STARTTLS: the connection goes on with this socket and reader. */
+  readonly onSecured?: (socket: Socket, reader: SocketReader) => void;
   readonly debug?: (message: string) => void;
 }
 
@@ -65,7 +73,9 @@ export type HandshakeResult =
 const KNOWN_CLIENT_FLAGS = ClientFlag.FIXED_NEWSTYLE | ClientFlag.NO_ZEROES;
 
 /** Runs the handshake to its end. Rejects with EndOfStream if the peer goes away. */
-export async function negotiate(context: HandshakeContext): Promise<HandshakeResult> {
+export async function negotiate(initial: HandshakeContext): Promise<HandshakeResult> {
+  let context = initial;
+  let secured = false;
   assert(context.exports.length > 0, 'a server needs at least one export');
   sendGreeting(context.socket);
   const clientFlags = readU32(await context.reader.read(4), 0);
@@ -90,6 +100,17 @@ export async function negotiate(context: HandshakeContext): Promise<HandshakeRes
     // Copy: the reader may hand out a view of a socket chunk, and we keep the data a while.
     const data = Buffer.from(await context.reader.read(length));
     context.debug?.(`option ${optionName(option)} (${length} bytes)`);
+    const reply = (type: number, message?: string): void =>
+      sendReply(context.socket, option, type, message === undefined ? undefined : text(message));
+    const step = await answerTlsOption({ ...context, secured, reply }, option, data);
+    if (step.kind === 'close') return step;
+    if (step.kind === 'answered') continue;
+    if (step.kind === 'secured') {
+      context = { ...context, socket: step.socket, reader: step.reader };
+      secured = true;
+      context.onSecured?.(step.socket, step.reader);
+      continue;
+    }
     const result = answerOption(context, option, data, state);
     if (result !== undefined) return result;
   }

@@ -2,3 +2,10 @@ export { NBD_ERRNO_OF, nbdErrnoOf } from './errors';
 export { describeExport, type NbdExport, type NbdExportOptions } from './export';
 export * from './protocol';
 export { type NbdListenAddress, NbdServer, type NbdServerOptions } from './server';
+export {
+  loadPskCredentials,
+  loadX509Credentials,
+  type NbdTlsCredentials,
+  parsePskFile,
+  X509_FILES,
+} from './tls-credentials';

@@ -21,8 +21,9 @@
  *     BLOCK_STATUS           payload: u32 context id, n × (u32 extent length, u32 status flags)
  *     ERROR                  payload: u32 error, u16 message length, message
  *
- * Only the fixed newstyle handshake is implemented; oldstyle and TLS are not (STARTTLS is
- * refused with ERR_UNSUP: we serve unix sockets owned by the user, and TCP only when asked).
+ * Only the fixed newstyle handshake is implemented, not oldstyle. STARTTLS is answered by
+ * servers given TLS credentials, which then require it (starttls.ts); others refuse it with
+ * ERR_UNSUP (they serve unix sockets owned by the user).
  * Structured replies are offered (libnbd and qemu ask for them) with one metadata context,
  * `base:allocation`; extended headers are not.
  */
@@ -75,7 +76,7 @@ export const Option = {
   ABORT: 2,
   /** No data. Replied with one SERVER reply per export, then ACK. */
   LIST: 3,
-  /** TLS upgrade; we run without TLS and refuse it. */
+  /** No data. ACK, then the TLS handshake on the same socket (servers with credentials). */
   STARTTLS: 5,
   /** Data: u32 name length, name, u16 n, n × u16 info type. Replied with INFO…, then ACK. */
   INFO: 6,
@@ -106,6 +107,7 @@ export const Reply = {
   /** The option's data is malformed. */
   ERR_INVALID: 0x80000003,
   ERR_PLATFORM: 0x80000004,
+  /** TLS-required mode: the option was sent before STARTTLS. */
   ERR_TLS_REQD: 0x80000005,
   /** No export of that name. */
   ERR_UNKNOWN: 0x80000006,

@@ -23,6 +23,7 @@ import { Connection } from './connection';
 import { describeExport, type NbdExport, type NbdExportOptions } from './export';
 import { PayloadPool } from './payload-pool';
 import { openSocketReader } from './socket-reader';
+import type { NbdTlsCredentials } from './tls-credentials';
 
 /** Idle pooled buffers a server keeps per export for reuse (see PayloadPool). */
 const POOL_RETAINED_BYTES_MAX = 64 * 1024 * 1024;
@@ -44,6 +45,11 @@ export interface NbdServerOptions {
    * (FSS_UNCONFIG_ON_CLOSE).
    */
   onConnectionCountChange?: (count: number) => void;
+  /**
+   * TLS credentials (loadX509Credentials, loadPskCredentials): every client must then
+   * STARTTLS before anything else (TLS-required mode). Default: no TLS.
+   */
+  tls?: NbdTlsCredentials;
   /** Operational messages (malformed requests, failures). Default: none. */
   log?: (message: string) => void;
   /** Per-option and per-request tracing. Default: none. */
@@ -61,6 +67,7 @@ export class NbdServer {
   private readonly inFlightBytesMax: number;
   private readonly connectionMax: number;
   private readonly handshakeTimeoutMs: number;
+  private readonly tls: NbdTlsCredentials | undefined;
   private readonly log: (message: string) => void;
   private readonly debug: ((message: string) => void) | undefined;
   private readonly onConnectionCountChange: ((count: number) => void) | undefined;
@@ -91,6 +98,7 @@ export class NbdServer {
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? 30_000;
     assert(Number.isInteger(this.inFlightMax) && this.inFlightMax >= 1, 'inFlightMax must be ≥ 1');
     assert(Number.isInteger(this.connectionMax) && this.connectionMax >= 1, 'connectionMax must be ≥ 1');
+    this.tls = options.tls;
     this.log = options.log ?? (() => {});
     this.debug = options.debug;
     this.onConnectionCountChange = options.onConnectionCountChange;
@@ -150,6 +158,7 @@ export class NbdServer {
       poolOf: (target) => this.pools.get(target)!,
       handshakeTimeoutMs: this.handshakeTimeoutMs,
       isClosing: () => this.closing,
+      tls: this.tls,
       log: this.log,
       debug: this.debug,
     });

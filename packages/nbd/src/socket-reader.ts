@@ -139,6 +139,11 @@ export class SocketReader {
   private resumeSocket: (() => void) | undefined;
   private pauseSocket: (() => void) | undefined;
 
+  /** Bytes received and not yet consumed (STARTTLS checks that the client sent none early). */
+  get bufferedBytes(): number {
+    return this.end - this.start + this.overflow.reduce((sum, chunk) => sum + chunk.length, 0);
+  }
+
   /** Bytes received from the socket so far (tests and debugging). */
   receivedBytes = 0;
   /** WRITE payload bytes that were copied in rather than read in place (tests and debugging). */

@@ -35,9 +35,10 @@ export class RawSocket {
     socket.on('error', end);
   }
 
-  static open(path: string): Promise<RawSocket> {
+  /** Connects to a unix socket path or a TCP address. */
+  static open(target: string | { host: string; port: number }): Promise<RawSocket> {
     return new Promise((resolve, reject) => {
-      const socket = connect({ path });
+      const socket = typeof target === 'string' ? connect({ path: target }) : connect(target);
       socket.once('connect', () => resolve(new RawSocket(socket)));
       socket.once('error', reject);
     });
@@ -87,10 +88,10 @@ export class RawClient {
 
   /** Connects and reads the greeting; sends `clientFlags` (default FIXED_NEWSTYLE|NO_ZEROES). */
   static async handshake(
-    path: string,
+    target: string | { host: string; port: number },
     clientFlags = 3,
   ): Promise<{ client: RawClient; greetingFlags: number }> {
-    const raw = await RawSocket.open(path);
+    const raw = await RawSocket.open(target);
     const greeting = await raw.read(18);
     if (greeting === undefined) throw new Error('no greeting');
     if (greeting.readBigUInt64BE(0) !== NBD_MAGIC) throw new Error('bad NBDMAGIC');

@@ -151,3 +151,4 @@ export { patternBytes as pattern } from '@fss/core/testing';
 export * from './nbd-client';
 export * from './process';
 export * from './sandbox';
+export * from './tls';
