@@ -280,6 +280,10 @@ async function startClientTls(raw: RawSocket, key: Buffer): Promise<RawClient> {
   return new RawClient(new RawSocket(secure));
 }
 
+async function waitForCount(server: NbdServer, count: number): Promise<void> {
+  while (server.connectionCount !== count) await new Promise((resolve) => setTimeout(resolve, 10));
+}
+
 describe.skipIf(missing.length > 0)('STARTTLS, byte by byte', () => {
   it('options before STARTTLS get ERR_TLS_REQD; after it they are answered inside TLS', async () => {
     const { port } = await serveSnapshot(await loadPskCredentials(paths.psk));
@@ -319,6 +323,26 @@ describe.skipIf(missing.length > 0)('STARTTLS, byte by byte', () => {
     second.client.sendOption(Option.ABORT);
     expect((await second.client.readOptionReply())!.type).toBe(Reply.ACK);
     expect(await second.client.raw.closed()).toBe(true);
+  });
+
+  it('a client that goes silent after STARTTLS is disconnected by the handshake timeout', async () => {
+    const { server } = await serveSnapshot(undefined);
+    await server.close();
+    const quick = new NbdServer({
+      exports: [{ name: 'fss0', device: served!.snapshot }],
+      tls: await loadPskCredentials(paths.psk),
+      handshakeTimeoutMs: 200,
+    });
+    const address = await quick.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const { client } = await RawClient.handshake(address as { host: string; port: number });
+      client.sendOption(Option.STARTTLS);
+      expect((await client.readOptionReply())!.type).toBe(Reply.ACK);
+      expect(await client.raw.closed()).toBe(true);
+      await waitForCount(quick, 0);
+    } finally {
+      await quick.close();
+    }
   });
 
   it('a server without credentials answers STARTTLS with ERR_UNSUP and serves in the clear', async () => {
