@@ -8,6 +8,7 @@ export {
   type ConnectOptions,
   FssClient,
   fromWire,
+  type SetOptions,
 } from './client/client';
 export {
   type DaemonCommand,
@@ -37,6 +38,9 @@ export {
   type Extent,
   type IoctlRequest,
   isIoctlOp,
+  ON_FULL_POLICIES,
+  ON_FULL_TIMEOUT_MS_MAX,
+  type OnFullPolicy,
   type OpenMode,
   type OriginInfo,
   PATH_BYTES_MAX,

@@ -9,10 +9,13 @@ export {
   CACHE_BYTES_DEFAULT,
   type Durability,
   type Logger,
+  ON_FULL_TIMEOUT_MS_DEFAULT,
+  type OnFullPolicy,
   Snapshot,
   type SnapshotHost,
   type SnapshotOptions,
   type SnapshotState,
   type SnapshotStats,
 } from './snapshot';
+export { SpaceWaitingStore, type SpaceWaitOptions } from './space-wait';
 export { WriteGate } from './write-gate';

@@ -88,6 +88,7 @@ import {
   toFssError,
   writeAll,
 } from '@fss/core';
+import { SpaceWaitingStore } from './space-wait';
 
 export type Logger = (line: string) => void;
 
@@ -105,6 +106,19 @@ export type SnapshotState = 'creating' | 'active' | 'invalid' | 'closed';
 
 /** How much of a snapshot survives what (see "Durability" above). */
 export type Durability = 'none' | 'process' | 'power';
+
+/**
+ * What a full backing store does to the snapshot (SnapshotOptions.onFull): `invalidate` (fss's
+ * behaviour, the default) or `block` (origin writes that need a copy wait for space, up to
+ * onFullTimeoutMs, then the snapshot is invalidated; space-wait.ts).
+ */
+export type OnFullPolicy = 'invalidate' | 'block';
+
+/** How long origin writes wait for space under `block` when no timeout is given. */
+export const ON_FULL_TIMEOUT_MS_DEFAULT = 30_000;
+
+/** How often a write waiting for space tries again. */
+const SPACE_RETRY_MS = 100;
 
 /** Bytes of zeroes written at a time when a store's table region is zeroed. */
 const ZERO_CHUNK_BYTES = 1024 * 1024;
@@ -146,6 +160,10 @@ export interface SnapshotOptions {
    * truncated): a persistent snapshot need not zero it. Default false.
    */
   tableZeroed?: boolean;
+  /** What a full store does (see OnFullPolicy); default 'invalidate'. */
+  onFull?: OnFullPolicy;
+  /** Under `block`: how long writes wait for space (ms, default ON_FULL_TIMEOUT_MS_DEFAULT). */
+  onFullTimeoutMs?: number;
 }
 
 /** What a snapshot needs from its origin. */
@@ -186,15 +204,23 @@ export class Snapshot implements BlockDevice {
   private commitChain: Promise<void> = Promise.resolve();
   private tableZeroed: boolean;
   readonly durability: Durability;
+  readonly onFull: OnFullPolicy;
+  /** Under `block`: how long origin writes wait for space before the snapshot is invalidated. */
+  readonly onFullTimeoutMs: number;
+  /** Under `block`: the store wrapper whose writes wait for space. */
+  private readonly spaceWait: SpaceWaitingStore | undefined;
   /** Header writes run one at a time and encode the state current when they run. */
   private readonly headerLock = new Mutex();
 
   /** Use `Origin.createSnapshot`. */
   constructor(host: SnapshotHost, store: BackingStore, options: SnapshotOptions = {}) {
     this.host = host;
-    this.store = store;
     this.options = options;
     this.name = options.name ?? 'snapshot';
+    this.onFull = options.onFull ?? 'invalidate';
+    this.onFullTimeoutMs = options.onFullTimeoutMs ?? ON_FULL_TIMEOUT_MS_DEFAULT;
+    this.spaceWait = this.onFull === 'block' ? this.waitForSpaceOn(store) : undefined;
+    this.store = this.spaceWait ?? store;
     this.mount = options.mount ?? host.name;
     this.geometry = cacheGeometry(host.device.size, store.blockSize, options);
     this.layout = storeLayout(this.geometry);
@@ -207,7 +233,7 @@ export class Snapshot implements BlockDevice {
       this.invalidate(`write error on backing store: ${describe(error)}`);
     this.table = new IndirectTable(
       this.layout,
-      store,
+      this.store,
       this.allocate(this.geometry.clusterSize),
       onStoreWriteError,
     );
@@ -254,6 +280,11 @@ export class Snapshot implements BlockDevice {
   /** When the snapshot was taken (ms since the epoch; 0 while creating). */
   get takenAtMs(): number {
     return this.timeMs;
+  }
+
+  /** Under the `block` policy: true while origin writes wait for space on the store. */
+  get waitingForSpace(): boolean {
+    return this.spaceWait?.waitingForSpace ?? false;
   }
 
   /** True when the snapshot survives its daemon's death (durability process or power). */
@@ -352,8 +383,12 @@ export class Snapshot implements BlockDevice {
     const wasActive = this.currentState === 'active';
     this.currentState = 'closed';
     this.host.detach(this);
+    // Writes waiting for space would hold the close until their timeout: they fail now.
+    this.spaceWait?.stop();
     if (wasActive) {
       await this.cache.drain();
+      // A write-back failed while draining: the store lacks clusters, its header must say so.
+      if (this.cache.isAbandoned) this.reason ??= 'closed while its backing store was failing';
       await this.table.flush().catch(() => undefined);
       await this.writeHeader().catch(() => undefined);
     }
@@ -373,6 +408,7 @@ export class Snapshot implements BlockDevice {
     this.reason = reason;
     (this.options.logger ?? console.warn)(`${this.name}: snapshot invalid: ${reason}`);
     this.host.detach(this);
+    this.spaceWait?.stop();
     void this.cache.abandon();
     void this.writeHeader().catch(() => undefined); // persist the state if the store still can
   }
@@ -472,6 +508,9 @@ export class Snapshot implements BlockDevice {
     if (this.currentState !== 'active' || length === 0) return undefined;
     const { first, end } = clusterRange(this.geometry, offset, length);
     if (this.copied.nextClear(first, end) === -1 && !this.cache.hasUnstored) return undefined;
+    // The store is full (policy block): new copies wait until it has space or gives up.
+    const full = this.spaceWait?.spaceAwaited;
+    if (full !== undefined) return full.then(() => this.preserve(offset, length));
     return this.cache.preserveRange(first, end);
   }
 
@@ -601,6 +640,26 @@ export class Snapshot implements BlockDevice {
     const why =
       this.currentState === 'invalid' ? `snapshot invalid: ${this.reason}` : `snapshot ${this.currentState}`;
     throw new FssError('ENXIO', why, { syscall: 'read', path: this.name });
+  }
+
+  /** The `block` policy's store wrapper, logging when the store fills up and has space again. */
+  private waitForSpaceOn(store: BackingStore): SpaceWaitingStore {
+    const timeoutMs = this.onFullTimeoutMs;
+    assert(Number.isSafeInteger(timeoutMs) && timeoutMs > 0, 'onFullTimeoutMs must be a positive ms count');
+    const log = this.options.logger ?? console.warn;
+    return new SpaceWaitingStore(store, {
+      timeoutMs,
+      retryMs: Math.min(SPACE_RETRY_MS, timeoutMs),
+      shouldWait: () => this.currentState === 'active',
+      onChange: (waiting) => {
+        if (this.currentState !== 'active') return;
+        log(
+          waiting
+            ? `${this.name}: backing store full: origin writes that need a copy wait for space (up to ${timeoutMs / 1000} s)`
+            : `${this.name}: backing store has space again`,
+        );
+      },
+    });
   }
 
   private allocate(bytes: number): Uint8Array {

@@ -218,7 +218,11 @@ export class ControlServer {
     }
     switch (request.op) {
       case 'FSSIOCSET':
-        return units.set(unit, request.arg, request.backup_size);
+        return units.set(unit, request.arg, {
+          backupSize: request.backup_size,
+          onFull: request.on_full,
+          onFullTimeoutMs: request.on_full_timeout_ms,
+        });
       case 'FSSIOCGET':
         return units.get(unit);
       case 'FSSIOCCLR':

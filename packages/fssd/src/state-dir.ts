@@ -45,6 +45,8 @@ export interface UnitRecord {
   clusterSize: number;
   flags: number;
   durability: Exclude<Durability, 'none'>;
+  /** The store-full policy (absent in records written before it existed: invalidate). */
+  onFull?: { policy: 'invalidate' | 'block'; timeoutMs: number };
   origin: { name: string; path: string; explicit: boolean; attach: boolean };
   store: { path: string; kind: 'file' | 'raw'; identity: string[] };
   createdAt: string;

@@ -32,7 +32,7 @@
 
 import { stat } from 'node:fs/promises';
 import { filesystemOf, identitiesOverlap, type StorageIdentity, storageIdentity } from '@fss/blockdev-linux';
-import type { ChangedResult, RunPaths, SetResult, UnitStatus } from '@fss/control';
+import type { ChangedResult, RunPaths, SetOptions, SetResult, UnitStatus } from '@fss/control';
 import { unitName } from '@fss/control';
 import type { Mutex } from '@fss/core';
 import {
@@ -44,7 +44,7 @@ import {
   type FssSet,
   toFssError,
 } from '@fss/core';
-import type { Durability, Snapshot } from '@fss/engine';
+import { type Durability, ON_FULL_TIMEOUT_MS_DEFAULT, type Snapshot } from '@fss/engine';
 import type { Backends } from './backends';
 import {
   type BackupPlan,
@@ -132,11 +132,11 @@ export class UnitTable {
     return unit;
   }
 
-  async set(unit: Unit, set: FssSet, backupSize: number | undefined): Promise<SetResult> {
+  async set(unit: Unit, set: FssSet, options: SetOptions = {}): Promise<SetResult> {
     if (unit.state !== 'idle') throw new FssError('EBUSY', undefined, { syscall: 'FSSIOCSET' });
     unit.state = 'creating';
     try {
-      return await this.options.mutex.run(() => this.create(unit, set, backupSize));
+      return await this.options.mutex.run(() => this.create(unit, set, options));
     } catch (error) {
       unit.state = 'idle';
       // Everything but creating the backup file is FSSIOCSET's failure, as in NetBSD.
@@ -247,6 +247,11 @@ export class UnitTable {
       status.valid = unit.snapshot.valid;
       status.persistent = unit.persistent;
       if (unit.persistent) status.durability = unit.snapshot.durability;
+      status.onFull = unit.snapshot.onFull;
+      if (unit.snapshot.onFull === 'block') {
+        status.onFullTimeoutMs = unit.snapshot.onFullTimeoutMs;
+        status.waitingForSpace = unit.snapshot.waitingForSpace;
+      }
       if (!unit.snapshot.valid) status.invalidReason = unit.snapshot.invalidReason;
       status.info = unit.snapshot.info();
       if (unit.device !== undefined) {
@@ -268,7 +273,7 @@ export class UnitTable {
    * the origin, create or truncate the backup (the one change that cannot be undone, so it
    * comes last), take the snapshot, export it.
    */
-  private async create(unit: Unit, set: FssSet, backupSize: number | undefined): Promise<SetResult> {
+  private async create(unit: Unit, set: FssSet, options: SetOptions): Promise<SetResult> {
     const { origins, backends } = this.options;
     assert(unit.state === 'creating', 'create() runs on a creating unit');
     assert(unit.snapshot === undefined && unit.backup === undefined, 'a creating unit holds nothing yet');
@@ -301,8 +306,10 @@ export class UnitTable {
         plan,
         store,
         existing,
-        sizeBytes: backupSize ?? originBytes,
+        sizeBytes: options.backupSize ?? originBytes,
         mountPoint,
+        onFull: options.onFull ?? 'invalidate',
+        onFullTimeoutMs: options.onFullTimeoutMs ?? ON_FULL_TIMEOUT_MS_DEFAULT,
       });
     } catch (error) {
       await store.release();
@@ -327,6 +334,9 @@ export class UnitTable {
       sizeBytes: number;
       /** Set when snapshotting a mounted filesystem: it is frozen for the snapshot moment. */
       mountPoint: string | undefined;
+      /** The store-full policy (FSSIOCSET's on_full). */
+      onFull: 'invalidate' | 'block';
+      onFullTimeoutMs: number;
     },
   ): Promise<SetResult> {
     const { origins, backends, log, state } = this.options;
@@ -372,6 +382,8 @@ export class UnitTable {
           onActivate: () => {
             baselines = recordBaselines(this.unitsOf(origin, unit));
           },
+          onFull: prepared.onFull,
+          onFullTimeoutMs: prepared.onFullTimeoutMs,
         });
       // A mounted filesystem is frozen (its dirty data written, new writes held) for the
       // snapshot moment, and thawed in every outcome; the freeze runs off this event loop,
@@ -389,6 +401,7 @@ export class UnitTable {
           clusterSize: set.fss_csize,
           flags: set.fss_flags,
           durability: durability as Exclude<Durability, 'none'>,
+          onFull: { policy: prepared.onFull, timeoutMs: prepared.onFullTimeoutMs },
           origin: {
             name: origin.name,
             path: origin.path,
@@ -423,7 +436,8 @@ export class UnitTable {
       log(
         `${name}: configured on ${origin.name} (${set.fss_mount}), backup ${backup.path}` +
           `${backup.linked ? '' : ' (unlinked)'}: ${info.fsg_mount_size} clusters of ${info.fsg_csize}` +
-          `${persistent ? `, persistent (${durability})` : ''}`,
+          `${persistent ? `, persistent (${durability})` : ''}` +
+          `${prepared.onFull === 'block' ? `, on full: block (${prepared.onFullTimeoutMs / 1000} s)` : ''}`,
       );
       return {
         unit: name,
@@ -602,6 +616,9 @@ export class UnitTable {
         originIdentity: origin.path,
         logger: log,
         durability: record.durability,
+        // Records older than the policy have none: NetBSD's invalidate.
+        onFull: record.onFull?.policy ?? 'invalidate',
+        onFullTimeoutMs: record.onFull?.timeoutMs,
       });
       if (changed !== undefined) snapshot.invalidate(changed);
       exported = await this.exportUnit(unit, snapshot, origin);

@@ -47,4 +47,30 @@ describe('parseFssconfigArgs', () => {
   it('complains about unknown options', () => {
     expect(parseFssconfigArgs(['-z'])).toEqual({ ok: false, message: 'unknown option -- z' });
   });
+  it('takes the store-full policy (Linux additions) among the options of configure', () => {
+    expect(ok(['-c', '--on-full', 'block', '--on-full-timeout=5', 'fss0', 'a', 'b'])).toMatchObject({
+      action: 'configure',
+      onFull: 'block',
+      onFullTimeout: '5',
+      operands: ['fss0', 'a', 'b'],
+    });
+    expect(ok(['--on-full=invalidate', '-v', 'fss0', 'a', 'b'])).toMatchObject({
+      onFull: 'invalidate',
+      verbose: 1,
+    });
+    // After the first operand it is an operand, as every option is.
+    expect(ok(['fss0', '--on-full', 'block'])).toMatchObject({ operands: ['fss0', '--on-full', 'block'] });
+  });
+  it('refuses the store-full policy with -l and -u, and without a value', () => {
+    expect(parseFssconfigArgs(['-l', '--on-full', 'block'])).toEqual({ ok: false });
+    expect(parseFssconfigArgs(['-u', '--on-full=block', 'fss0'])).toEqual({ ok: false });
+    expect(parseFssconfigArgs(['--on-full'])).toEqual({
+      ok: false,
+      message: 'option requires an argument -- on-full',
+    });
+    expect(parseFssconfigArgs(['--on-fullness', 'fss0', 'a', 'b'])).toEqual({
+      ok: false,
+      message: 'unknown option -- -',
+    });
+  });
 });

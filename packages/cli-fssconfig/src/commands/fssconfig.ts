@@ -22,7 +22,16 @@
  */
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { type ConnectOptions, FssClient, parseUnitName, unitName } from '@fss/control';
+import {
+  type ConnectOptions,
+  FssClient,
+  ON_FULL_POLICIES,
+  ON_FULL_TIMEOUT_MS_MAX,
+  type OnFullPolicy,
+  parseUnitName,
+  type SetOptions,
+  unitName,
+} from '@fss/control';
 import { FSS_UNLINK_ON_CREATE, type FssError, strerror, toFssError } from '@fss/core';
 import { formatListLine, formatNotInUse } from '../cli/list-format';
 import { type FssconfigOptions, parseFssconfigArgs } from '../cli/options';
@@ -98,6 +107,7 @@ class Session {
     const clusterBytes = cluster === undefined ? 0n : this.number('cluster size', cluster, INT_MAX);
     const sizeBytes = size === undefined ? undefined : this.number('bs size', size, LLONG_MAX);
     const unit = this.unit(device);
+    const onFull = this.onFull(options);
     const absoluteBackup = resolve(backup);
     if (sizeBytes !== undefined && sizeBytes > BigInt(Number.MAX_SAFE_INTEGER)) {
       this.fail(`truncate ${absoluteBackup}: ${strerror('EFBIG')}`);
@@ -114,7 +124,7 @@ class Session {
           fss_csize: Number(clusterBytes),
           fss_flags: unlink ? FSS_UNLINK_ON_CREATE : 0,
         },
-        sizeBytes === undefined ? {} : { backupSize: Number(sizeBytes) },
+        { ...(sizeBytes === undefined ? {} : { backupSize: Number(sizeBytes) }), ...onFull },
       );
     } catch (error) {
       const failure = toFssError(error);
@@ -193,6 +203,32 @@ class Session {
     const unit = parseUnitName(device);
     if (unit === undefined) this.fail(`open: ${device}: ${strerror('ENOENT')}`);
     return unit;
+  }
+
+  /** `--on-full` and `--on-full-timeout` (Linux additions), checked: the policy to ask for. */
+  private onFull(options: FssconfigOptions): Pick<SetOptions, 'onFull' | 'onFullTimeoutMs'> {
+    const { onFull, onFullTimeout } = options;
+    const result: Pick<SetOptions, 'onFull' | 'onFullTimeoutMs'> = {};
+    if (onFull !== undefined) {
+      if (!ON_FULL_POLICIES.includes(onFull as OnFullPolicy)) {
+        this.fail(`--on-full: ${strerror('EINVAL')}: '${onFull}' (invalidate or block)`);
+      }
+      result.onFull = onFull as OnFullPolicy;
+    }
+    if (onFullTimeout !== undefined) {
+      const maxSeconds = ON_FULL_TIMEOUT_MS_MAX / 1000;
+      if (
+        !/^[0-9]+$/.test(onFullTimeout) ||
+        Number(onFullTimeout) < 1 ||
+        Number(onFullTimeout) > maxSeconds
+      ) {
+        this.fail(`--on-full-timeout: ${strerror('EINVAL')}: '${onFullTimeout}' (seconds, 1..${maxSeconds})`);
+      }
+      if (result.onFull !== 'block')
+        this.fail(`--on-full-timeout: ${strerror('EINVAL')}: needs --on-full block`);
+      result.onFullTimeoutMs = Number(onFullTimeout) * 1000;
+    }
+    return result;
   }
 
   private number(desc: string, text: string, max: bigint): bigint {

@@ -30,6 +30,7 @@ import type {
   ControlResponse,
   ControlResults,
   DaemonStatus,
+  OnFullPolicy,
   OpenMode,
   OriginInfo,
   SetResult,
@@ -43,6 +44,13 @@ import { type DaemonCommand, startDaemon } from './spawn';
  * extent); a runaway peer is cut off well before it hurts.
  */
 const RESPONSE_BYTES_MAX = 64 * 1024 * 1024;
+
+/** FSSIOCSET's Linux additions (see the protocol's `backup_size`, `on_full`, `on_full_timeout_ms`). */
+export interface SetOptions {
+  backupSize?: number;
+  onFull?: OnFullPolicy;
+  onFullTimeoutMs?: number;
+}
 
 export interface ConnectOptions {
   /** The run directory (default: $FSS_RUNDIR, then SPEC §4's defaults). */
@@ -126,14 +134,29 @@ export class FssClient {
   ioctl<Op extends FssIoctlName>(
     op: Op,
     unit: string,
-    fields: { mode?: OpenMode; arg?: unknown; backup_size?: number } = {},
+    fields: {
+      mode?: OpenMode;
+      arg?: unknown;
+      backup_size?: number;
+      on_full?: OnFullPolicy;
+      on_full_timeout_ms?: number;
+    } = {},
   ): Promise<ControlResults[Op]> {
     return this.request(op, { request: FSS_IOCTLS[op], unit, ...fields });
   }
 
-  /** FSSIOCSET: configures `unit`. `backupSize` is fssconfig's `size` operand. */
-  set(unit: string, set: FssSet, options: { backupSize?: number } = {}): Promise<SetResult> {
-    return this.ioctl('FSSIOCSET', unit, { mode: 'rw', arg: set, backup_size: options.backupSize });
+  /**
+   * FSSIOCSET: configures `unit`. `backupSize` is fssconfig's `size` operand; `onFull` and
+   * `onFullTimeoutMs` the store-full policy (Linux additions, see OnFullPolicy).
+   */
+  set(unit: string, set: FssSet, options: SetOptions = {}): Promise<SetResult> {
+    return this.ioctl('FSSIOCSET', unit, {
+      mode: 'rw',
+      arg: set,
+      backup_size: options.backupSize,
+      on_full: options.onFull,
+      on_full_timeout_ms: options.onFullTimeoutMs,
+    });
   }
 
   /** FSSIOCGET: ENXIO when the unit is not configured. */

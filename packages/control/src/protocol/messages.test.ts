@@ -44,6 +44,36 @@ describe('validateRequest', () => {
     });
   });
 
+  it('takes the store-full policy on FSSIOCSET only, checked (Linux additions)', () => {
+    const base = { op: 'FSSIOCSET', unit: 'fss0', mode: 'rw', arg: set };
+    expect(validateRequest({ ...base, on_full: 'block', on_full_timeout_ms: 5000 })).toMatchObject({
+      on_full: 'block',
+      on_full_timeout_ms: 5000,
+    });
+    expect(validateRequest({ ...base, on_full: 'invalidate' })).toMatchObject({ on_full: 'invalidate' });
+    const refused = (request: Record<string, unknown>) => {
+      try {
+        validateRequest(request);
+        return 'ok';
+      } catch (error) {
+        return isFssError(error) ? `${error.code}: ${error.description}` : String(error);
+      }
+    };
+    expect(refused({ ...base, on_full: 'wait' })).toBe(
+      'EINVAL: FSSIOCSET: "on_full" must be "invalidate" or "block"',
+    );
+    expect(refused({ ...base, on_full_timeout_ms: 5000 })).toBe(
+      'EINVAL: FSSIOCSET: "on_full_timeout_ms" needs "on_full":"block"',
+    );
+    expect(refused({ ...base, on_full: 'block', on_full_timeout_ms: 0 })).toMatch(
+      /must be an integer in 1\.\.86400000/,
+    );
+    expect(refused({ ...base, on_full: 'block', on_full_timeout_ms: '5' })).toMatch(/^EINVAL/);
+    expect(refused({ op: 'FSSIOCCLR', unit: 'fss0', on_full: 'block' })).toBe(
+      'EINVAL: FSSIOCCLR: unexpected "on_full"',
+    );
+  });
+
   it.each([
     [null],
     [[]],

@@ -30,6 +30,12 @@
  * Extents are merged byte ranges at cluster granularity (`clusterSize`: the cluster of the
  * unit whose record they come from, `since`'s when given), the last clipped to the device.
  *
+ * `on_full` and `on_full_timeout_ms` (Linux additions to FSSIOCSET) choose the unit's
+ * store-full policy (OnFullPolicy): `"block"` makes origin writes that need a copy wait while
+ * the store is full, for at most `on_full_timeout_ms` (1..86400000, default 30000), before
+ * the unit is invalidated as under `"invalidate"`, the default. A timeout without `"block"`
+ * is EINVAL.
+ *
  * `force` on `origin-rm` (a Linux addition) releases an origin even while NBD clients are
  * connected to its export: they are disconnected. Without it such an origin is EBUSY.
  *
@@ -44,10 +50,27 @@ export const REQUEST_BYTES_MAX = 64 * 1024;
 export const PATH_BYTES_MAX = 4096;
 
 export type RequestId = number | string | null;
+/**
+ * What a full backing store does to a unit (FSSIOCSET's Linux addition `on_full`):
+ * `invalidate` (NetBSD's behaviour, the default) or `block` (origin writes that need a copy
+ * wait for space, up to `on_full_timeout_ms`, then the unit is invalidated).
+ */
+export type OnFullPolicy = 'invalidate' | 'block';
+export const ON_FULL_POLICIES: readonly OnFullPolicy[] = ['invalidate', 'block'];
+/** The longest `on_full_timeout_ms` (a day). */
+export const ON_FULL_TIMEOUT_MS_MAX = 86_400_000;
 export type OpenMode = 'ro' | 'rw';
 
 export type IoctlRequest =
-  | { op: 'FSSIOCSET'; unit: string; mode: OpenMode; arg: FssSet; backup_size?: number }
+  | {
+      op: 'FSSIOCSET';
+      unit: string;
+      mode: OpenMode;
+      arg: FssSet;
+      backup_size?: number;
+      on_full?: OnFullPolicy;
+      on_full_timeout_ms?: number;
+    }
   | { op: 'FSSIOCGET'; unit: string; mode: OpenMode }
   | { op: 'FSSIOCCLR'; unit: string; mode: OpenMode }
   | { op: 'FSSIOFSET'; unit: string; mode: OpenMode; arg: number }
@@ -125,6 +148,11 @@ export interface UnitStatus {
   device?: string;
   /** The block device behind `device` (`/dev/loopN`). */
   loop?: string;
+  /** Its store-full policy, and under `block` how long writes wait for space (ms). */
+  onFull?: OnFullPolicy;
+  onFullTimeoutMs?: number;
+  /** Under `block`: origin writes that need a copy are waiting for space on the store now. */
+  waitingForSpace?: boolean;
 }
 
 export interface DaemonStatus {
@@ -255,15 +283,17 @@ export function validateRequest(parsed: unknown): ControlRequest {
 }
 
 function validateIoctl(op: FssIoctlName, parsed: Json): IoctlRequest {
-  onlyKeys(parsed, ['id', 'op', 'request', 'unit', 'mode', 'arg', 'backup_size'], op);
+  const setOnly = ['backup_size', 'on_full', 'on_full_timeout_ms'];
+  onlyKeys(parsed, ['id', 'op', 'request', 'unit', 'mode', 'arg', ...setOnly], op);
   if (parsed['request'] !== undefined && parsed['request'] !== FSS_IOCTLS[op]) {
     throw invalid(`${op}: "request" must be ${FSS_IOCTLS[op]} (0x${FSS_IOCTLS[op].toString(16)})`);
   }
   const unit = stringField(parsed, 'unit', op, 64);
   const mode = parsed['mode'] ?? 'ro';
   if (mode !== 'ro' && mode !== 'rw') throw invalid(`${op}: "mode" must be "ro" or "rw"`);
-  if (op !== 'FSSIOCSET' && parsed['backup_size'] !== undefined)
-    throw invalid(`${op}: unexpected "backup_size"`);
+  for (const key of setOnly) {
+    if (op !== 'FSSIOCSET' && parsed[key] !== undefined) throw invalid(`${op}: unexpected "${key}"`);
+  }
   switch (op) {
     case 'FSSIOCSET': {
       const arg = parsed['arg'];
@@ -276,9 +306,11 @@ function validateIoctl(op: FssIoctlName, parsed: Json): IoctlRequest {
         fss_csize: intField(arg, 'fss_csize', 'fss_set', 0, INT32_MAX),
         fss_flags: intField(arg, 'fss_flags', 'fss_set', -(2 ** 31), INT32_MAX),
       };
-      if (parsed['backup_size'] === undefined) return { op, unit, mode, arg: set };
-      const backupSize = intField(parsed, 'backup_size', op, 0, Number.MAX_SAFE_INTEGER);
-      return { op, unit, mode, arg: set, backup_size: backupSize };
+      const request: IoctlRequest & { op: 'FSSIOCSET' } = { op, unit, mode, arg: set };
+      if (parsed['backup_size'] !== undefined)
+        request.backup_size = intField(parsed, 'backup_size', op, 0, Number.MAX_SAFE_INTEGER);
+      Object.assign(request, onFullFields(parsed));
+      return request;
     }
     case 'FSSIOFSET':
       return { op, unit, mode, arg: intField(parsed, 'arg', op, -(2 ** 31), INT32_MAX) };
@@ -286,6 +318,28 @@ function validateIoctl(op: FssIoctlName, parsed: Json): IoctlRequest {
       if (parsed['arg'] !== undefined) throw invalid(`${op}: takes no "arg"`);
       return { op, unit, mode };
   }
+}
+
+/** FSSIOCSET's `on_full` and `on_full_timeout_ms`, checked. */
+function onFullFields(parsed: Json): { on_full?: OnFullPolicy; on_full_timeout_ms?: number } {
+  const fields: { on_full?: OnFullPolicy; on_full_timeout_ms?: number } = {};
+  const policy = parsed['on_full'];
+  if (policy !== undefined) {
+    if (!ON_FULL_POLICIES.includes(policy as OnFullPolicy))
+      throw invalid('FSSIOCSET: "on_full" must be "invalidate" or "block"');
+    fields.on_full = policy as OnFullPolicy;
+  }
+  if (parsed['on_full_timeout_ms'] !== undefined) {
+    if (fields.on_full !== 'block') throw invalid('FSSIOCSET: "on_full_timeout_ms" needs "on_full":"block"');
+    fields.on_full_timeout_ms = intField(
+      parsed,
+      'on_full_timeout_ms',
+      'FSSIOCSET',
+      1,
+      ON_FULL_TIMEOUT_MS_MAX,
+    );
+  }
+  return fields;
 }
 
 /** The wire form of an error. */
