@@ -57,6 +57,9 @@ import {
   readableLength,
   readFully,
   toFssError,
+  type WorkerIo,
+  WorkerIoGate,
+  WorkerIoPermit,
   type WriteAt,
   type WritevAt,
   writeFully,
@@ -315,6 +318,11 @@ export class LinuxBlockDevice implements BlockDevice {
   private readonly pool: BufferPool;
   private readonly writeLock = new RangeLock();
   private readonly inFlight = new Set<Promise<unknown>>();
+  /**
+   * Other threads' pread/pwrite on `fd` (workerIo): closed, and drained, before the
+   * descriptor is; writes are never permitted on a read-only device.
+   */
+  private readonly workerGate: WorkerIoGate;
   /** Zeroes for writeZeroes where the device cannot zero by itself; read from, never written. */
   private zeroes: Uint8Array | undefined;
   private closing: Promise<void> | undefined;
@@ -348,6 +356,9 @@ export class LinuxBlockDevice implements BlockDevice {
     );
     assert(isPowerOfTwo(properties.offsetAlignment), 'offset alignment must be a power of two');
     assert(Number.isSafeInteger(this.size) && this.size >= 0, 'device size must be a safe integer');
+    this.workerGate = new WorkerIoGate(
+      properties.readOnly ? WorkerIoPermit.READ : WorkerIoPermit.READ | WorkerIoPermit.WRITE,
+    );
     const path = this.path;
     this.preadAt = (buffer, offset, length, position) =>
       new Promise((resolve, reject) => {
@@ -486,10 +497,26 @@ export class LinuxBlockDevice implements BlockDevice {
     return alignedBuffer(length, Math.max(4096, this.properties.memoryAlignment));
   }
 
-  /** Waits for requests in flight, then closes the descriptor (releasing the claim). */
+  /**
+   * The descriptor for other threads (a FUSE server's reader threads): positioned I/O of
+   * aligned ranges, straight to the device, as `read` and `write` would do them. Undefined
+   * once closing.
+   */
+  workerIo(): WorkerIo | undefined {
+    if (this.closing !== undefined) return undefined;
+    return this.workerGate.workerIo({
+      fd: this.fd,
+      offsetAlignment: this.properties.offsetAlignment,
+      memoryAlignment: this.properties.memoryAlignment,
+      size: this.size,
+    });
+  }
+
+  /** Waits for requests in flight (workers' too), then closes the descriptor (releasing the claim). */
   async close(): Promise<void> {
     if (this.closing !== undefined) return this.closing;
     this.closing = (async () => {
+      await this.workerGate.revoke(WorkerIoPermit.READ | WorkerIoPermit.WRITE);
       await Promise.allSettled([...this.inFlight]);
       const fd = this.fd;
       this.fd = -1;

@@ -32,6 +32,8 @@ export {
   lastErrno,
   libc,
   POLL_PROTOTYPE,
+  PREAD_PROTOTYPE,
+  PWRITE_PROTOTYPE,
   READ_PROTOTYPE,
   WRITE_PROTOTYPE,
 } from './libc';

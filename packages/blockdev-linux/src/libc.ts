@@ -73,6 +73,10 @@ export interface Libc {
 /** read(2) for worker threads, which bind it themselves like poll (see POLL_PROTOTYPE). */
 export const READ_PROTOTYPE = 'intptr_t read(int fd, void *buf, size_t count)';
 
+/** pread(2) and pwrite(2) for worker threads (worker I/O on a device's descriptor). */
+export const PREAD_PROTOTYPE = 'intptr_t pread(int fd, void *buf, size_t count, int64_t offset)';
+export const PWRITE_PROTOTYPE = 'intptr_t pwrite(int fd, const void *buf, size_t count, int64_t offset)';
+
 /** write(2) for worker threads, likewise. */
 export const WRITE_PROTOTYPE = 'intptr_t write(int fd, const void *buf, size_t count)';
 

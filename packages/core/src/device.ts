@@ -23,6 +23,7 @@
  */
 import { assert } from './assert';
 import { checkWriteRange } from './range';
+import type { WorkerIo } from './worker-io';
 
 export interface BlockDevice {
   /** Size in bytes; a safe integer. */
@@ -65,6 +66,11 @@ export interface BlockDevice {
   writeZeroes?(offset: number, length: number): Promise<void>;
   /** A buffer this device can read into and write from without a bounce copy. */
   allocateBuffer?(length: number): Uint8Array;
+  /**
+   * Its descriptor for other threads' positioned I/O, under a gate it controls (worker-io.ts),
+   * when it has one: what a server may read and write without calling `read`/`write`.
+   */
+  workerIo?(): WorkerIo | undefined;
 }
 
 export interface BackingStore {

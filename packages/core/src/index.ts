@@ -15,3 +15,4 @@ export { SeededRandom } from './random';
 export * from './range';
 export * from './store-check';
 export * from './store-recover';
+export * from './worker-io';

@@ -16,12 +16,20 @@
  * call it with the device operation to run), `takeSnapshotMoment` is every snapshot's start,
  * `detach` ends a snapshot's protection (invalid or closed), `close` ends the origin's.
  *
+ * Worker writes. A server may let other threads write the origin's descriptor themselves
+ * (@fss/core worker-io.ts; the FUSE readers of an attached origin do): this is where they are
+ * permitted, and only while no snapshot is active, since such a write skips `preserve`. The
+ * snapshot moment revokes the permit (and waits for the worker writes in flight) before it
+ * activates a snapshot, inside the suspended gate, so a worker write too is wholly before
+ * the snapshot; the permit comes back when the last active snapshot detaches. A write a
+ * worker may not do comes here as usual. Worker reads are permitted until `close`.
+ *
  * A snapshot whose store fails is invalidated and detached by the snapshot itself; its
  * `preserve` then returns nothing to wait for, so a store failure never fails or blocks an
  * origin write. A failure to *read* the origin while copying fails the write that needed the
  * copy, and the device operation is not issued (the cluster was not saved).
  */
-import { assert, FssError } from '@fss/core';
+import { assert, FssError, WorkerIoGate, WorkerIoPermit } from '@fss/core';
 import type { Snapshot } from './snapshot';
 import { WriteGate } from './write-gate';
 
@@ -30,8 +38,23 @@ export class CopyOnWrite {
   /** Snapshots taking copies, in creation order. */
   private active: Snapshot[] = [];
   private closed = false;
+  /** What other threads may do with the origin's descriptor (see "Worker writes"). */
+  readonly workerGate: WorkerIoGate;
 
-  constructor(private readonly originName: string) {}
+  /** `writable`: the origin takes writes at all (a read-only one never permits worker writes). */
+  constructor(
+    private readonly originName: string,
+    private readonly writable = true,
+  ) {
+    this.workerGate = new WorkerIoGate(this.workerPermits());
+  }
+
+  /** Reads while open; writes only while open, writable and no snapshot is active. */
+  private workerPermits(): number {
+    if (this.closed) return 0;
+    const writes = this.writable && this.active.length === 0 ? WorkerIoPermit.WRITE : 0;
+    return WorkerIoPermit.READ | writes;
+  }
 
   /** True once `close` ran: no write passes any more. */
   get isClosed(): boolean {
@@ -70,12 +93,15 @@ export class CopyOnWrite {
   async takeSnapshotMoment(snapshot: Snapshot, activate: () => void): Promise<boolean> {
     const resume = await this.gate.suspend();
     try {
+      // No worker write in flight either, and none starts: they would skip the copy.
+      await this.workerGate.revoke(WorkerIoPermit.WRITE);
       if (this.closed) return false;
       activate();
       assert(snapshot.state === 'active', 'activate turns the snapshot on');
       this.active.push(snapshot);
       return true;
     } finally {
+      this.workerGate.permit(this.workerPermits());
       resume();
     }
   }
@@ -83,6 +109,7 @@ export class CopyOnWrite {
   /** Stops preserving for `snapshot` (it became invalid or was closed). */
   detach(snapshot: Snapshot): void {
     this.active = this.active.filter((candidate) => candidate !== snapshot);
+    this.workerGate.permit(this.workerPermits());
   }
 
   /**
@@ -92,6 +119,7 @@ export class CopyOnWrite {
   async close(): Promise<Snapshot[]> {
     const resume = await this.gate.suspend();
     this.closed = true;
+    await this.workerGate.revoke(WorkerIoPermit.READ | WorkerIoPermit.WRITE);
     resume();
     const orphans = this.active;
     this.active = [];

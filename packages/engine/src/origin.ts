@@ -22,6 +22,7 @@ import {
   checkWriteRange,
   FssError,
   readStoreHeader,
+  type WorkerIo,
 } from '@fss/core';
 import { CopyOnWrite } from './copy-on-write';
 import { type Logger, Snapshot, type SnapshotHost, type SnapshotOptions } from './snapshot';
@@ -53,7 +54,7 @@ export class Origin implements BlockDevice {
     this.device = device;
     this.options = options;
     this.name = options.name ?? 'origin';
-    this.copyOnWrite = new CopyOnWrite(this.name);
+    this.copyOnWrite = new CopyOnWrite(this.name, !device.readOnly);
     const { copyOnWrite, open } = this;
     this.host = {
       device,
@@ -93,6 +94,19 @@ export class Origin implements BlockDevice {
 
   allocateBuffer(length: number): Uint8Array {
     return this.device.allocateBuffer?.(length) ?? new Uint8Array(length);
+  }
+
+  /**
+   * The device's descriptor for other threads, under the copy-on-write rule's gate (see
+   * "Worker writes" in copy-on-write.ts): reads while the origin is open, writes only while
+   * no snapshot is active. Undefined when the device offers none or the origin is closed.
+   */
+  workerIo(): WorkerIo | undefined {
+    if (this.copyOnWrite.isClosed) return undefined;
+    const base = this.device.workerIo?.();
+    if (base === undefined) return undefined;
+    const { fd, offsetAlignment, memoryAlignment, size } = base;
+    return this.copyOnWrite.workerGate.workerIo({ fd, offsetAlignment, memoryAlignment, size });
   }
 
   async read(target: Uint8Array, offset: number): Promise<number> {

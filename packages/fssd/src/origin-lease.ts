@@ -120,5 +120,10 @@ export function leasedDevice(device: BlockDevice, lease: WriteLease): BlockDevic
     wrapped.discard = gated((offset: number, length: number) => discard.call(device, offset, length));
   }
   if (allocateBuffer !== undefined) wrapped.allocateBuffer = (length) => allocateBuffer.call(device, length);
+  // Worker writes (an attached origin's FUSE readers) skip the lease. The engine permits them
+  // only while no snapshot is active, and an active persistent unit is what the lease exists
+  // for; a lease that runs out sooner only makes a unit come back invalid, the safe side.
+  const { workerIo } = device;
+  if (workerIo !== undefined) wrapped.workerIo = () => workerIo.call(device);
   return wrapped;
 }

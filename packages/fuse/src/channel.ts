@@ -35,6 +35,8 @@ import {
   lastErrno,
   libc,
   POLL_PROTOTYPE,
+  PREAD_PROTOTYPE,
+  PWRITE_PROTOTYPE,
   READ_PROTOTYPE,
   WRITE_PROTOTYPE,
 } from '@fss/blockdev-linux';
@@ -48,6 +50,7 @@ import {
   CONTROL_WAKE_BASE,
   READER_SOURCE,
   type ReaderData,
+  type ReaderIo,
   type ReaderMessage,
   type ReaderReplies,
   SlotState,
@@ -69,6 +72,11 @@ export interface FuseChannelOptions {
   maxWriteBytes: number;
   /** What the readers answer themselves (GETATTR, LOOKUP, STATFS, ...), from the session. */
   readerReplies: ReaderReplies;
+  /**
+   * The device's descriptor, when the readers serve READ and WRITE themselves (reader-worker.ts,
+   * "Serving I/O"); its memory alignment must be at most a page (the payloads are page-aligned).
+   */
+  io?: Omit<ReaderIo, 'preadPrototype' | 'pwritePrototype'>;
   /** Called on the main thread with each request the readers do not answer themselves. */
   onRequest: (request: FuseRequest) => void;
   /** Called once when the kernel ended the connection (unmount or abort), or a reader failed. */
@@ -173,6 +181,10 @@ export class FuseChannel {
       slotBytes: this.slotBytes,
       writePrototype: WRITE_PROTOTYPE,
       replies: this.options.readerReplies,
+      io:
+        this.options.io === undefined
+          ? undefined
+          : { ...this.options.io, preadPrototype: PREAD_PROTOTYPE, pwritePrototype: PWRITE_PROTOTYPE },
     };
     const worker = new Worker(READER_SOURCE, { eval: true, workerData });
     const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));

@@ -9,5 +9,11 @@ export {
 export { type AttachBlockDeviceOptions, type AttachedBlockDevice, attachBlockDevice } from './attach';
 export { fuseErrnoOf } from './errors';
 export { FUSE_FSTYPE, isFssFuseMounted, removeStaleMount, type UnmountResult, unmountFuse } from './mount';
-export { type FuseFile, type FuseFileStats, type ServeFuseOptions, serveFuse } from './serve';
+export {
+  type FuseFile,
+  type FuseFileStats,
+  READER_THREADS_WITH_IO,
+  type ServeFuseOptions,
+  serveFuse,
+} from './serve';
 export type { FuseSessionStats } from './session';

@@ -33,11 +33,24 @@
  * (only an abort through fusectl). blockdev-linux's claim check stats every loop device's
  * backing file synchronously, which is exactly that call.
  *
+ * Serving I/O. When the device offers its descriptor (BlockDevice.workerIo: an origin, whose
+ * reads always go straight to the device and whose writes do while no snapshot is active),
+ * the reader serves READ and WRITE of the file itself: pread/pwrite of the request's range
+ * into or out of the slot, then the reply, without the main thread. Only what the device's
+ * gate permits at that moment (@fss/core worker-io.ts: the engine withdraws writes at a
+ * snapshot moment and while snapshots are active) and only whole aligned ranges inside the
+ * device; everything else, and any request whose pread/pwrite fails or comes up short, goes
+ * to the main thread as before, which does it again through the device and answers with the
+ * device's errno. A blocking pread/pwrite holds this reader meanwhile, so an attached origin
+ * gets several readers (serve.ts), each with its own cloned descriptor.
+ *
  * Slots live in one SharedArrayBuffer shared with the main thread, which reads the request
  * where the reader put it, answers, and marks the slot FREE again; a reader only ever writes
  * its own slots. Try-read-first means a busy reader makes one syscall per request; poll only
  * runs when the queue is empty.
  */
+
+import { WORKER_IO_ENTER_SOURCE, WorkerIoPermit } from '@fss/core';
 
 /** Slot states, in the shared control words. */
 export const SlotState = { FREE: 0, READING: 1, HANDED: 2 } as const;
@@ -74,6 +87,19 @@ export type ReaderMessage =
   | { type: 'ended'; code: string } // the connection is over
   | { type: 'error'; code: string; message: string };
 
+/** The device's descriptor for the readers' own READ and WRITE (see "Serving I/O" above). */
+export interface ReaderIo {
+  fd: number;
+  offsetAlignment: number;
+  size: number;
+  /** The gate's shared words (@fss/core WorkerIoWord), an Int32Array over a SharedArrayBuffer. */
+  words: Int32Array;
+  /** WRITE may be served here at all (the session is not read-only). */
+  writable: boolean;
+  preadPrototype: string;
+  pwritePrototype: string;
+}
+
 /** workerData of one reader. */
 export interface ReaderData {
   koffiPath: string;
@@ -93,6 +119,8 @@ export interface ReaderData {
   slotBytes: number;
   writePrototype: string;
   replies: ReaderReplies;
+  /** Present when the readers serve READ and WRITE of the file themselves. */
+  io: ReaderIo | undefined;
 }
 
 export const READER_SOURCE = `
@@ -116,6 +144,13 @@ const pollEvents = new Int16Array(pollfds.buffer);
 pollfds[0] = d.fuseFd; pollEvents[2] = POLLIN;
 pollfds[2] = d.stopFd; pollEvents[6] = POLLIN;
 let next = 0;
+const dataViews = d.slotOffsets.map((offset) => new DataView(d.data, offset, d.slotBytes));
+const outView = new DataView(out.buffer);
+const io = d.io;
+const pread = io === undefined ? undefined : libc.func(io.preadPrototype);
+const pwrite = io === undefined ? undefined : libc.func(io.pwritePrototype);
+const READ = 15, WRITE = 16, FILE_NODE = 2, PAYLOAD = 80, OUT_HEADER = 16;
+${WORKER_IO_ENTER_SOURCE}
 
 function stopping() { return Atomics.load(control, ${CONTROL_STOP}) !== 0; }
 
@@ -200,6 +235,58 @@ function answered(mine, length) {
   return true;
 }
 
+/** pread/pwrite all of buffer at offset; false on an error or a short transfer (the owner redoes it). */
+function transfer(call, buffer, offset) {
+  let done = 0;
+  while (done < buffer.length) {
+    const moved = Number(call(io.fd, done === 0 ? buffer : buffer.subarray(done), buffer.length - done, offset + done));
+    if (moved <= 0) return false;
+    done += moved;
+  }
+  return true;
+}
+
+/** Serves a READ or WRITE of the file on this thread when it may; true when it did. */
+function servedHere(mine, length) {
+  if (io === undefined) return false;
+  const view = dataViews[mine];
+  const opcode = view.getUint32(4, true);
+  if (opcode !== READ && !(opcode === WRITE && io.writable)) return false;
+  if (view.getUint32(16, true) !== FILE_NODE || view.getUint32(20, true) !== 0) return false;
+  const offset = view.getUint32(52, true) * 4294967296 + view.getUint32(48, true);
+  const size = view.getUint32(56, true);
+  // The main thread answers the edge cases: empty, unaligned, crossing or past the end.
+  if (size === 0 || size % io.offsetAlignment !== 0 || offset % io.offsetAlignment !== 0) return false;
+  if (offset + size > io.size || PAYLOAD + size > d.slotBytes) return false;
+  const bytes = views[mine];
+  const payload = bytes.subarray(PAYLOAD, PAYLOAD + size);
+  if (opcode === WRITE) {
+    if (length !== PAYLOAD + size) return false;
+    if (!workerIoEnter(io.words, ${WorkerIoPermit.WRITE})) return false;
+    const done = transfer(pwrite, payload, offset);
+    workerIoLeave(io.words, ${WorkerIoPermit.WRITE}, done);
+    if (!done) return false;
+    outView.setUint32(0, OUT_HEADER + 8, true);
+    outView.setInt32(4, 0, true);
+    out.set(bytes.subarray(8, 16), 8); // the request's unique
+    outView.setUint32(16, size, true); // fuse_write_out.size
+    outView.setUint32(20, 0, true);
+    write(d.fuseFd, out, OUT_HEADER + 8); // ENOENT (interrupted meanwhile) needs nothing more
+    return true;
+  }
+  if (!workerIoEnter(io.words, ${WorkerIoPermit.READ})) return false;
+  const done = transfer(pread, payload, offset);
+  workerIoLeave(io.words, ${WorkerIoPermit.READ}, done);
+  if (!done) return false;
+  // The reply header goes in the 16 bytes before the data (read_in, no longer needed).
+  const at = PAYLOAD - OUT_HEADER;
+  view.setUint32(at, OUT_HEADER + size, true);
+  view.setInt32(at + 4, 0, true);
+  bytes.copyWithin(at + 8, 8, 16); // the request's unique
+  write(d.fuseFd, bytes.subarray(at), OUT_HEADER + size);
+  return true;
+}
+
 for (;;) {
   const mine = takeSlot();
   if (mine < 0) break;
@@ -209,7 +296,7 @@ for (;;) {
     Atomics.store(control, ${CONTROL_SLOT_BASE} + slot, ${SlotState.FREE});
     break;
   }
-  if (answered(mine, length)) {
+  if (answered(mine, length) || servedHere(mine, length)) {
     Atomics.store(control, ${CONTROL_SLOT_BASE} + slot, ${SlotState.FREE});
     continue;
   }

@@ -20,7 +20,7 @@
 import { closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { libc } from '@fss/blockdev-linux';
-import { assert, type BlockDevice, FssError } from '@fss/core';
+import { assert, type BlockDevice, FssError, WorkerIoWord } from '@fss/core';
 import { FuseChannel } from './channel';
 import { onProcessExit } from './exit-hooks';
 import { mountFuse, type UnmountResult, unmountFuse } from './mount';
@@ -37,8 +37,17 @@ export interface ServeFuseOptions {
   fileName?: string;
   /** Serve read-only (default: the device's own `readOnly`); the mount is then MS_RDONLY too. */
   readOnly?: boolean;
-  /** Reader threads (default 1; see the README for the measurements). */
+  /**
+   * Reader threads (default 1, or READER_THREADS_WITH_IO when they serve the device's I/O
+   * themselves; see the README for the measurements).
+   */
   readerThreads?: number;
+  /**
+   * Let the reader threads serve READ and WRITE themselves when the device offers its
+   * descriptor (BlockDevice.workerIo; default true). False: every READ and WRITE goes through
+   * the device's `read` and `write` on the main thread.
+   */
+  workerIo?: boolean;
   /** Requests in flight at most: reader slots of `maxWriteBytes` each (default 64). */
   slotCount?: number;
   /** Largest READ/WRITE the kernel may send: 4 KiB to 1 MiB, whole pages (default 1 MiB). */
@@ -53,8 +62,23 @@ export interface ServeFuseOptions {
   log?: (message: string) => void;
 }
 
-/** The session's statistics, plus the requests the reader threads answered themselves. */
-export type FuseFileStats = FuseSessionStats & { readerAnswers: number };
+/**
+ * The session's statistics, plus the requests the reader threads answered themselves: the
+ * fixed replies (`readerAnswers`) and the READs and WRITEs they served on the device's
+ * descriptor (`workerReads`, `workerWrites`; not in the session's byte counts).
+ */
+export type FuseFileStats = FuseSessionStats & {
+  readerAnswers: number;
+  workerReads: number;
+  workerWrites: number;
+};
+
+/**
+ * Readers when they serve I/O themselves: each holds one request while its pread/pwrite
+ * blocks, so this many device requests can be in flight without the main thread.
+ */
+export const READER_THREADS_WITH_IO = 4;
+const PAGE_BYTES = 4096;
 
 export interface FuseFile {
   /** The file: `<mountPoint>/<fileName>`. */
@@ -98,11 +122,23 @@ export async function serveFuse(device: BlockDevice, options: ServeFuseOptions):
   const ended = new Promise<void>((resolve) => {
     endConnection = resolve;
   });
+  const deviceIo = options.workerIo === false ? undefined : device.workerIo?.();
+  const io =
+    deviceIo === undefined || deviceIo.memoryAlignment > PAGE_BYTES
+      ? undefined
+      : {
+          fd: deviceIo.fd,
+          offsetAlignment: deviceIo.offsetAlignment,
+          size: Math.min(deviceIo.size, device.size),
+          words: deviceIo.words,
+          writable: !readOnly,
+        };
   let channel: FuseChannel;
   try {
     channel = new FuseChannel({
       fuseFd: fd,
-      readerCount: options.readerThreads ?? 1,
+      readerCount: options.readerThreads ?? (io === undefined ? 1 : READER_THREADS_WITH_IO),
+      io,
       slotCount: options.slotCount ?? 64,
       maxWriteBytes,
       readerReplies: session.readerReplies(),
@@ -125,6 +161,7 @@ export async function serveFuse(device: BlockDevice, options: ServeFuseOptions):
     session,
     channel,
     ended,
+    deviceIo?.words,
   );
   try {
     await withTimeout(
@@ -159,6 +196,7 @@ class ServedFile implements FuseFile {
     session: FuseSession,
     channel: FuseChannel,
     ended: Promise<void>,
+    private readonly ioWords: Int32Array | undefined,
   ) {
     this.mountPoint = mountPoint;
     this.path = path;
@@ -171,7 +209,13 @@ class ServedFile implements FuseFile {
   }
 
   get stats(): Readonly<FuseFileStats> {
-    return { ...this.session.stats, readerAnswers: this.channel.readerAnswers };
+    const words = this.ioWords;
+    return {
+      ...this.session.stats,
+      readerAnswers: this.channel.readerAnswers,
+      workerReads: words === undefined ? 0 : Atomics.load(words, WorkerIoWord.READS),
+      workerWrites: words === undefined ? 0 : Atomics.load(words, WorkerIoWord.WRITES),
+    };
   }
 
   close(): Promise<UnmountResult> {
