@@ -7,6 +7,12 @@
  * twice) and the device's logical sector size as the loop block size (so the kernel never
  * sends a request smaller or less aligned than the device accepts).
  *
+ * The loop device's requests are limited to the FUSE file's largest READ/WRITE
+ * (queue/max_sectors_kb = max_write): the block layer would otherwise merge sequential 1 MiB
+ * requests into 1280 KiB ones (the driver's default limit), each of which FUSE then splits in
+ * two requests, one of them a quarter the size. Best effort: a kernel that refuses the limit
+ * only splits.
+ *
  * Teardown runs in the reverse order: detach the loop device (which waits for its I/O),
  * then unmount the FUSE file. A loop device still open elsewhere (mounted) cannot be
  * detached: close() then fails with EBUSY and keeps serving, since unmounting the file under
@@ -20,6 +26,7 @@
  * stay for removeStaleMount.
  */
 
+import { writeFile } from 'node:fs/promises';
 import { attachLoop, detachLoop, detachLoopSync, type LoopDevice } from '@fss/blockdev-linux';
 import type { BlockDevice } from '@fss/core';
 import { onProcessExit } from './exit-hooks';
@@ -57,6 +64,7 @@ export async function attachBlockDevice(
     await file.close().catch(() => undefined);
     throw error;
   }
+  await limitRequestBytes(loop.number, options.maxWriteBytes ?? MiB);
   let closed: Promise<UnmountResult> | undefined;
   const removeExitHook = onProcessExit(() => detachLoopSync(loop.path));
   return {
@@ -74,4 +82,13 @@ export async function attachBlockDevice(
       return closed;
     },
   };
+}
+
+const MiB = 1024 * 1024;
+
+/** Caps loop device `number`'s requests at `bytes` (see the file comment); never throws. */
+async function limitRequestBytes(number: number, bytes: number): Promise<void> {
+  await writeFile(`/sys/block/loop${number}/queue/max_sectors_kb`, String(bytes / 1024)).catch(
+    () => undefined,
+  );
 }

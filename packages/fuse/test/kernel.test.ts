@@ -149,6 +149,9 @@ describe.skipIf(!canRun)(`FUSE file + loop device (${ROOT_REASON}; needs /dev/fu
         const expected = Buffer.from(original);
         expected.set(data, 5 * MiB);
         expect(firstDifference(read, expected)).toBe(-1);
+        // Requests no larger than one FUSE WRITE (1 MiB): none is split in two.
+        const limit = readFileSync(`/sys/block/loop${loop.number}/queue/max_sectors_kb`, 'utf8');
+        expect(limit.trim()).toBe('1024');
         // The device offers its descriptor: the reader threads did the I/O themselves.
         expect(file.stats.workerWrites).toBeGreaterThan(0);
         expect(file.stats.workerReads).toBeGreaterThan(0);
