@@ -178,7 +178,33 @@ describe.skipIf(!isRoot)('store-full policy block (root: a 2 MiB tmpfs)', () => 
   }, 180_000);
 });
 
-describe('store-full policy: bad values', () => {
+describe('store-full policy: configuration', () => {
+  it('is shown by status, invalidate by default, and a persistent unit keeps it across a restart', async () => {
+    await ok('fssconfig', [
+      '-c',
+      '--on-full',
+      'block',
+      '--on-full-timeout',
+      '7',
+      'fss0',
+      sandbox.path('image'),
+      sandbox.path('backup0'),
+    ]);
+    await ok('fssconfig', ['-c', 'fss1', sandbox.path('image'), sandbox.path('backup1')]);
+    const units = async () =>
+      (JSON.parse(await ok('fss', ['status', '--json'])) as { units: UnitStatus[] }).units.slice(0, 2);
+    const expected = [
+      { unit: 'fss0', valid: true, onFull: 'block', onFullTimeoutMs: 7000, waitingForSpace: false },
+      { unit: 'fss1', valid: true, onFull: 'invalidate' },
+    ];
+    expect(await units()).toMatchObject(expected);
+    await sandbox.stopDaemon(); // SIGTERM: both units are recorded and come back
+    expect(await units()).toMatchObject(expected);
+    expect(readFileSync(join(sandbox.runDir, 'fssd.log'), 'utf8')).toMatch(
+      /fss0: configured on .*, on full: block \(7 s\)/,
+    );
+  }, 60_000);
+
   it.each([
     [['--on-full', 'wait'], "fssconfig: --on-full: Invalid argument: 'wait' (invalidate or block)"],
     [
