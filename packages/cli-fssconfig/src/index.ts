@@ -13,3 +13,10 @@ export {
   parseFssconfigArgs,
 } from './cli/options';
 export { NumberSyntaxError, strsuftoll } from './cli/strsuftoll';
+export {
+  type OriginDocument,
+  STATUS_SCHEMA_VERSION,
+  type StatusDocument,
+  statusDocument,
+  type UnitDocument,
+} from './status/document';

@@ -78,8 +78,8 @@ describe('fssconfig -c', () => {
     expect((await sandbox.run('fssconfig', ['-x', 'fss1', 'image', 'backup-x'])).status).toBe(0);
     expect(existsSync(sandbox.path('backup-x'))).toBe(false);
     const status = JSON.parse((await sandbox.run('fss', ['status', '--json'])).stdout);
-    expect(status.units[0].bstore).toMatch(new RegExp(`^${sandbox.path('dir')}/[A-Za-z0-9]{10}$`));
-    expect(status.units[1]).toMatchObject({ state: 'active', valid: true, bstore: sandbox.path('backup-x') });
+    expect(status.units[0].backup).toMatch(new RegExp(`^${sandbox.path('dir')}/[A-Za-z0-9]{10}$`));
+    expect(status.units[1]).toMatchObject({ name: 'fss1', valid: true, backup: sandbox.path('backup-x') });
     expect((await sandbox.run('fssconfig', ['-l'])).stdout).toMatch(
       /^fss0: .*image\nfss1: .*image\nfss2: not in use\n/,
     );

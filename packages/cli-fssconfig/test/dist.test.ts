@@ -52,7 +52,7 @@ describe.skipIf(!built)('the built package', () => {
     const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
     expect(argv).toContain(join(bin, 'fssd'));
     const status = await run(join(bin, 'fss'), ['status', '--json'], { env });
-    expect(JSON.parse(status.stdout)).toMatchObject({ pid, unitCount: 16 });
+    expect(JSON.parse(status.stdout)).toMatchObject({ schemaVersion: 1, daemon: { pid, unitCount: 16 } });
   });
 
   it('fssconfig starts the fssd that FSS_FSSD names', async () => {

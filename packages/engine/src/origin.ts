@@ -49,6 +49,7 @@ export class Origin implements BlockDevice {
   private readonly open = new Set<Snapshot>();
   private readonly host: SnapshotHost;
   private deviceClosed = false;
+  private written = 0;
 
   constructor(device: BlockDevice, options: OriginOptions = {}) {
     this.device = device;
@@ -85,6 +86,14 @@ export class Origin implements BlockDevice {
 
   get readOnly(): boolean {
     return this.device.readOnly;
+  }
+
+  /**
+   * Bytes that writes and write-zeroes (not discards) landed on the origin since it was
+   * opened: what fssd's moving average of the origin's write rate is computed from.
+   */
+  get bytesWritten(): number {
+    return this.written;
   }
 
   /** Snapshots of this origin that are not closed (active or invalid). */
@@ -257,6 +266,7 @@ export class Origin implements BlockDevice {
     checkWriteRange(this.size, offset, length, this.name);
     if (length === 0) return;
     await this.copyOnWrite.write(offset, length, operation);
+    if (syscall === 'write') this.written += length;
   }
 
   /** The header now carries the snapshot time; a store that cannot take it invalidates. */

@@ -293,3 +293,18 @@ describe('engine: closing the origin', () => {
     await expect(origin.write(new Uint8Array(1), 0)).rejects.toMatchObject({ code: 'EBADF' });
   });
 });
+
+describe('engine: Origin.bytesWritten', () => {
+  it('counts the bytes of writes and write-zeroes that landed, not discards, refused or empty writes', async () => {
+    const device = new MemoryBlockDevice(1024 * 1024);
+    const origin = new Origin(device);
+    expect(origin.bytesWritten).toBe(0);
+    await origin.write(new Uint8Array(4096), 0);
+    await origin.write(new Uint8Array(0), 8192);
+    await origin.writeZeroes?.(65536, 512);
+    await origin.discard?.(131072, 4096);
+    await expect(origin.write(new Uint8Array(4096), 1024 * 1024)).rejects.toBeInstanceOf(FssError);
+    const expected = 4096 + (origin.writeZeroes === undefined ? 0 : 512);
+    expect(origin.bytesWritten).toBe(expected);
+  });
+});

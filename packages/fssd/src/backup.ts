@@ -192,6 +192,8 @@ export interface OpenedBackup {
   created: boolean;
   /** Whether the path still names the store. */
   linked: boolean;
+  /** Bytes a raw device store holds; undefined for files, which grow while their filesystem has room. */
+  capacityBytes?: number;
 }
 
 const TEMP_ATTEMPTS_MAX = 64;
@@ -207,7 +209,14 @@ export async function openBackup(
   switch (plan.kind) {
     case 'raw': {
       const store = prepared.takeRaw();
-      return { store, path: plan.path, identity: plan.identity, created: false, linked: true };
+      return {
+        store,
+        path: plan.path,
+        identity: plan.identity,
+        created: false,
+        linked: true,
+        capacityBytes: prepared.capacityBytes,
+      };
     }
     case 'temp':
       return openTemporary(plan.dir, options.sizeBytes, backends);

@@ -40,7 +40,9 @@ export interface ControlContext {
   origins: OriginTable;
   mutex: Mutex;
   log: Log;
-  status(): DaemonStatus;
+  status(): Promise<DaemonStatus>;
+  /** The run directory (ping's answer). */
+  readonly runDir: string;
 }
 
 export class ControlServer {
@@ -202,7 +204,7 @@ export class ControlServer {
       case 'status':
         return this.context.status();
       case 'ping':
-        return { pid: process.pid, runDir: this.context.status().runDir };
+        return { pid: process.pid, runDir: this.context.runDir };
     }
   }
 

@@ -20,7 +20,8 @@ import { chmod, lstat, mkdir, readdir, realpath, rm, writeFile } from 'node:fs/p
 import type { DaemonStatus } from '@fss/control';
 import { checkSocketPath, type RunPaths, runPaths, UNIT_COUNT_DEFAULT, UNIT_COUNT_MAX } from '@fss/control';
 import { FssError, Mutex, toFssError } from '@fss/core';
-import type { Durability } from '@fss/engine';
+import type { Durability, Origin, Snapshot } from '@fss/engine';
+import fssdPackage from '../package.json' with { type: 'json' };
 import { type Backends, linuxBackends } from './backends';
 import { BypassWatch } from './bypass-watch';
 import { ControlServer } from './control-server';
@@ -29,6 +30,7 @@ import { type Exporter, nbdExporter } from './exports';
 import { lockRunDir, type RunDirLock } from './lock';
 import { createLog, type Log } from './log';
 import { type OriginEntry, OriginTable } from './origins';
+import { RateMeters } from './rate-meter';
 import { StateDir } from './state-dir';
 import { UnitTable } from './units';
 
@@ -66,6 +68,9 @@ export interface FssdOptions {
   bypassCheckMs?: number;
 }
 
+/** How often the write rates are sampled between status requests. */
+const RATE_SAMPLE_MS = 1000;
+
 export class Fssd {
   readonly paths: RunPaths;
   readonly unitCount: number;
@@ -80,6 +85,10 @@ export class Fssd {
   private state: StateDir | undefined;
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
+  /** Moving averages of each store's growth and each origin's writes (fss status). */
+  private readonly storeRates = new RateMeters<Snapshot>();
+  private readonly originRates = new RateMeters<Origin>();
+  private rateSampler: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: FssdOptions) {
     this.paths = runPaths(options.runDir);
@@ -201,8 +210,19 @@ export class Fssd {
       origins,
       mutex,
       log: this.log,
+      runDir: paths.dir,
       status: () => this.status(),
     });
+    // Status requests sample too; this keeps the averages moving between them, so a rate
+    // seen after a quiet minute reflects that minute. Unref'd: it keeps nothing alive.
+    this.rateSampler = setInterval(() => this.sampleRates(), RATE_SAMPLE_MS).unref();
+  }
+
+  private sampleRates(nowMs = Date.now()): void {
+    this.units?.sampleRates(this.storeRates, nowMs);
+    for (const entry of this.origins?.entries ?? []) {
+      this.originRates.observe(entry.engine, entry.engine.bytesWritten, nowMs);
+    }
   }
 
   /**
@@ -232,14 +252,23 @@ export class Fssd {
     this.log(line);
   }
 
-  status(): DaemonStatus {
+  /** What `fss status` shows; every request also takes a sample of the rates. */
+  async status(): Promise<DaemonStatus> {
     const origins = this.origins;
+    const nowMs = Date.now();
     return {
       pid: process.pid,
       runDir: this.paths.dir,
+      version: fssdPackage.version,
       unitCount: this.unitCount,
-      units: this.units?.status() ?? [],
-      origins: origins === undefined ? [] : origins.entries.map((entry) => origins.info(entry)),
+      units: (await this.units?.status(this.storeRates, nowMs)) ?? [],
+      origins:
+        origins === undefined
+          ? []
+          : origins.entries.map((entry) => ({
+              ...origins.info(entry),
+              writeRate: this.originRates.observe(entry.engine, entry.engine.bytesWritten, nowMs),
+            })),
     };
   }
 
@@ -260,6 +289,7 @@ export class Fssd {
   private async release(): Promise<void> {
     this.log('stopping: releasing every unit and origin');
     this.runDirWatcher?.close();
+    clearInterval(this.rateSampler);
     this.bypass?.stop();
     await this.control?.close();
     // No origin write may pass once units start closing: a persistent unit closed while its

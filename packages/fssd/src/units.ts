@@ -69,7 +69,9 @@ import type { KernelDevice, KernelDevices } from './devices';
 import type { Export, Exporter } from './exports';
 import type { Log } from './log';
 import type { OriginEntry, OriginTable } from './origins';
+import { type RateMeters, secondsToFull } from './rate-meter';
 import type { StateDir, UnitRecord } from './state-dir';
+import { storeBytesLimit, storeStart, storeUsage } from './store-usage';
 
 type UnitState = 'idle' | 'creating' | 'active' | 'destroying';
 
@@ -236,30 +238,58 @@ export class UnitTable {
     return unit === undefined ? undefined : unitName(unit.index);
   }
 
-  status(): UnitStatus[] {
-    return this.units.map((unit) => {
-      const status: UnitStatus = { unit: unitName(unit.index), state: unit.state, flags: unit.flags };
-      if (unit.state !== 'active' || unit.snapshot === undefined) return status;
-      status.origin = unit.origin?.name;
-      status.bstore = unit.backup?.path;
-      status.export = unit.export?.socketPath;
-      status.exportClients = unit.export?.clients() ?? 0;
-      status.valid = unit.snapshot.valid;
-      status.persistent = unit.persistent;
-      if (unit.persistent) status.durability = unit.snapshot.durability;
-      status.onFull = unit.snapshot.onFull;
-      if (unit.snapshot.onFull === 'block') {
-        status.onFullTimeoutMs = unit.snapshot.onFullTimeoutMs;
-        status.waitingForSpace = unit.snapshot.waitingForSpace;
+  /**
+   * Every unit's state; active ones with their store's use and rates. `rates` takes a sample
+   * of each store's bytes in use (rate-meter.ts); the limits come from statfs, so this is
+   * asynchronous.
+   */
+  async status(rates: RateMeters<Snapshot>, nowMs = Date.now()): Promise<UnitStatus[]> {
+    return Promise.all(
+      this.units.map(async (unit) => {
+        const status: UnitStatus = { unit: unitName(unit.index), state: unit.state, flags: unit.flags };
+        const { snapshot, backup } = unit;
+        if (unit.state !== 'active' || snapshot === undefined) return status;
+        status.origin = unit.origin?.name;
+        status.bstore = backup?.path;
+        status.export = unit.export?.socketPath;
+        status.exportClients = unit.export?.clients() ?? 0;
+        status.valid = snapshot.valid;
+        status.persistent = unit.persistent;
+        if (unit.persistent) status.durability = snapshot.durability;
+        status.onFull = snapshot.onFull;
+        if (snapshot.onFull === 'block') {
+          status.onFullTimeoutMs = snapshot.onFullTimeoutMs;
+          status.waitingForSpace = snapshot.waitingForSpace;
+        }
+        if (!snapshot.valid) status.invalidReason = snapshot.invalidReason;
+        status.info = snapshot.info();
+        if (unit.device !== undefined) {
+          status.device = unit.device.linkPath;
+          status.loop = unit.device.loopPath;
+        }
+        const usage = storeUsage(snapshot);
+        const limit = backup === undefined ? undefined : await storeBytesLimit(backup, usage.usedBytes);
+        const rate = rates.observe(snapshot, usage.usedBytes, nowMs, storeStart(snapshot));
+        status.clustersCopied = snapshot.stats().copiedClusters;
+        status.storeBytesUsed = usage.usedBytes;
+        if (limit !== undefined) status.storeBytesLimit = limit;
+        status.storeBytesMax = usage.maxBytes;
+        status.writeRate = rate;
+        status.secondsToFull = snapshot.valid
+          ? secondsToFull(usage.usedBytes, limit, usage.maxBytes, rate)
+          : null;
+        return status;
+      }),
+    );
+  }
+
+  /** Samples every active unit's store use into `rates` (fssd's periodic sampler). */
+  sampleRates(rates: RateMeters<Snapshot>, nowMs = Date.now()): void {
+    for (const unit of this.units) {
+      if (unit.state === 'active' && unit.snapshot !== undefined) {
+        rates.observe(unit.snapshot, storeUsage(unit.snapshot).usedBytes, nowMs, storeStart(unit.snapshot));
       }
-      if (!unit.snapshot.valid) status.invalidReason = unit.snapshot.invalidReason;
-      status.info = unit.snapshot.info();
-      if (unit.device !== undefined) {
-        status.device = unit.device.linkPath;
-        status.loop = unit.device.loopPath;
-      }
-      return status;
-    });
+    }
   }
 
   /**
@@ -600,10 +630,11 @@ export class UnitTable {
     let exported: Export | undefined;
     let device: KernelDevice | undefined;
     try {
+      const raw =
+        record.store.kind === 'raw' ? await backends.openRawStore(record.store.path, origin.path) : undefined;
       const store =
-        record.store.kind === 'raw'
-          ? (await backends.openRawStore(record.store.path, origin.path)).store
-          : await backends.openFileStore(record.store.path, { create: 'existing', unlinkOnOpen: false });
+        raw?.store ??
+        (await backends.openFileStore(record.store.path, { create: 'existing', unlinkOnOpen: false }));
       const identity = await storageIdentity(record.store.path).catch(() => new Set<string>());
       if (!record.store.identity.every((token) => identity.has(token))) {
         await store.close().catch(() => undefined);
@@ -629,6 +660,7 @@ export class UnitTable {
         identity,
         created: false,
         linked: true,
+        capacityBytes: raw?.sizeBytes,
       };
       Object.assign(unit, {
         state: 'active',

@@ -40,14 +40,14 @@ async function ok(bin: 'fssconfig' | 'fss', args: string[]): Promise<string> {
 }
 
 interface Unit {
-  unit: string;
-  valid?: boolean;
-  invalidReason?: string;
+  name: string;
+  valid: boolean;
+  invalidReason: string | null;
 }
 
 async function fss0(): Promise<Unit> {
   const status = JSON.parse(await ok('fss', ['status', '--json'])) as { units: Unit[] };
-  return status.units.find((unit) => unit.unit === 'fss0') as Unit;
+  return status.units.find((unit) => unit.name === 'fss0') as Unit;
 }
 
 /** fss0 once it is invalid, or as it is after `timeoutMs`. */

@@ -77,14 +77,14 @@ class FailingRangeDevice extends MemoryBlockDevice {
 }
 
 interface UnitStatus {
-  unit: string;
-  valid?: boolean;
-  invalidReason?: string;
+  name: string;
+  valid: boolean;
+  invalidReason: string | null;
 }
 
 async function unitStatus(): Promise<UnitStatus> {
   const status = JSON.parse(await ok('fss', ['status', '--json'])) as { units: UnitStatus[] };
-  return status.units.find((unit) => unit.unit === 'fss0') as UnitStatus;
+  return status.units.find((unit) => unit.name === 'fss0') as UnitStatus;
 }
 
 describe.skipIf(!canServe)('devices that fail (root: loop devices over FUSE files served here)', () => {

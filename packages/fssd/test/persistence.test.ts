@@ -173,9 +173,9 @@ describe('persistent units survive fssd', () => {
     writeFileSync(sandbox.path('image'), image);
     expect(await ok('fssconfig', ['-l', 'fss0'])).toBe(`fss0: ${sandbox.path('image')}\n`);
     const status = JSON.parse(await ok('fss', ['status', '--json'])) as {
-      units: Array<{ unit: string; valid?: boolean; invalidReason?: string; persistent?: boolean }>;
+      units: Array<{ name: string; valid: boolean; invalidReason: string | null; persistent: boolean }>;
     };
-    expect(status.units[0]).toMatchObject({ unit: 'fss0', valid: false, persistent: true });
+    expect(status.units[0]).toMatchObject({ name: 'fss0', valid: false, persistent: true });
     expect(status.units[0]?.invalidReason).toMatch(/was modified while fssd was not running/);
     const client = await NbdClient.connect(join(sandbox.runDir, 'fss0.sock'));
     await expect(client.read(0, 4096)).rejects.toMatchObject({ code: expect.stringMatching(/^E/) });

@@ -58,9 +58,9 @@ describe.skipIf(!isRoot)('a full backing store (root: a 2 MiB tmpfs)', () => {
       client.disconnect();
       expect(Buffer.compare(readFileSync(sandbox.path('image')), model)).toBe(0);
       const status = JSON.parse(await ok('fss', ['status', '--json'])) as {
-        units: Array<{ unit: string; valid?: boolean; invalidReason?: string }>;
+        units: Array<{ name: string; valid: boolean; invalidReason: string | null }>;
       };
-      expect(status.units[0]).toMatchObject({ unit: 'fss0', valid: false });
+      expect(status.units[0]).toMatchObject({ name: 'fss0', valid: false });
       expect(status.units[0]?.invalidReason).toMatch(/backing store/);
       const reader = await NbdClient.connect(join(sandbox.runDir, 'fss0.sock'));
       await expect(reader.read(0, 4096)).rejects.toMatchObject({ nbdError: expect.any(Number) });

@@ -43,12 +43,12 @@ async function ok(bin: 'fssconfig' | 'fss', args: string[]): Promise<string> {
 }
 
 interface UnitStatus {
-  unit: string;
-  valid?: boolean;
-  invalidReason?: string;
-  onFull?: string;
-  onFullTimeoutMs?: number;
-  waitingForSpace?: boolean;
+  name: string;
+  valid: boolean;
+  invalidReason: string | null;
+  onFull: string;
+  onFullTimeoutMs: number | null;
+  waitingForSpace: boolean;
 }
 
 async function fss0(): Promise<UnitStatus> {

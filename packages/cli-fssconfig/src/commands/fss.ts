@@ -4,25 +4,24 @@
  *   fss origin add PATH [--name NAME] [--attach]      (--attach: also /dev/fss/NAME, as root)
  *   fss origin rm [--force] NAME
  *   fss origin ls
- *   fss status [--json]
+ *   fss status [--json] [--watch [--interval SECONDS] [--count N]]   (status.ts)
  *   fss changed fssN [--json] [--since fssM]          (extents written since fssN, or fssM..fssN)
  *
  * Errors read `fss: WHAT: strerror` (plus fssd's detail when it has one), exit 1; bad usage
  * prints the synopsis on stderr, exit 1.
  */
 import { resolve } from 'node:path';
-import type { DaemonStatus, OriginInfo } from '@fss/control';
 import { type ConnectOptions, FssClient, isOriginName } from '@fss/control';
 import { FssError, strerror, toFssError } from '@fss/core';
-import { humanizeNumber } from '../cli/humanize';
-import { formatClusterUse, formatLocalTime } from '../cli/list-format';
+import { formatOrigin } from '../cli/origin-format';
 import { type CommandIo, Exit, errorDetail } from './io';
+import { parseStatusArgs, runStatus } from './status';
 
 export const FSS_USAGE = [
   'usage: fss origin add PATH [--name NAME] [--attach]',
   '       fss origin rm [--force] NAME',
   '       fss origin ls',
-  '       fss status [--json]',
+  '       fss status [--json] [--watch [--interval SECONDS] [--count N]]',
   '       fss changed fssN [--json] [--since fssM]',
 ].join('\n');
 
@@ -54,11 +53,10 @@ export async function fss(
   try {
     const [command, ...rest] = argv;
     if (command === 'status') {
-      if (rest.length > 1 || (rest.length === 1 && rest[0] !== '--json')) usage();
-      const status = await (await connected()).status().catch((error: unknown) => fail('status', error));
-      if (rest[0] === '--json') io.out(JSON.stringify(status, null, 2));
-      else for (const line of formatStatus(status)) io.out(line);
-      return 0;
+      const options = parseStatusArgs(rest);
+      if (options === null) return usage();
+      if (typeof options === 'string') return fail('status', new FssError('EINVAL', options));
+      return await runStatus(options, io, await connected(), fail);
     }
     if (command === 'changed') {
       const parsed = parseChangedArgs(rest) ?? usage();
@@ -134,34 +132,5 @@ function parseChangedArgs(
   return unit === undefined ? undefined : { unit, since, json };
 }
 
-/** `NAME PATH SIZE units: fss0,fss1 export: SOCKET` */
-export function formatOrigin(origin: OriginInfo): string {
-  const units = origin.units.length > 0 ? origin.units.join(',') : '-';
-  const kind = origin.explicit ? 'added' : 'implicit';
-  const device = origin.device === undefined ? '' : `, device ${origin.device} (${origin.loop})`;
-  return `${origin.name}: ${origin.path}, ${humanizeNumber(origin.size)}, ${kind}, units ${units}, export ${origin.export}${device}`;
-}
-
-export function formatStatus(status: DaemonStatus): string[] {
-  const lines = [`fssd: pid ${status.pid}, run directory ${status.runDir}, ${status.unitCount} units`];
-  for (const unit of status.units) {
-    if (unit.state === 'idle') continue;
-    if (unit.info === undefined) {
-      lines.push(`${unit.unit}: ${unit.state}`);
-      continue;
-    }
-    const info = unit.info;
-    const validity = unit.valid ? 'valid' : `invalid (${unit.invalidReason ?? 'unknown'})`;
-    lines.push(
-      `${unit.unit}: ${info.fsg_mount}, taken ${formatLocalTime(info.fsg_time.tv_sec)}, ${validity}, ` +
-        formatClusterUse(info) +
-        (unit.persistent === true ? `, persistent (${unit.durability ?? 'process'})` : ', not persistent'),
-    );
-    const device = unit.device === undefined ? '' : `, device ${unit.device} (${unit.loop})`;
-    lines.push(
-      `    origin ${unit.origin}, backup ${unit.bstore}, export ${unit.export} (${unit.exportClients} clients)${device}`,
-    );
-  }
-  for (const origin of status.origins) lines.push(`origin ${formatOrigin(origin)}`);
-  return lines;
-}
+export { formatOrigin } from '../cli/origin-format';
+export { formatStatus } from './status';

@@ -4,6 +4,8 @@ import { type FssError, strerror } from '@fss/core';
 export interface CommandIo {
   out(line: string): void;
   err(line: string): void;
+  /** Whether out() reaches a terminal (fss status --watch redraws there). */
+  isTTY?: boolean;
 }
 
 /**
@@ -18,6 +20,7 @@ export function processIo(): CommandIo {
   return {
     out: (line) => process.stdout.write(`${line}\n`),
     err: (line) => process.stderr.write(`${line}\n`),
+    isTTY: process.stdout.isTTY === true,
   };
 }
 

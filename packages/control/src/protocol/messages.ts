@@ -127,6 +127,8 @@ export interface OriginInfo {
   device?: string;
   /** The block device behind `device` (`/dev/loopN`). */
   loop?: string;
+  /** In `status` only: bytes per second written to the origin, a moving average (rate-meter.ts). */
+  writeRate?: number;
 }
 
 export interface UnitStatus {
@@ -153,11 +155,28 @@ export interface UnitStatus {
   onFullTimeoutMs?: number;
   /** Under `block`: origin writes that need a copy are waiting for space on the store now. */
   waitingForSpace?: boolean;
+  /** Origin clusters saved so far (copied to the cache or the store). */
+  clustersCopied?: number;
+  /** Bytes of the backing store in use: header, indirect table and stored clusters. */
+  storeBytesUsed?: number;
+  /**
+   * Bytes the backing store can hold: a raw device's size; for a file, what it holds plus
+   * the space left on its filesystem. Absent when it cannot be told.
+   */
+  storeBytesLimit?: number;
+  /** Bytes the store needs once every cluster is copied: it never fills if it can hold that. */
+  storeBytesMax?: number;
+  /** Bytes per second added to the store, a moving average (fssd's rate-meter.ts). */
+  writeRate?: number;
+  /** At `writeRate`, seconds until the store is full; null when it is not filling or never fills. */
+  secondsToFull?: number | null;
 }
 
 export interface DaemonStatus {
   pid: number;
   runDir: string;
+  /** fssd's package version. */
+  version?: string;
   unitCount: number;
   units: UnitStatus[];
   origins: OriginInfo[];
