@@ -110,7 +110,7 @@ describe.skipIf(!canServe)('devices that fail (root: loop devices over FUSE file
     expect(store.faults.faultsInjected).toBeGreaterThan(0);
     expect(Buffer.compare(readFileSync(sandbox.path('image')), model)).toBe(0);
     const unit = await unitStatus();
-    expect(unit).toMatchObject({ unit: 'fss0', valid: false });
+    expect(unit).toMatchObject({ name: 'fss0', valid: false });
     expect(unit.invalidReason).toMatch(/^write error on backing store: /);
     const reader = await NbdClient.connect(join(sandbox.runDir, 'fss0.sock'));
     await expect(reader.read(0, 4096)).rejects.toMatchObject({ nbdError: expect.any(Number) });
