@@ -194,8 +194,8 @@ describe('store-full policy: configuration', () => {
     const units = async () =>
       (JSON.parse(await ok('fss', ['status', '--json'])) as { units: UnitStatus[] }).units.slice(0, 2);
     const expected = [
-      { unit: 'fss0', valid: true, onFull: 'block', onFullTimeoutMs: 7000, waitingForSpace: false },
-      { unit: 'fss1', valid: true, onFull: 'invalidate' },
+      { name: 'fss0', valid: true, onFull: 'block', onFullTimeoutMs: 7000, waitingForSpace: false },
+      { name: 'fss1', valid: true, onFull: 'invalidate' },
     ];
     expect(await units()).toMatchObject(expected);
     await sandbox.stopDaemon(); // SIGTERM: both units are recorded and come back
