@@ -46,6 +46,7 @@ export {
   PATH_BYTES_MAX,
   REQUEST_BYTES_MAX,
   type RequestId,
+  type RollbackStatus,
   requestIdOf,
   type SetResult,
   toWireError,

@@ -106,6 +106,12 @@ export class CopyOnWrite {
     }
   }
 
+  /** Resolves once every write in flight now has landed (writes after it are not waited for). */
+  async drain(): Promise<void> {
+    const resume = await this.gate.suspend();
+    resume();
+  }
+
   /** Stops preserving for `snapshot` (it became invalid or was closed). */
   detach(snapshot: Snapshot): void {
     this.active = this.active.filter((candidate) => candidate !== snapshot);

@@ -4,7 +4,7 @@
  * store. Built on @fss/core's vocabulary (geometry, bitmap, indirect table, store format,
  * interfaces, errors) and @fss/cache's cluster cache.
  */
-export { Origin, type OriginOptions } from './origin';
+export { Origin, type OriginOptions, type OriginWriter } from './origin';
 export {
   CACHE_BYTES_DEFAULT,
   type Durability,

@@ -11,6 +11,10 @@
  * device has them (an export then advertises WRITE_ZEROES and TRIM, nothing silently does
  * nothing), and `allocateBuffer` hands out the device's memory.
  *
+ * Reserved writes (`reserveWrites`, for a rollback): one writer at a time may keep every other
+ * writer out; their writes fail EBUSY, naming why, until it releases the origin. Its own
+ * writes take the same copy-on-write path as any other.
+ *
  * Taking a snapshot suspends writes for a moment (the write gate): writes in flight finish,
  * the snapshot becomes active, writes resume. Its backing store is prepared (header written)
  * before that, so the suspension is short.
@@ -36,6 +40,14 @@ export interface OriginOptions {
   now?: () => number;
 }
 
+/** The one writer of a reserved origin (Origin.reserveWrites). */
+export interface OriginWriter {
+  /** An origin write, through copy-on-write, that the reservation lets through. */
+  write(source: Uint8Array, offset: number): Promise<void>;
+  /** Lets every writer in again. */
+  release(): void;
+}
+
 export class Origin implements BlockDevice {
   readonly device: BlockDevice;
   readonly name: string;
@@ -50,6 +62,8 @@ export class Origin implements BlockDevice {
   private readonly host: SnapshotHost;
   private deviceClosed = false;
   private written = 0;
+  /** Set while one writer keeps the others out: why (in their EBUSY). */
+  private reservation: { readonly why: string } | undefined;
 
   constructor(device: BlockDevice, options: OriginOptions = {}) {
     this.device = device;
@@ -130,6 +144,31 @@ export class Origin implements BlockDevice {
   async flush(): Promise<void> {
     this.checkOpen('fsync');
     return this.device.flush();
+  }
+
+  /**
+   * Keeps every other writer out: from now on their writes (write, writeZeroes, discard) fail
+   * EBUSY with `why`, and only the returned writer's pass; writes already in flight land
+   * before this resolves. EBUSY when the origin is reserved already.
+   */
+  async reserveWrites(why: string): Promise<OriginWriter> {
+    this.checkOpen('reserve');
+    if (this.reservation !== undefined) {
+      throw new FssError('EBUSY', `origin is reserved: ${this.reservation.why}`, {
+        syscall: 'reserve',
+        path: this.name,
+      });
+    }
+    const reservation = { why };
+    this.reservation = reservation;
+    await this.copyOnWrite.drain();
+    return {
+      write: (source, offset) =>
+        this.guarded(offset, source.length, 'write', () => this.device.write(source, offset), reservation),
+      release: () => {
+        if (this.reservation === reservation) this.reservation = undefined;
+      },
+    };
   }
 
   /**
@@ -259,14 +298,27 @@ export class Origin implements BlockDevice {
     length: number,
     syscall: string,
     operation: () => Promise<void>,
+    by?: { readonly why: string },
   ): Promise<void> {
     this.checkOpen(syscall);
     if (this.device.readOnly)
       throw new FssError('EROFS', 'origin is read-only', { syscall, path: this.name });
     checkWriteRange(this.size, offset, length, this.name);
+    this.checkReservation(syscall, by);
     if (length === 0) return;
-    await this.copyOnWrite.write(offset, length, operation);
+    // Checked again inside the gate: a write that waited there may find the origin reserved.
+    await this.copyOnWrite.write(offset, length, () => {
+      this.checkReservation(syscall, by);
+      return operation();
+    });
     if (syscall === 'write') this.written += length;
+  }
+
+  /** EBUSY for a write while someone else holds the reservation. */
+  private checkReservation(syscall: string, by: { readonly why: string } | undefined): void {
+    const reservation = this.reservation;
+    if (reservation === undefined || reservation === by) return;
+    throw new FssError('EBUSY', `origin is reserved: ${reservation.why}`, { syscall, path: this.name });
   }
 
   /** The header now carries the snapshot time; a store that cannot take it invalidates. */

@@ -308,3 +308,27 @@ describe('engine: Origin.bytesWritten', () => {
     expect(origin.bytesWritten).toBe(expected);
   });
 });
+
+describe('engine: reserved writes', () => {
+  it('keeps other writers out (EBUSY naming why) while its own writes copy-on-write as usual', async () => {
+    const device = new MemoryBlockDevice(patterned(4 * 65536, 1));
+    const model = device.bytes.slice();
+    const origin = new Origin(device, { name: 'image' });
+    const snapshot = await origin.createSnapshot(new MemoryBackingStore(), { clusterSize: 65536 });
+    const writer = await origin.reserveWrites('fss1 is being rolled back');
+    await expect(origin.write(new Uint8Array(512).fill(1), 0)).rejects.toMatchObject({
+      code: 'EBUSY',
+      description: 'origin is reserved: fss1 is being rolled back',
+    });
+    await expect(origin.reserveWrites('another')).rejects.toMatchObject({ code: 'EBUSY' });
+    expect(Buffer.compare(device.bytes, model)).toBe(0); // the refused write was not issued
+    await writer.write(new Uint8Array(512).fill(2), 65536);
+    expect(device.bytes[65536]).toBe(2);
+    const seen = new Uint8Array(4 * 65536);
+    await snapshot.read(seen, 0);
+    expect(Buffer.compare(seen, model)).toBe(0); // the reserved write was preserved first
+    writer.release();
+    await origin.write(new Uint8Array(512).fill(3), 0);
+    expect(device.bytes[0]).toBe(3);
+  });
+});

@@ -38,6 +38,8 @@ export interface FssdArgs {
   stateDir: string;
   durability: Durability;
   bypassCheckMs: number;
+  /** $FSS_ROLLBACK_RATE: a rollback writes at most this many bytes a second; 0: no limit. */
+  rollbackBytesPerSecond: number;
 }
 
 export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): FssdArgs | string {
@@ -100,7 +102,12 @@ export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): 
   if (!/^(0|[1-9][0-9]{0,6})$/.test(bypassCheckMs)) {
     return `fssd: bypass-check-ms: ${bypassCheckMs}: not a number of milliseconds (0: never)`;
   }
+  const rollbackRate = env['FSS_ROLLBACK_RATE'] || '0';
+  if (!/^(0|[1-9][0-9]{0,14})$/.test(rollbackRate)) {
+    return `fssd: FSS_ROLLBACK_RATE: ${rollbackRate}: not a number of bytes a second (0: no limit)`;
+  }
   return {
+    rollbackBytesPerSecond: Number(rollbackRate),
     runDir,
     unitCount: Number(units),
     devices,
@@ -124,6 +131,7 @@ export async function runFssd(argv: readonly string[]): Promise<void> {
     stateDir: args.stateDir,
     durability: args.durability,
     bypassCheckMs: args.bypassCheckMs,
+    rollbackBytesPerSecond: args.rollbackBytesPerSecond,
     unitCount: args.unitCount,
     onUnreachable: () => stop('run directory removed'),
   });

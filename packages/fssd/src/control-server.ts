@@ -196,6 +196,10 @@ export class ControlServer {
         });
       case 'origin-ls':
         return origins.entries.map((entry) => origins.info(entry));
+      case 'rollback':
+        return this.context.units.rollback(unitIndex(request.unit, 'rollback'));
+      case 'rollback-status':
+        return this.context.units.rollbackStatus(unitIndex(request.unit, 'rollback-status'));
       case 'changed':
         return this.context.units.changed(
           unitIndex(request.unit, 'changed'),

@@ -66,6 +66,8 @@ export interface FssdOptions {
    * BYPASS_CHECK_MS (1000); 0: never.
    */
   bypassCheckMs?: number;
+  /** A rollback writes at most this many bytes a second (default 0: as fast as it can). */
+  rollbackBytesPerSecond?: number;
 }
 
 /** How often the write rates are sampled between status requests. */
@@ -202,6 +204,7 @@ export class Fssd {
       devices,
       state: this.state,
       ...(this.options.durability === undefined ? {} : { durability: this.options.durability }),
+      rollbackBytesPerSecond: this.options.rollbackBytesPerSecond ?? 0,
     });
     this.origins = origins;
     this.units = units;
@@ -292,6 +295,8 @@ export class Fssd {
     clearInterval(this.rateSampler);
     this.bypass?.stop();
     await this.control?.close();
+    // A rollback stops after its chunk in flight (its progress is recorded; it resumes at start).
+    await this.units?.stopRollbacks();
     // No origin write may pass once units start closing: a persistent unit closed while its
     // origin still took writes would miss them (they would land after its copy-on-write ended).
     for (const entry of this.origins?.entries ?? []) await entry.engine.stopWrites();

@@ -54,6 +54,11 @@ export interface UnitRecord {
   id?: string;
   /** What each older unit of the origin had copied when this one was taken (changed-blocks.ts). */
   baselines?: BaselineRecord[];
+  /**
+   * Set once a rollback of the unit started (rollback.ts): every cluster before `nextCluster`
+   * is written back; the next start resumes from there.
+   */
+  rollback?: { nextCluster: number; startedAt: string };
 }
 
 /** An origin with persistent units, as recorded. */

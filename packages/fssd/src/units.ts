@@ -32,7 +32,14 @@
 
 import { stat } from 'node:fs/promises';
 import { filesystemOf, identitiesOverlap, type StorageIdentity, storageIdentity } from '@fss/blockdev-linux';
-import type { ChangedResult, RunPaths, SetOptions, SetResult, UnitStatus } from '@fss/control';
+import type {
+  ChangedResult,
+  RollbackStatus,
+  RunPaths,
+  SetOptions,
+  SetResult,
+  UnitStatus,
+} from '@fss/control';
 import { unitName } from '@fss/control';
 import type { Mutex } from '@fss/core';
 import {
@@ -44,7 +51,7 @@ import {
   type FssSet,
   toFssError,
 } from '@fss/core';
-import { type Durability, ON_FULL_TIMEOUT_MS_DEFAULT, type Snapshot } from '@fss/engine';
+import { type Durability, ON_FULL_TIMEOUT_MS_DEFAULT, type OriginWriter, type Snapshot } from '@fss/engine';
 import type { Backends } from './backends';
 import {
   type BackupPlan,
@@ -70,6 +77,7 @@ import type { Export, Exporter } from './exports';
 import type { Log } from './log';
 import type { OriginEntry, OriginTable } from './origins';
 import { type RateMeters, secondsToFull } from './rate-meter';
+import { RollbackJob } from './rollback';
 import type { StateDir, UnitRecord } from './state-dir';
 import { storeBytesLimit, storeStart, storeUsage } from './store-usage';
 
@@ -93,6 +101,10 @@ interface Unit {
   id: string;
   /** What each older unit of the origin had copied when this one was taken (changed-blocks.ts). */
   baselines: Map<number, Baseline>;
+  /** Its record in the state directory, when persistent. */
+  record?: UnitRecord;
+  /** Its rollback onto the origin, while one runs (rollback.ts). */
+  rollback?: RollbackJob;
 }
 
 export interface UnitTableOptions {
@@ -109,10 +121,18 @@ export interface UnitTableOptions {
   state: StateDir | undefined;
   /** Durability of persistent units (default 'process'; 'none' makes none persistent). */
   durability?: Durability;
+  /** A rollback writes at most this many bytes a second; 0 or absent: no limit. */
+  rollbackBytesPerSecond?: number;
 }
 
 export class UnitTable {
   private readonly units: Unit[];
+  /** The last rollback of each unit number since start (running, done or failed). */
+  private readonly rollbacks = new Map<number, RollbackJob>();
+  /** Rollbacks running now, each until its unit is unconfigured or it failed. */
+  private readonly rollbackRuns = new Set<Promise<void>>();
+  /** Rollbacks a reattached unit had begun: they resume once every unit is back. */
+  private readonly resumes: Array<{ unit: Unit; writer: OriginWriter; fromCluster: number }> = [];
 
   constructor(private readonly options: UnitTableOptions) {
     this.units = Array.from({ length: options.count }, (_, index) => ({
@@ -161,6 +181,13 @@ export class UnitTable {
 
   async clear(unit: Unit): Promise<void> {
     if (unit.state !== 'active') throw new FssError('ENXIO', undefined, { syscall: 'FSSIOCCLR' });
+    if (unit.rollback?.running === true) {
+      throw new FssError(
+        'EBUSY',
+        `${unitName(unit.index)} is being rolled back onto its origin; it is unconfigured when that completes`,
+        { syscall: 'FSSIOCCLR' },
+      );
+    }
     unit.state = 'destroying';
     try {
       await this.options.mutex.run(() => this.destroy(unit, 'unconfigured'));
@@ -173,6 +200,155 @@ export class UnitTable {
   }
 
   /**
+   * Starts rolling unit `index` back onto its origin (rollback.ts) and answers at once; the
+   * job runs in the background and unconfigures the unit when it completes. ENXIO when the
+   * unit is not configured or invalid; EBUSY while its origin is mounted or has NBD clients,
+   * while the unit's own device is mounted or its export has clients, or while a rollback of
+   * the origin runs.
+   */
+  rollback(index: number): Promise<RollbackStatus> {
+    return this.options.mutex.run(async () => {
+      const unit = this.tracked(index, 'rollback') as TrackedUnit & Unit;
+      const name = unitName(index);
+      if (unit.rollback?.running === true) {
+        throw new FssError('EBUSY', `${name} is being rolled back already`, { syscall: 'rollback' });
+      }
+      if (!unit.snapshot.valid) {
+        throw new FssError(
+          'ENXIO',
+          `${name} is invalid (${unit.snapshot.invalidReason ?? 'unknown'}): it cannot be rolled back`,
+          { syscall: 'rollback' },
+        );
+      }
+      const origin = unit.origin as OriginEntry;
+      await this.checkRollbackUsers(unit, origin);
+      const writer = await origin.engine.reserveWrites(`${name} is being rolled back onto it`);
+      try {
+        if (unit.persistent) await this.recordRollback(unit, 0);
+      } catch (error) {
+        writer.release();
+        throw error;
+      }
+      return this.startRollback(unit, writer, 0).status();
+    });
+  }
+
+  /** The progress of unit `index`'s last rollback; ENOENT when none ran since fssd started. */
+  rollbackStatus(index: number): RollbackStatus {
+    const job = this.rollbacks.get(index);
+    if (job === undefined) {
+      throw new FssError('ENOENT', `no rollback of ${unitName(index)} since fssd started`, {
+        syscall: 'rollback-status',
+      });
+    }
+    return job.status();
+  }
+
+  /** EBUSY, naming who, while anyone could see the origin change under them. */
+  private async checkRollbackUsers(unit: Unit, origin: OriginEntry): Promise<void> {
+    const name = unitName(unit.index);
+    const busy = (why: string) => new FssError('EBUSY', why, { syscall: 'rollback' });
+    const rolling = this.units.find((each) => each.rollback?.running === true && each.origin === origin);
+    if (rolling !== undefined) {
+      throw busy(`origin ${origin.name} is being rolled back to ${unitName(rolling.index)}`);
+    }
+    const mounted = (await origin.device?.mountPoints()) ?? [];
+    if (mounted.length > 0) {
+      throw busy(
+        `origin ${origin.name} is mounted (${mounted.join(', ')}): unmount it before rolling it back`,
+      );
+    }
+    const clients = origin.export.clients();
+    if (clients > 0) {
+      throw busy(
+        `origin ${origin.name} has ${clients} NBD client${clients === 1 ? '' : 's'} connected to its ` +
+          'export: disconnect them before rolling it back',
+      );
+    }
+    const unitMounted = (await unit.device?.mountPoints()) ?? [];
+    if (unitMounted.length > 0) throw busy(`${name} is mounted (${unitMounted.join(', ')})`);
+    const readers = unit.export?.clients() ?? 0;
+    if (readers > 0) {
+      throw busy(
+        `${name} has ${readers} NBD client${readers === 1 ? '' : 's'} connected to its export: ` +
+          'a rollback unconfigures it',
+      );
+    }
+  }
+
+  /** A reattached unit's rollback had begun: the origin is reserved now, the job starts later. */
+  private async reserveForResume(unit: Unit, origin: OriginEntry, fromCluster: number): Promise<void> {
+    const name = unitName(unit.index);
+    if (unit.snapshot?.valid !== true) {
+      this.options.log(
+        `${name}: rollback not resumed: the snapshot is invalid (${unit.snapshot?.invalidReason})`,
+      );
+      return;
+    }
+    const writer = await origin.engine.reserveWrites(`${name} is being rolled back onto it`);
+    this.resumes.push({ unit, writer, fromCluster });
+  }
+
+  /** Records that every cluster before `nextCluster` of the unit's rollback is on the origin. */
+  private async recordRollback(unit: Unit, nextCluster: number): Promise<void> {
+    const { state } = this.options;
+    if (state === undefined || unit.record === undefined) return;
+    const record: UnitRecord = {
+      ...unit.record,
+      rollback: { nextCluster, startedAt: unit.record.rollback?.startedAt ?? new Date().toISOString() },
+    };
+    await state.writeUnit(record);
+    unit.record = record;
+  }
+
+  /** Runs the rollback of `unit` in the background, holding `writer` until it ends. */
+  private startRollback(unit: Unit, writer: OriginWriter, fromCluster: number): RollbackJob {
+    const { log, mutex } = this.options;
+    const name = unitName(unit.index);
+    const snapshot = unit.snapshot as Snapshot;
+    const origin = unit.origin as OriginEntry;
+    const job = new RollbackJob({
+      unit: unit.index,
+      snapshot,
+      origin: origin.engine,
+      writer,
+      fromCluster,
+      recordProgress: (nextCluster) => this.recordRollback(unit, nextCluster),
+      bytesPerSecond: this.options.rollbackBytesPerSecond ?? 0,
+    });
+    unit.rollback = job;
+    this.rollbacks.set(unit.index, job);
+    log(
+      `${name}: rollback onto origin ${origin.name}: ${job.totalBytes} bytes of saved clusters` +
+        `${fromCluster > 0 ? `, resumed at cluster ${fromCluster}` : ''}`,
+    );
+    const run = (async () => {
+      try {
+        if (await job.run()) {
+          unit.state = 'destroying';
+          try {
+            await mutex.run(() => this.destroy(unit, `rolled back onto origin ${origin.name}; unconfigured`));
+            job.finish();
+          } catch (error) {
+            unit.state = 'active';
+            job.fail(error);
+          }
+        }
+      } finally {
+        if (unit.rollback === job) unit.rollback = undefined;
+        writer.release();
+      }
+      const status = job.status();
+      if (status.state === 'failed') {
+        log(`${name}: rollback stopped: ${status.error?.detail ?? status.error?.message}`);
+      }
+    })();
+    this.rollbackRuns.add(run);
+    void run.finally(() => this.rollbackRuns.delete(run));
+    return job;
+  }
+
+  /**
    * The extents of the origin written since unit `index` was taken, or between the older
    * unit `since` and it (changed-blocks.ts). ENXIO for a unit that is not configured.
    */
@@ -181,15 +357,15 @@ export class UnitTable {
     return changedExtents(unit, since === undefined ? undefined : this.tracked(since));
   }
 
-  private tracked(index: number): TrackedUnit {
+  private tracked(index: number, syscall = 'changed'): TrackedUnit {
     const unit = this.units[index];
     if (unit === undefined) {
       throw new FssError('ENXIO', `fss${index}: no such unit (this daemon has ${this.units.length})`, {
-        syscall: 'changed',
+        syscall,
       });
     }
     if (unit.state !== 'active' || unit.snapshot === undefined || unit.origin === undefined) {
-      throw new FssError('ENXIO', `${unitName(index)} is not configured`, { syscall: 'changed' });
+      throw new FssError('ENXIO', `${unitName(index)} is not configured`, { syscall });
     }
     return unit as TrackedUnit;
   }
@@ -218,8 +394,15 @@ export class UnitTable {
     }
   }
 
+  /** Stops every rollback after its chunk in flight; each resumes at the next start (shutdown). */
+  async stopRollbacks(): Promise<void> {
+    for (const unit of this.units) unit.rollback?.cancel();
+    await Promise.all([...this.rollbackRuns]);
+  }
+
   /** Unconfigures every unit (shutdown). */
   async clearAll(): Promise<void> {
+    await this.stopRollbacks();
     // Let a configure in progress finish first, so its unit is cleared below, not leaked.
     await this.options.mutex.run(async () => undefined);
     for (const unit of this.units) {
@@ -267,6 +450,8 @@ export class UnitTable {
           status.device = unit.device.linkPath;
           status.loop = unit.device.loopPath;
         }
+        const rollback = this.rollbacks.get(unit.index);
+        if (rollback !== undefined) status.rollback = rollback.status();
         const usage = storeUsage(snapshot);
         const limit = backup === undefined ? undefined : await storeBytesLimit(backup, usage.usedBytes);
         const rate = rates.observe(snapshot, usage.usedBytes, nowMs, storeStart(snapshot));
@@ -319,6 +504,14 @@ export class UnitTable {
       mountPoint !== undefined
         ? await origins.mountedFrom(mountPoint)
         : await origins.find(set.fss_mount).catch(() => undefined);
+    const rolling = this.units.find((each) => each.rollback?.running === true && each.origin === existing);
+    if (existing !== undefined && rolling !== undefined) {
+      throw new FssError(
+        'EBUSY',
+        `origin ${existing.name} is being rolled back to ${unitName(rolling.index)}: snapshot it once that completes`,
+        { syscall: 'FSSIOCSET' },
+      );
+    }
     await this.checkBackupPlacement(set.fss_bstore);
     const mountIdentity = await storageIdentity(existing?.path ?? set.fss_mount).catch(() => undefined);
     const plan = await planBackup(set.fss_bstore, {
@@ -423,8 +616,9 @@ export class UnitTable {
       const served = await this.exportUnit(unit, snapshot, origin);
       exported = served;
       device = await this.options.devices?.attach('unit', name, snapshot, true);
+      let record: UnitRecord | undefined;
       if (persistent) {
-        await (state as StateDir).writeUnit({
+        record = {
           version: 1,
           unit: unit.index,
           mount: set.fss_mount,
@@ -446,7 +640,8 @@ export class UnitTable {
           createdAt: new Date().toISOString(),
           id,
           baselines: [...baselines.values()].map(encodeBaseline),
-        });
+        };
+        await (state as StateDir).writeUnit(record);
       }
       assert(unit.state === 'creating', 'nothing else changes a creating unit');
       Object.assign(unit, {
@@ -460,7 +655,9 @@ export class UnitTable {
         persistent,
         id,
         baselines,
+        record,
       });
+      this.rollbacks.delete(unit.index); // a new snapshot: the last rollback was another's
       origin.units.add(unit.index);
       const info = snapshot.info();
       log(
@@ -552,6 +749,8 @@ export class UnitTable {
       persistent: false,
       id: '',
       baselines: new Map<number, Baseline>(),
+      record: undefined,
+      rollback: undefined,
     });
     log(`${name}: ${why}`);
     if (origin !== undefined) {
@@ -562,6 +761,7 @@ export class UnitTable {
 
   private async unconfigureIfUnused(unit: Unit): Promise<void> {
     if (unit.state !== 'active' || (unit.flags & FSS_UNCONFIG_ON_CLOSE) === 0) return;
+    if (unit.rollback?.running === true) return; // it is unconfigured when the rollback completes
     if (unit.openers.size > 0 || (unit.export?.clients() ?? 0) > 0) return;
     if (unit.device !== undefined && (await unit.device.mountPoints()).length > 0) return;
     unit.state = 'destroying';
@@ -605,6 +805,10 @@ export class UnitTable {
         log(`${name}: not reattached: ${toFssError(error).message}; record removed`);
         await state.removeUnit(record.unit).catch(() => undefined);
       }
+    }
+    // Every unit of each origin is back (copy-on-write for all of them): rollbacks resume.
+    for (const { unit, writer, fromCluster } of this.resumes.splice(0)) {
+      this.startRollback(unit, writer, fromCluster);
     }
   }
 
@@ -676,8 +880,11 @@ export class UnitTable {
         baselines: new Map(
           (record.baselines ?? []).map((each) => [each.unit, decodeBaseline(each)] as const),
         ),
+        record,
       });
       origin.units.add(unit.index);
+      if (record.rollback !== undefined)
+        await this.reserveForResume(unit, origin, record.rollback.nextCluster);
       const info = snapshot.info();
       log(
         `${name}: reattached on ${origin.name} (${record.mount}), backup ${record.store.path}: ` +

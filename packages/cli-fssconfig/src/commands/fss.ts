@@ -6,13 +6,16 @@
  *   fss origin ls
  *   fss status [--json] [--watch [--interval SECONDS] [--count N]]   (status.ts)
  *   fss changed fssN [--json] [--since fssM]          (extents written since fssN, or fssM..fssN)
+ *   fss rollback fssN                                 (make the origin equal to fssN, then unconfigure it)
  *
  * Errors read `fss: WHAT: strerror` (plus fssd's detail when it has one), exit 1; bad usage
  * prints the synopsis on stderr, exit 1.
  */
 import { resolve } from 'node:path';
+import type { RollbackStatus } from '@fss/control';
 import { type ConnectOptions, FssClient, isOriginName } from '@fss/control';
-import { FssError, strerror, toFssError } from '@fss/core';
+import { FssError, isErrnoCode, strerror, toFssError } from '@fss/core';
+import { humanizeNumber } from '../cli/humanize';
 import { formatOrigin } from '../cli/origin-format';
 import { type CommandIo, Exit, errorDetail } from './io';
 import { parseStatusArgs, runStatus } from './status';
@@ -23,6 +26,7 @@ export const FSS_USAGE = [
   '       fss origin ls',
   '       fss status [--json] [--watch [--interval SECONDS] [--count N]]',
   '       fss changed fssN [--json] [--since fssM]',
+  '       fss rollback fssN',
 ].join('\n');
 
 export async function fss(
@@ -66,6 +70,10 @@ export async function fss(
       if (parsed.json) io.out(JSON.stringify(result));
       else for (const extent of result.extents) io.out(`${extent.offset} ${extent.length}`);
       return 0;
+    }
+    if (command === 'rollback') {
+      if (rest.length !== 1 || (rest[0] as string).startsWith('-')) usage();
+      return await rollback(await connected(), rest[0] as string, io, fail);
     }
     if (command !== 'origin') usage();
     const [sub, ...args] = rest;
@@ -112,6 +120,70 @@ export async function fss(
   } finally {
     client?.close();
   }
+}
+
+/** How often `fss rollback` asks fssd for progress. */
+const ROLLBACK_POLL_MS = 200;
+
+/**
+ * `fss rollback fssN`: starts the rollback in fssd, then shows its progress until it ends:
+ * on a terminal one line redrawn (`fss0: rolling back: 42% (1.5M of 3.6M)`), otherwise one
+ * JSON status line whenever it moved, the last one `done` or `failed`. Exit 0 once the
+ * origin equals the snapshot (fssd then unconfigured the unit), 1 otherwise.
+ */
+async function rollback(
+  client: FssClient,
+  unit: string,
+  io: CommandIo,
+  fail: (what: string, error: unknown) => never,
+): Promise<number> {
+  const what = `rollback ${unit}`;
+  let status = await client.rollback(unit).catch((error: unknown) => fail(what, error));
+  const tty = io.isTTY === true && io.write !== undefined;
+  let shown = '';
+  const show = (current: RollbackStatus): void => {
+    if (!tty) {
+      const line = JSON.stringify(current);
+      if (line !== shown) io.out(line);
+      shown = line;
+      return;
+    }
+    const percent =
+      current.totalBytes === 0 ? 100 : Math.floor((current.doneBytes * 100) / current.totalBytes);
+    const line =
+      `${current.unit}: rolling back: ${percent}% ` +
+      `(${humanizeNumber(current.doneBytes)} of ${humanizeNumber(current.totalBytes)})`;
+    (io.write as (text: string) => void)(`\r\x1b[K${line}`);
+  };
+  show(status);
+  while (status.state === 'running') {
+    await new Promise((resolve) => setTimeout(resolve, ROLLBACK_POLL_MS));
+    status = await client
+      .rollbackStatus(unit)
+      .catch((error: unknown) =>
+        fail(
+          what,
+          new FssError(
+            toFssError(error).code,
+            'lost fssd while rolling back: the rollback resumes when fssd starts again',
+          ),
+        ),
+      );
+    show(status);
+  }
+  if (tty) (io.write as (text: string) => void)('\n');
+  if (status.state === 'failed') {
+    const error = status.error;
+    fail(
+      what,
+      new FssError(
+        error !== undefined && isErrnoCode(error.code) ? error.code : 'EIO',
+        error?.detail ?? error?.message ?? 'failed',
+      ),
+    );
+  }
+  if (tty) io.out(`${status.unit}: rolled back onto its origin; unconfigured`);
+  return 0;
 }
 
 /** `changed fssN [--json] [--since fssM]` in any order; undefined: bad usage. */

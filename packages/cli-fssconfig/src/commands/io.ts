@@ -6,6 +6,8 @@ export interface CommandIo {
   err(line: string): void;
   /** Whether out() reaches a terminal (fss status --watch redraws there). */
   isTTY?: boolean;
+  /** Writes to stdout without a newline (a progress line redrawn with `\r`). */
+  write?(text: string): void;
 }
 
 /**
@@ -21,6 +23,7 @@ export function processIo(): CommandIo {
     out: (line) => process.stdout.write(`${line}\n`),
     err: (line) => process.stderr.write(`${line}\n`),
     isTTY: process.stdout.isTTY === true,
+    write: (text) => process.stdout.write(text),
   };
 }
 

@@ -33,6 +33,7 @@ import type {
   OnFullPolicy,
   OpenMode,
   OriginInfo,
+  RollbackStatus,
   SetResult,
   WireError,
 } from '../protocol/messages';
@@ -197,6 +198,19 @@ export class FssClient {
    */
   changed(unit: string, options: { since?: string } = {}): Promise<ChangedResult> {
     return this.request('changed', options.since === undefined ? { unit } : { unit, since: options.since });
+  }
+
+  /**
+   * Starts making the origin equal to `unit` (its saved clusters written back through the
+   * origin's copy-on-write path); it runs in fssd: poll `rollbackStatus` until it is done.
+   */
+  rollback(unit: string): Promise<RollbackStatus> {
+    return this.request('rollback', { unit });
+  }
+
+  /** The progress of `unit`'s rollback; ENOENT when none ran since fssd started. */
+  rollbackStatus(unit: string): Promise<RollbackStatus> {
+    return this.request('rollback-status', { unit });
   }
 
   originList(): Promise<OriginInfo[]> {

@@ -74,6 +74,14 @@ describe('validateRequest', () => {
     );
   });
 
+  it('accepts rollback and rollback-status', () => {
+    expect(validateRequest({ op: 'rollback', unit: 'fss0' })).toEqual({ op: 'rollback', unit: 'fss0' });
+    expect(validateRequest({ id: 'x', op: 'rollback-status', unit: 'fss0' })).toEqual({
+      op: 'rollback-status',
+      unit: 'fss0',
+    });
+  });
+
   it.each([
     [null],
     [[]],
@@ -104,6 +112,9 @@ describe('validateRequest', () => {
     [{ op: 'changed', unit: 'fss1', since: 0 }],
     [{ op: 'changed', unit: 'fss1', json: true }],
     [{ op: 'changed', unit: 'x'.repeat(65) }],
+    [{ op: 'rollback' }],
+    [{ op: 'rollback', unit: 'fss0', force: true }],
+    [{ op: 'rollback-status', unit: 3 }],
   ])('EINVAL for %j', (request) => {
     expect(code(request)).toBe('EINVAL');
   });

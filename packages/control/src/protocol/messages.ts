@@ -36,6 +36,15 @@
  * the unit is invalidated as under `"invalidate"`, the default. A timeout without `"block"`
  * is EINVAL.
  *
+ * `rollback` (issue 13) starts making the origin equal to `unit` and answers at once; it runs
+ * in the daemon, and `rollback-status` (or `status`, the unit's `rollback`) reports its
+ * progress until it is `done` (the unit is then unconfigured) or `failed` (with the error):
+ *
+ *   → {"id":5,"op":"rollback","unit":"fss0"}
+ *   ← {"id":5,"ok":true,"result":{"unit":"fss0","state":"running","doneBytes":0,"totalBytes":196608}}
+ *   → {"id":6,"op":"rollback-status","unit":"fss0"}
+ *   ← {"id":6,"ok":true,"result":{"unit":"fss0","state":"done","doneBytes":196608,"totalBytes":196608}}
+ *
  * `force` on `origin-rm` (a Linux addition) releases an origin even while NBD clients are
  * connected to its export: they are disconnected. Without it such an origin is EBUSY.
  *
@@ -82,6 +91,8 @@ export type ControlRequest =
   | { op: 'origin-rm'; name: string; force?: boolean }
   | { op: 'origin-ls' }
   | { op: 'changed'; unit: string; since?: string }
+  | { op: 'rollback'; unit: string }
+  | { op: 'rollback-status'; unit: string }
   | { op: 'status' }
   | { op: 'ping' };
 
@@ -112,6 +123,19 @@ export interface ChangedResult {
   /** The granularity of `extents`. */
   clusterSize: number;
   extents: Extent[];
+}
+
+/** A rollback's progress (`rollback`, `rollback-status`, a unit's status while it runs). */
+export interface RollbackStatus {
+  unit: string;
+  /** `done`: the origin equals the snapshot and the unit is unconfigured. */
+  state: 'running' | 'done' | 'failed';
+  /** Bytes of saved clusters written back so far (a resumed rollback counts what it skipped). */
+  doneBytes: number;
+  /** Bytes of saved clusters to write back. */
+  totalBytes: number;
+  /** Why it failed. */
+  error?: WireError;
 }
 
 export interface OriginInfo {
@@ -170,6 +194,8 @@ export interface UnitStatus {
   writeRate?: number;
   /** At `writeRate`, seconds until the store is full; null when it is not filling or never fills. */
   secondsToFull?: number | null;
+  /** A rollback of the unit onto its origin, while one runs or after one failed. */
+  rollback?: RollbackStatus;
 }
 
 export interface DaemonStatus {
@@ -193,6 +219,8 @@ export interface ControlResults {
   'origin-rm': Record<string, never>;
   'origin-ls': OriginInfo[];
   changed: ChangedResult;
+  rollback: RollbackStatus;
+  'rollback-status': RollbackStatus;
   status: DaemonStatus;
   ping: { pid: number; runDir: string };
 }
@@ -213,7 +241,16 @@ export type ControlResponse =
   | { id: RequestId; ok: false; error: WireError };
 
 const IOCTL_OPS = new Set<string>(Object.keys(FSS_IOCTLS));
-const OTHER_OPS = new Set<string>(['origin-add', 'origin-rm', 'origin-ls', 'changed', 'status', 'ping']);
+const OTHER_OPS = new Set<string>([
+  'origin-add',
+  'origin-rm',
+  'origin-ls',
+  'changed',
+  'rollback',
+  'rollback-status',
+  'status',
+  'ping',
+]);
 const INT32_MAX = 2 ** 31 - 1;
 
 export function isIoctlOp(op: string): op is FssIoctlName {
@@ -295,6 +332,10 @@ export function validateRequest(parsed: unknown): ControlRequest {
       if (parsed['since'] !== undefined) request.since = stringField(parsed, 'since', op, 64);
       return request;
     }
+    case 'rollback':
+    case 'rollback-status':
+      onlyKeys(parsed, ['id', 'op', 'unit'], op);
+      return { op, unit: stringField(parsed, 'unit', op, 64) };
     default:
       onlyKeys(parsed, ['id', 'op'], op);
       return { op } as ControlRequest;
