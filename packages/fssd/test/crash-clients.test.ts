@@ -152,12 +152,12 @@ async function expectCleanRestart(model: Buffer): Promise<void> {
   writer.disconnect();
   if (canAttach) {
     const status = JSON.parse(await ok('fss', ['status', '--json'])) as {
-      origins: Array<{ loop?: string }>;
-      units: Array<{ loop?: string }>;
+      origins: Array<{ loop?: string | null }>;
+      units: Array<{ loop?: string | null }>;
     };
     const live = [...status.origins, ...status.units]
       .map((each) => each.loop)
-      .filter((loop): loop is string => loop !== undefined)
+      .filter((loop): loop is string => typeof loop === 'string')
       .sort();
     expect(live.length).toBeGreaterThan(0);
     const left = sandboxDevices();
