@@ -1,3 +1,4 @@
+export * from './client/index';
 export { NBD_ERRNO_OF, nbdErrnoOf } from './errors';
 export { describeExport, type NbdExport, type NbdExportOptions } from './export';
 export * from './protocol';
