@@ -103,7 +103,7 @@ describe('NbdClient', () => {
     running = await startServer(dir.path, [{ name: '', device }]);
     const client = await NbdClient.connect(running.socketPath);
     const pending = Array.from({ length: 4 }, (_, index) => client.read(index * 65536, 65536));
-    pending.forEach((read) => read.catch(() => undefined));
+    for (const read of pending) read.catch(() => undefined);
     // close() answers what the server already read, then ends the connection.
     await running.close();
     running = undefined;
