@@ -48,14 +48,12 @@ describe('NbdClient', () => {
     await fc.assert(
       fc.asyncProperty(
         fc.array(
-          fc
-            .integer({ min: 0, max: SIZE - 1 })
-            .chain((offset) =>
-              fc.record({
-                offset: fc.constant(offset),
-                length: fc.integer({ min: 1, max: Math.min(SIZE - offset, 300_000) }),
-              }),
-            ),
+          fc.integer({ min: 0, max: SIZE - 1 }).chain((offset) =>
+            fc.record({
+              offset: fc.constant(offset),
+              length: fc.integer({ min: 1, max: Math.min(SIZE - offset, 300_000) }),
+            }),
+          ),
           { minLength: 1, maxLength: 40 },
         ),
         async (requests) => {

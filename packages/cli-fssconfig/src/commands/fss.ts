@@ -7,6 +7,8 @@
  *   fss status [--json] [--watch [--interval SECONDS] [--count N]]   (status.ts)
  *   fss changed fssN [--json] [--since fssM]          (extents written since fssN, or fssM..fssN)
  *   fss rollback fssN                                 (make the origin equal to fssN, then unconfigure it)
+ *   fss dump [--format raw|qcow2] [--progress MODE] fssN FILE|-   (commands/dump.ts)
+ *   fss backup [--since fssM] [--verify] [--progress MODE] fssN FILE   (commands/backup.ts)
  *
  * Errors read `fss: WHAT: strerror` (plus fssd's detail when it has one), exit 1; bad usage
  * prints the synopsis on stderr, exit 1.
@@ -17,8 +19,16 @@ import { type ConnectOptions, FssClient, isOriginName } from '@fss/control';
 import { FssError, isErrnoCode, strerror, toFssError } from '@fss/core';
 import { humanizeNumber } from '../cli/humanize';
 import { formatOrigin } from '../cli/origin-format';
+import { backup } from './backup';
+import { dump } from './dump';
 import { type CommandIo, Exit, errorDetail } from './io';
 import { parseStatusArgs, runStatus } from './status';
+
+/** Each copy command's usage, printed alone on its own usage errors and within FSS_USAGE. */
+export const FSS_DUMP_USAGE =
+  'usage: fss dump [--format raw|qcow2] [--progress auto|bar|json|none] fssN FILE|-';
+export const FSS_BACKUP_USAGE =
+  'usage: fss backup [--since fssM] [--verify] [--progress auto|bar|json|none] fssN FILE';
 
 export const FSS_USAGE = [
   'usage: fss origin add PATH [--name NAME] [--attach]',
@@ -27,6 +37,8 @@ export const FSS_USAGE = [
   '       fss status [--json] [--watch [--interval SECONDS] [--count N]]',
   '       fss changed fssN [--json] [--since fssM]',
   '       fss rollback fssN',
+  FSS_DUMP_USAGE.replace('usage:', '      '),
+  FSS_BACKUP_USAGE.replace('usage:', '      '),
 ].join('\n');
 
 export async function fss(
@@ -56,6 +68,9 @@ export async function fss(
   };
   try {
     const [command, ...rest] = argv;
+    // The copy commands connect themselves (they also open the unit's export).
+    if (command === 'dump') return await dump(rest, io, connect);
+    if (command === 'backup') return await backup(rest, io, connect);
     if (command === 'status') {
       const options = parseStatusArgs(rest);
       if (options === null) return usage();

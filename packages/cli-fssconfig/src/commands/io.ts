@@ -8,6 +8,19 @@ export interface CommandIo {
   isTTY?: boolean;
   /** Writes to stdout without a newline (a progress line redrawn with `\r`). */
   write?(text: string): void;
+  /**
+   * The raw streams, for commands that copy data (`fss dump fssN -`) or draw a progress bar;
+   * absent in-process, where those commands write no data to stdout and show no bar.
+   */
+  streams?: ProcessStreams;
+}
+
+export interface ProcessStreams {
+  readonly stdout: NodeJS.WritableStream;
+  readonly stderr: NodeJS.WritableStream;
+  readonly stderrIsTTY: boolean;
+  /** True in a program: a copy command handles SIGINT/SIGTERM (removes its partial file). */
+  readonly handleSignals: boolean;
 }
 
 /**
@@ -24,6 +37,12 @@ export function processIo(): CommandIo {
     err: (line) => process.stderr.write(`${line}\n`),
     isTTY: process.stdout.isTTY === true,
     write: (text) => process.stdout.write(text),
+    streams: {
+      stdout: process.stdout,
+      stderr: process.stderr,
+      stderrIsTTY: process.stderr.isTTY === true,
+      handleSignals: true,
+    },
   };
 }
 
