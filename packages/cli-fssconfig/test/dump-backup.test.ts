@@ -129,6 +129,7 @@ function expectWellFormedProgress(
   lines: Record<string, unknown>[],
   phases: string[],
   totalBytes: number,
+  unit = 'fss0',
 ): void {
   expect([...new Set(lines.map((line) => line['phase']))]).toEqual(phases);
   for (const phase of phases) {
@@ -141,7 +142,7 @@ function expectWellFormedProgress(
       done: true,
       bytes: totalBytes,
       totalBytes,
-      unit: 'fss0',
+      unit,
       secondsLeft: 0,
     });
   }
@@ -362,3 +363,137 @@ describe('fss backup (full)', () => {
     );
   });
 });
+
+describe('fss backup --since (incremental)', () => {
+  it('applied to the previous full backup, it equals the newer snapshot (model, qemu-img compare), holes kept', async () => {
+    const { model: model0, origin } = await snapshotWithWrites(randomWrites(9, 10), []);
+    const full = await sandbox.run('fss', ['backup', '--progress=none', 'fss0', 'backup.img']);
+    expect(full.status).toBe(0);
+    // Between fss0 and fss1: random writes, zeros over data (data that became zeros) and
+    // zeros over a hole (must stay a hole); after fss1: writes the backup must not see.
+    const between = [
+      ...randomWrites(10, 30),
+      { offset: 8 * MiB, data: Buffer.alloc(256 * 1024) },
+      { offset: randomWrites(9, 1)[0]?.offset ?? 0, data: Buffer.alloc(8192) },
+    ];
+    await writeThrough(origin, between);
+    const model1 = Buffer.from(model0);
+    apply(model1, between);
+    expect((await sandbox.run('fssconfig', ['-c', 'fss1', './image', './store1'])).status).toBe(0);
+    await writeThrough(origin, randomWrites(11, 20));
+
+    const changed = await sandbox.run('fss', ['changed', '--json', '--since', 'fss0', 'fss1']);
+    expect(changed.status).toBe(0);
+    const extents = (JSON.parse(changed.stdout) as { extents: { length: number }[] }).extents;
+    const changedBytes = extents.reduce((sum, extent) => sum + extent.length, 0);
+    expect(changedBytes).toBeGreaterThan(0);
+    expect(changedBytes).toBeLessThan(IMAGE_BYTES);
+
+    const incremental = await sandbox.run('fss', [
+      'backup',
+      '--since',
+      'fss0',
+      '--verify',
+      '--progress=json',
+      'fss1',
+      'backup.img',
+    ]);
+    expect(incremental.stderr).not.toContain('fss:');
+    expect(incremental.status).toBe(0);
+    expectWellFormedProgress(progressLines(incremental.stderr), ['copy', 'verify'], changedBytes, 'fss1');
+    const file = sandbox.path('backup.img');
+    expect(statSync(file).size).toBe(IMAGE_BYTES);
+    expect(readFileSync(file).equals(model1)).toBe(true);
+    expect(allocatedBytes(file)).toBeLessThanOrEqual(
+      dataBytes(model1) + 256 * 1024 + 8192 + METADATA_SLACK_BYTES,
+    );
+    if (hasQemuImg) {
+      writeFileSync(sandbox.path('model1.img'), model1);
+      const compared = await runCommand('qemu-img', [
+        'compare',
+        '-f',
+        'raw',
+        '-F',
+        'raw',
+        file,
+        sandbox.path('model1.img'),
+      ]);
+      expect(compared.stdout).toContain('Images are identical.');
+    }
+  });
+
+  it('refuses a FILE of the wrong size and a --since that is not older, leaving FILE as it was', async () => {
+    await snapshotWithWrites(randomWrites(12, 3), []);
+    expect((await sandbox.run('fssconfig', ['-c', 'fss1', './image', './store1'])).status).toBe(0);
+    writeFileSync(sandbox.path('small.img'), 'not a backup\n');
+    const wrongSize = await sandbox.run('fss', ['backup', '--since', 'fss0', 'fss1', 'small.img']);
+    expect(wrongSize.status).toBe(1);
+    expect(wrongSize.stderr).toContain('fss: backup fss1: Invalid argument\n');
+    expect(wrongSize.stderr).toContain(`small.img is 13 bytes, the snapshot ${IMAGE_BYTES}`);
+    expect(readFileSync(sandbox.path('small.img'), 'utf8')).toBe('not a backup\n');
+    const missing = await sandbox.run('fss', ['backup', '--since', 'fss0', 'fss1', 'none.img']);
+    expect(missing.stderr).toContain('fss: backup fss1: No such file or directory\n');
+    await runCommand('truncate', ['-s', String(IMAGE_BYTES), sandbox.path('right.img')]);
+    const newer = await sandbox.run('fss', ['backup', '--since', 'fss1', 'fss0', 'right.img']);
+    expect(newer.status).toBe(1);
+    expect(newer.stderr).toContain('fss: backup fss0: Invalid argument\n');
+    expect(statSync(sandbox.path('right.img')).blocks).toBe(0);
+  });
+});
+
+/** The README's "Incremental backup" recipe with stock tools only: nbdcopy, nbdfuse and dd. */
+const STOCK_INCREMENTAL = `set -eu
+nbdcopy "nbd+unix:///?socket=$FSS_RUNDIR/fss0.sock" stock.img
+mkdir -p fss1.mnt && nbdfuse fss1.mnt "nbd+unix:///?socket=$FSS_RUNDIR/fss1.sock" &
+while [ ! -e fss1.mnt/nbd ]; do sleep 0.1; done
+fss changed --since fss0 fss1 | while read -r offset length; do
+  dd if=fss1.mnt/nbd of=stock.img bs=1M iflag=skip_bytes,count_bytes oflag=seek_bytes \\
+     skip="$offset" seek="$offset" count="$length" conv=notrunc status=none
+done
+fusermount3 -u fss1.mnt
+wait
+`;
+const stockMissing = ['nbdcopy', 'nbdfuse', 'fusermount3'].filter((tool) => !hasProgram(tool));
+const canFuse = existsSync('/dev/fuse') && process.getuid?.() === 0;
+if (stockMissing.length > 0 || !canFuse) {
+  console.warn(
+    `SKIPPED stock-tool incremental backup: needs root, /dev/fuse, ${stockMissing.join(', ') || 'ok'}`,
+  );
+}
+
+describe.skipIf(stockMissing.length > 0 || !canFuse)(
+  'incremental backup with stock tools (root: nbdfuse)',
+  () => {
+    it('nbdcopy full + dd of the changed extents from nbdfuse equals fss backup --since and the model', async () => {
+      const { model: model0, origin } = await snapshotWithWrites(randomWrites(13, 8), []);
+      const between = randomWrites(14, 25);
+      await writeThrough(origin, between);
+      const model1 = Buffer.from(model0);
+      apply(model1, between);
+      expect((await sandbox.run('fssconfig', ['-c', 'fss1', './image', './store1'])).status).toBe(0);
+      await writeThrough(origin, randomWrites(15, 10));
+      // fss on PATH for the script: a wrapper running the source.
+      const bin = sandbox.path('bin');
+      mkdirSync(bin);
+      writeFileSync(
+        `${bin}/fss`,
+        `#!/bin/sh\nexec "${process.execPath}" ${binArgs('fss')
+          .map((arg) => `"${arg}"`)
+          .join(' ')} "$@"\n`,
+        {
+          mode: 0o755,
+        },
+      );
+      const script = await runCommand('bash', ['-c', STOCK_INCREMENTAL], {
+        cwd: sandbox.dir,
+        env: { ...sandbox.env, PATH: `${bin}:${process.env['PATH'] ?? ''}` },
+      });
+      expect(script.stderr).toBe('');
+      expect(script.status).toBe(0);
+      expect(readFileSync(sandbox.path('stock.img')).equals(model1)).toBe(true);
+      // nbdcopy keeps the full copy's holes; dd writes the changed extents' zeros (conv=sparse would
+      // skip them and leave old data where data became zeros).
+      expect(allocatedBytes(sandbox.path('stock.img'))).toBeLessThan(IMAGE_BYTES / 2);
+    });
+  },
+);

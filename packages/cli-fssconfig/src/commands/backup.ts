@@ -58,14 +58,27 @@ export async function backup(
   });
 }
 
-/** The extents written between `since` and the source's unit, from fssd. */
+/**
+ * The extents written between `since` and the source's unit: fssd's `changed` op, which reads
+ * no data (fssN's record of what fssM had copied when fssN was taken). fssd refuses a `since`
+ * that is not an older unit of the same origin (EINVAL) or was invalid by then (ENXIO).
+ */
 async function changedRanges(
-  _control: FssClient,
+  control: FssClient,
   source: SnapshotSource,
   since: string,
 ): Promise<ByteRange[]> {
-  throw new FssError(
-    'EOPNOTSUPP',
-    `--since ${since}: fssd cannot list the extents changed before ${source.unit} yet`,
-  );
+  const changed = await control.changed(source.unit, { since });
+  const ranges = [...changed.extents].sort((a, b) => a.offset - b.offset);
+  let previousEnd = 0;
+  for (const range of ranges) {
+    if (range.offset < previousEnd || range.offset + range.length > source.size) {
+      throw new FssError(
+        'EPROTO',
+        `fssd answered changed extents that overlap or pass the end (${range.offset})`,
+      );
+    }
+    previousEnd = range.offset + range.length;
+  }
+  return ranges;
 }
