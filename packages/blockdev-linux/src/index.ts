@@ -53,5 +53,6 @@ export {
   loopDevicesUnder,
 } from './loop';
 export * from './mountinfo';
+export { type PeerCredentials, peerCredentials, peerRefusal, socketDescriptor } from './peer-credentials';
 export { RangeLock } from './range-lock';
 export { type FileKind, type StatxResult, statx } from './statx';

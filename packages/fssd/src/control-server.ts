@@ -9,9 +9,16 @@
  * longer than REQUEST_BYTES_MAX gets EINVAL and the connection is closed (we cannot tell
  * where the next request starts). Each connection may queue a bounded number of requests;
  * past that it is closed. Unexpected exceptions become EIO answers and a log line.
+ *
+ * Who may connect: the socket is 0600 in a 0700 directory, and on top of that every accepted
+ * connection's peer credentials (SO_PEERCRED) must be root or the daemon's own user. A peer
+ * that is neither gets one EACCES answer (id null) and the connection is closed before any
+ * request is read: a loosened mode, or a descriptor handed to another user, lets nobody else
+ * configure units or claim origins.
  */
 import { chmod } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
+import { peerRefusal } from '@fss/blockdev-linux';
 import {
   type ControlRequest,
   type DaemonStatus,
@@ -32,6 +39,8 @@ import type { UnitTable } from './units';
 
 /** Requests one connection may have waiting; a client flooding us is cut off. */
 const QUEUED_REQUESTS_MAX = 64;
+/** How long a peer cut off with an error answer may take to read it and go. */
+const ANSWER_LINGER_MS = 2000;
 /** Control connections served at once. */
 const CONNECTIONS_MAX = 256;
 
@@ -43,6 +52,21 @@ export interface ControlContext {
   status(): Promise<DaemonStatus>;
   /** The run directory (ping's answer). */
   readonly runDir: string;
+  /** Why a connection's peer may not use the daemon, or undefined (default: peerRefusal). */
+  refusePeer?: (socket: Socket) => string | undefined;
+}
+
+/**
+ * Sends a connection-level error (id null) and closes. What the peer still sends is read and
+ * dropped: a socket that stopped reading would never see the peer's end and would stay open
+ * (a client could pin CONNECTIONS_MAX of them with 64 KiB lines), and a peer still writing
+ * its request would get EPIPE before it read the answer. A peer that never ends is destroyed
+ * after ANSWER_LINGER_MS.
+ */
+function answerAndClose(socket: Socket, error: FssError): void {
+  socket.resume();
+  socket.end(`${JSON.stringify({ id: null, ok: false, error: toWireError(error) })}\n`);
+  setTimeout(() => socket.destroy(), ANSWER_LINGER_MS).unref();
 }
 
 export class ControlServer {
@@ -81,14 +105,20 @@ export class ControlServer {
       socket.destroy();
       return;
     }
+    const refusal = (this.context.refusePeer ?? peerRefusal)(socket);
+    if (refusal !== undefined) {
+      this.refuse(socket, refusal);
+      return;
+    }
     this.sockets.add(socket);
     const connection = this.nextConnection++;
     const splitter = new LineSplitter(REQUEST_BYTES_MAX);
     const queue: string[] = [];
     let busy = false;
     let ended = false;
+    let cutOff = false;
     const respond = (line: string): void => {
-      if (!socket.destroyed) socket.write(`${line}\n`);
+      if (!socket.destroyed && !socket.writableEnded) socket.write(`${line}\n`);
     };
     const pump = async (): Promise<void> => {
       if (busy) return;
@@ -100,15 +130,16 @@ export class ControlServer {
       if (ended && !socket.destroyed) socket.end();
     };
     socket.on('data', (chunk: Buffer) => {
+      if (cutOff) return; // the rest of an oversized line, read and dropped
       const { lines, overflow } = splitter.push(chunk);
       queue.push(...lines);
       if (overflow) {
         queue.length = 0;
+        cutOff = true;
         const error = new FssError('EINVAL', `request longer than ${REQUEST_BYTES_MAX} bytes`, {
           syscall: 'request',
         });
-        socket.end(`${JSON.stringify({ id: null, ok: false, error: toWireError(error) })}\n`);
-        socket.pause();
+        answerAndClose(socket, error);
         return;
       }
       if (queue.length > QUEUED_REQUESTS_MAX) {
@@ -129,6 +160,20 @@ export class ControlServer {
         this.context.log(`control: closing connection ${connection}: ${String(error)}`);
       });
     });
+  }
+
+  /** Tells a peer that may not use the daemon why (EACCES), logs it, and closes. */
+  private refuse(socket: Socket, refusal: string): void {
+    this.context.log(`control: refusing a client: ${refusal}`);
+    const error = new FssError('EACCES', `fssd serves root and its own user only: ${refusal}`, {
+      syscall: 'connect',
+    });
+    // Tracked like any other connection, so a shutdown destroys it.
+    this.sockets.add(socket);
+    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    socket.on('data', () => undefined); // never parsed
+    answerAndClose(socket, error);
   }
 
   /** Answers one line; never throws. */

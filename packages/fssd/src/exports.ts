@@ -1,8 +1,11 @@
 /**
  * NBD exports of units (read-only) and origins (read-write, copy-on-write through the
  * engine's Origin), one unix socket each (SPEC §5), through @fss/nbd. Each socket serves its
- * one export under the default (empty) name and under its own name.
+ * one export under the default (empty) name and under its own name. Like the control socket,
+ * an export serves only root and the daemon's own user (peer credentials, SO_PEERCRED): a
+ * client of any other user is closed before the greeting, whatever the socket's mode.
  */
+import { peerRefusal } from '@fss/blockdev-linux';
 import type { BlockDevice } from '@fss/core';
 import { NbdServer } from '@fss/nbd';
 import type { Log } from './log';
@@ -34,6 +37,7 @@ export function nbdExporter(log: Log): Exporter {
       exports: [{ name: options.name, device, readOnly: options.readOnly, description: options.description }],
       log: (message) => log(`${options.name}: nbd: ${message}`),
       onConnectionCountChange: options.onClientsChanged,
+      admit: (socket) => peerRefusal(socket),
     });
     await server.listen({ path: socketPath, socketMode: 0o600 });
     return {

@@ -122,6 +122,8 @@ export class Fssd {
       await mkdir(paths.originDir, { mode: 0o700, recursive: true }).catch((error: unknown) => {
         throw toFssError(error, { syscall: 'mkdir', path: paths.originDir });
       });
+      // A directory left by an earlier daemon keeps its mode: tighten it like the run directory.
+      await chmod(paths.originDir, 0o700);
       await removeLeftovers(paths);
       if (this.options.stateDir !== undefined) {
         this.state = new StateDir(this.options.stateDir);

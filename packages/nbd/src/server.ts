@@ -50,6 +50,12 @@ export interface NbdServerOptions {
    * STARTTLS before anything else (TLS-required mode). Default: no TLS.
    */
   tls?: NbdTlsCredentials;
+  /**
+   * Decides, before a byte is read or written, whether an accepted client is served: returns
+   * why it is refused (logged, and the socket is closed without a greeting), or undefined to
+   * serve it. fssd checks the peer's credentials here (SO_PEERCRED). Default: everyone.
+   */
+  admit?: (socket: Socket) => string | undefined;
   /** Operational messages (malformed requests, failures). Default: none. */
   log?: (message: string) => void;
   /** Per-option and per-request tracing. Default: none. */
@@ -71,6 +77,7 @@ export class NbdServer {
   private readonly log: (message: string) => void;
   private readonly debug: ((message: string) => void) | undefined;
   private readonly onConnectionCountChange: ((count: number) => void) | undefined;
+  private readonly admit: ((socket: Socket) => string | undefined) | undefined;
   private readonly connections = new Set<Connection>();
   private readonly pools = new Map<NbdExport, PayloadPool>();
   private readonly running = new Set<Promise<void>>();
@@ -102,6 +109,7 @@ export class NbdServer {
     this.log = options.log ?? (() => {});
     this.debug = options.debug;
     this.onConnectionCountChange = options.onConnectionCountChange;
+    this.admit = options.admit;
   }
 
   /** Clients connected right now. */
@@ -146,6 +154,12 @@ export class NbdServer {
   private serve(accepted: Socket, neverRead: boolean): void {
     if (this.closing || this.connections.size >= this.connectionMax) {
       this.log(this.closing ? 'refusing a client: shutting down' : 'refusing a client: too many connections');
+      accepted.destroy();
+      return;
+    }
+    const refusal = this.admit?.(accepted);
+    if (refusal !== undefined) {
+      this.log(`refusing a client: ${refusal}`);
       accepted.destroy();
       return;
     }

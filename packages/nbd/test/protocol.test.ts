@@ -24,7 +24,7 @@ import {
 } from '../src/protocol';
 import { NbdServer } from '../src/server';
 import { bareDevice, InstrumentedDevice, type RunningServer, startServer } from './helpers';
-import { goData, RawClient } from './raw-client';
+import { goData, RawClient, RawSocket } from './raw-client';
 
 const MiB = 1024 * 1024;
 
@@ -678,6 +678,26 @@ describe('listening', () => {
     await expect(third.listen({ path: join(dir.path, 'placeholder') })).rejects.toMatchObject({
       code: 'EEXIST',
     });
+    await server.close();
+  });
+
+  it('admit() refuses a client before the greeting, logs why, and serves the next one', async () => {
+    const logged: string[] = [];
+    let turn = 0;
+    const server = new NbdServer({
+      exports: [{ name: 'x', device: origin }],
+      admit: () => (turn++ === 0 ? 'uid 65534 is not allowed' : undefined),
+      log: (message) => logged.push(message),
+    });
+    const path = join(dir.path, 'admit.sock');
+    await server.listen({ path });
+    const refused = await RawSocket.open(path);
+    expect(await refused.read(1)).toBeUndefined(); // closed without a byte of greeting
+    refused.close();
+    expect(logged).toEqual(['refusing a client: uid 65534 is not allowed']);
+    const { client } = await RawClient.go(path);
+    client.close();
+    expect(server.connectionCount).toBeLessThanOrEqual(1);
     await server.close();
   });
 

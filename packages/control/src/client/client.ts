@@ -234,6 +234,12 @@ export class FssClient {
       this.fail(new FssError('EPROTO', 'fssd sent a line that is not JSON'));
       return;
     }
+    // id null answers no request of ours (we always send one): it is about the connection
+    // itself (fssd refused us, or a line was too long), and fails everything pending.
+    if (response.id === null && !response.ok) {
+      this.fail(fromWire(response.error, 'connect'));
+      return;
+    }
     const id = typeof response.id === 'number' ? response.id : -1;
     const pending = this.pending.get(id);
     if (pending === undefined) return;
