@@ -264,7 +264,7 @@ describe('NBD peers: garbage, oversized, misaligned, cut short', () => {
   let unitSocket: string;
   beforeAll(async () => {
     sandbox = await Sandbox.create();
-    snapshotModel = pattern(IMAGE_BYTES, 2);
+    snapshotModel = Buffer.from(pattern(IMAGE_BYTES, 2));
     writeFileSync(sandbox.path('image'), snapshotModel);
     expect((await sandbox.run('fssconfig', ['fss0', 'image', 'backup', '4k'])).status).toBe(0);
     originSocket = join(sandbox.runDir, 'origin', 'image.sock');
