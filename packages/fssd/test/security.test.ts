@@ -102,10 +102,12 @@ describe('modes', () => {
   it('directory backups get unpredictable temporary names, different for every unit', async () => {
     mkdirSync(sandbox.path('dir'));
     for (const unit of ['fss0', 'fss1', 'fss2', 'fss3']) await ok('fssconfig', [unit, 'image', 'dir']);
-    const status = JSON.parse(await ok('fss', ['status', '--json'])) as { units: { bstore?: string }[] };
+    const status = JSON.parse(await ok('fss', ['status', '--json'])) as {
+      units: { backup?: string | null }[];
+    };
     const names = status.units
       .slice(0, 4)
-      .map((unit) => (unit.bstore ?? '').slice(sandbox.path('dir').length + 1));
+      .map((unit) => (unit.backup ?? '').slice(sandbox.path('dir').length + 1));
     for (const name of names) expect(name).toMatch(/^[A-Za-z0-9]{10}$/);
     expect(new Set(names).size).toBe(4);
   });
