@@ -10,8 +10,8 @@
  *   rand write 4 KiB QD16 (IOPS)                    target ≥ 0.3 (no snapshot)
  *   seq write 1 MiB QD16 with 1 snapshot unit       target ≥ 0.25: a fresh unit
  *     configured (FSSIOCSET, as fssconfig -c) before each round's run, unconfigured after,
- *     so every cluster written is a first touch; the baseline is the no-snapshot row's
- *     plain-loop run of the same round
+ *     and one pass over the image (firstTouchJob), so every cluster written is a first
+ *     touch; the baseline is the no-snapshot row's plain-loop run of the same round
  *
  * The group has its own images and its own fssd (`--devices auto --devdir DIR`, DIR in the
  * sandbox, so nothing is linked in the real /dev; the FUSE mount points are in its run
@@ -20,9 +20,6 @@
  * (killed after the grace time), a clean-up registered before it started detaches the loop
  * devices over its FUSE files and unmounts them lazily. Skipped, with the reason, when the
  * kernel devices cannot be made (not root, no /dev/fuse, no loop driver).
- *
- * A time-based first-touch job that reaches the end of the image wraps round and overwrites
- * what it already copied; the row then fails with how to avoid it (a larger FSS_BENCH_SIZE).
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -31,13 +28,11 @@ import { freshBuiltFssd } from '../lib/fss-bins';
 import type { Row } from '../lib/measure';
 import { FssdSession, type OursOrigin } from '../lib/ours';
 import { runCommand } from '../lib/processes';
-import { type FioDirection, runFio } from '../lib/workloads';
+import { type FioDirection, type FioJob, runFio } from '../lib/workloads';
 import type { BenchContext } from './context';
 
 /** The queue depth of every job (sequential and random): the baselines group's QD16. */
 export const ATTACHED_QUEUE_DEPTH = 16;
-/** fio's ramp before each time-based job (workloads.ts), counted when checking for a wrap. */
-const RAMP_SECONDS = 0.5;
 
 /** Why kernel devices cannot be made here, or undefined when they can. */
 export function attachSkipReason(probe: {
@@ -52,11 +47,19 @@ export function attachSkipReason(probe: {
 }
 
 /**
- * Whether a time-based sequential write of `seconds` (after the ramp) at `mibPerSecond`
- * wrote more than the image holds, i.e. wrapped round to clusters it had already copied.
+ * The first-touch job: one sequential pass of 1 MiB writes at QD16 over the whole image,
+ * size-based, not time-based, so it ends at the image's end and every write it makes is a
+ * first touch whatever its speed (a time-based job wrapped round to clusters it had already
+ * copied once fss wrote faster than the image's size per run time: 682 MiB/s for 1 GiB).
  */
-export function firstTouchWrapped(mibPerSecond: number, seconds: number, imageBytes: number): boolean {
-  return mibPerSecond * MiB * (seconds + RAMP_SECONDS) > imageBytes;
+export function firstTouchJob(path: string, imageBytes: number): FioJob {
+  return {
+    target: { kind: 'device', path },
+    rw: 'write',
+    blockBytes: MiB,
+    queueDepth: ATTACHED_QUEUE_DEPTH,
+    sizeBytes: imageBytes,
+  };
 }
 
 /** Loop devices whose backing file lies under `dir`, from `losetup -l`. */
@@ -225,14 +228,7 @@ async function measure(
           run: async () => {
             const unit = await fss.configure(0, origin);
             try {
-              const { mibPerSecond } = await fio(device, 'write', MiB);
-              if (firstTouchWrapped(mibPerSecond, config.fioSeconds, config.imageBytes)) {
-                throw new Error(
-                  `first touch at ${mibPerSecond.toFixed(0)} MiB/s wrote past the end of the image ` +
-                    '(then overwrites): set a larger FSS_BENCH_SIZE or a shorter FSS_BENCH_SECONDS',
-                );
-              }
-              return mibPerSecond;
+              return (await runFio(firstTouchJob(device, config.imageBytes))).mibPerSecond;
             } finally {
               await fss.unconfigure(unit);
             }

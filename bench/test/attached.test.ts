@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { MiB } from '../lib/config';
-import { attachSkipReason, firstTouchWrapped, loopsBackedUnder, mountsUnder } from '../scenarios/attached';
+import { fioArgs } from '../lib/workloads';
+import { attachSkipReason, firstTouchJob, loopsBackedUnder, mountsUnder } from '../scenarios/attached';
 
 describe('attachSkipReason', () => {
   it('runs as root with /dev/fuse and the loop driver', () => {
@@ -20,12 +21,13 @@ describe('attachSkipReason', () => {
   });
 });
 
-describe('firstTouchWrapped', () => {
-  it('counts the ramp with the run time', () => {
-    // 1 s + 0.5 s ramp over a 1 GiB image: up to 682 MiB/s every write is a first touch.
-    expect(firstTouchWrapped(600, 1, 1024 * MiB)).toBe(false);
-    expect(firstTouchWrapped(700, 1, 1024 * MiB)).toBe(true);
-    expect(firstTouchWrapped(300, 3, 1024 * MiB)).toBe(true);
+describe('firstTouchJob', () => {
+  it('is one pass over the whole image (never time-based: it cannot wrap round to copied clusters)', () => {
+    const job = firstTouchJob('/dev/fss/bench', 1024 * MiB);
+    expect(job.seconds).toBeUndefined();
+    expect(job.sizeBytes).toBe(1024 * MiB);
+    expect(fioArgs(job)).toEqual(expect.arrayContaining(['--rw=write', '--bs=1048576', '--iodepth=16']));
+    expect(fioArgs(job)).not.toContain('--time_based');
   });
 });
 
