@@ -15,8 +15,8 @@
  *   each time), created O_EXCL|O_NOFOLLOW; a symlink planted at a named backup path is
  *   refused (configure.test.ts, "a backup path that is a symlink").
  */
-import { execFile } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { binArgs, isRoot, NbdClient, NbdCommand, pattern, ROOT_REASON, Sandbox } from '@fss/test-utils';
@@ -175,6 +175,63 @@ describe.skipIf(!isRoot)(
       // A refused connection holds nothing up: SIGTERM still stops the daemon cleanly (it once
       // waited forever on the refused control connection, and cleanup had to SIGKILL it).
       await sandbox.stopDaemon();
+      expect(readFileSync(join(sandbox.runDir, 'fssd.log'), 'utf8')).toMatch(/: stopped\n$/);
+    });
+  },
+);
+
+const DEVICES = isRoot && existsSync('/dev/fuse') && existsSync('/dev/loop-control');
+/** What fssd needs as root: CAP_SYS_ADMIN (FUSE mount, loop devices, freeze) and CAP_SYS_PTRACE (the bypass scan of /proc/PID/fd). */
+const CAPS = '+sys_admin,+sys_ptrace';
+const CAP_SYS_PTRACE = 19;
+const CAP_SYS_ADMIN = 21;
+
+describe.skipIf(!DEVICES)(
+  `fssd runs with only the capabilities it needs (${ROOT_REASON}, /dev/fuse and loop)`,
+  () => {
+    it('under setpriv with CAP_SYS_ADMIN and CAP_SYS_PTRACE only: attach, configure, a device per unit, clean stop', async () => {
+      const setpriv = [
+        `--inh-caps=-all,${CAPS}`,
+        `--ambient-caps=-all,${CAPS}`,
+        `--bounding-set=-all,${CAPS}`,
+        '--',
+      ];
+      const daemonArgs = [
+        '--rundir',
+        sandbox.runDir,
+        '--statedir',
+        sandbox.stateDir,
+        '--devdir',
+        sandbox.devDir,
+      ];
+      const child = spawn('setpriv', [...setpriv, process.execPath, ...binArgs('fssd'), ...daemonArgs], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+        env: sandbox.env,
+      });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (text: string) => {
+        stderr += text;
+      });
+      const exited = new Promise<number | null>((resolve) => child.on('close', (status) => resolve(status)));
+      sandbox.pids.add(child.pid as number);
+      for (let tries = 0; tries < 400 && sandbox.daemonPid() === undefined; tries++)
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      const pid = sandbox.daemonPid() as number;
+      const effective = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+      expect(BigInt(`0x${effective}`)).toBe((1n << BigInt(CAP_SYS_ADMIN)) | (1n << BigInt(CAP_SYS_PTRACE)));
+      await ok('fss', ['origin', 'add', 'image', '--attach']);
+      await ok('fssconfig', ['fss0', 'image', 'backup']);
+      const originDevice = join(sandbox.devDir, 'fss', 'image');
+      const unitDevice = join(sandbox.devDir, 'fss0');
+      // Write through the origin's kernel device; the unit's device keeps the old bytes.
+      writeFileSync(originDevice, Buffer.alloc(4096, 0xcc), { flag: 'r+' });
+      const model = pattern(4 * MiB, 7);
+      expect(readFileSync(unitDevice).equals(model)).toBe(true);
+      expect(readFileSync(originDevice).subarray(0, 4096).equals(Buffer.alloc(4096, 0xcc))).toBe(true);
+      await ok('fssconfig', ['-u', 'fss0']);
+      await ok('fss', ['origin', 'rm', 'image']);
+      process.kill(pid, 'SIGTERM');
+      expect(await exited, stderr).toBe(0);
       expect(readFileSync(join(sandbox.runDir, 'fssd.log'), 'utf8')).toMatch(/: stopped\n$/);
     });
   },
