@@ -295,6 +295,43 @@ describe.skipIf(!DEVICES)(`live filesystem snapshots (${ROOT_REASON}, /dev/fuse 
     });
   });
 
+  it('fss rollback: EBUSY while the origin or the unit is mounted; once unmounted the filesystem is back as it was, e2fsck clean', async () => {
+    const m1 = sandbox.path('m1');
+    const m2 = sandbox.path('m2');
+    const device = await mountedOrigin(['mkfs.ext4', '-q']);
+    writeFileSync(join(m1, 'file'), 'Original data\n');
+    await ok('fssconfig', ['-c', 'fss0', m1, sandbox.path('backup')]);
+    writeFileSync(join(m1, 'file'), 'Replacement data\n');
+    writeFileSync(join(m1, 'new'), 'created after the snapshot\n');
+    await exec('sync');
+    const busy = await run('fss', ['rollback', 'fss0']);
+    expect(busy.status).toBe(1);
+    expect(busy.stderr).toBe(
+      'fss: rollback fss0: Device or resource busy\n' +
+        `fss: rollback fss0: origin image is mounted (${m1}): unmount it before rolling it back\n`,
+    );
+    await unmount(m1);
+    await mount(dev('fss0'), m2, ['-o', 'ro']);
+    const unitBusy = await run('fss', ['rollback', 'fss0']);
+    expect(unitBusy.status).toBe(1);
+    expect(unitBusy.stderr).toContain(`fss: rollback fss0: fss0 is mounted (${m2})`);
+    await unmount(m2);
+    const rolled = await run('fss', ['rollback', 'fss0']);
+    expect(rolled.status, rolled.stderr).toBe(0);
+    expect(JSON.parse(rolled.stdout.trim().split('\n').at(-1) as string)).toMatchObject({
+      unit: 'fss0',
+      state: 'done',
+    });
+    expect(existsSync(dev('fss0'))).toBe(false);
+    await exec('e2fsck', ['-fn', device]);
+    await mount(device, m1);
+    expect(readFileSync(join(m1, 'file'), 'utf8')).toBe('Original data\n');
+    expect(existsSync(join(m1, 'new'))).toBe(false);
+    await unmount(m1);
+    await ok('fss', ['origin', 'rm', 'image']);
+    expect(await leftovers()).toEqual([]);
+  });
+
   it('a killed fssd leaves its devices; the next start removes them', async () => {
     await ok('fss', ['origin', 'add', 'image', '--attach']);
     // -x: a unit that does not persist, so the next daemon brings nothing back.
