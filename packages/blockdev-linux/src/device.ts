@@ -48,6 +48,7 @@ import {
 } from 'node:fs';
 import { promisify } from 'node:util';
 import {
+  type AllocationRun,
   assert,
   type BlockDevice,
   checkWriteRange,
@@ -68,6 +69,7 @@ import {
   type ZeroWritable,
 } from '@fss/core';
 import { alignedBuffer, BufferPool, isAddressAligned } from './aligned';
+import { fileAllocation } from './allocation';
 import { busyDeviceError, lockImage, refuseLoopBacked } from './claim';
 import { errnoError } from './errors';
 import {
@@ -386,7 +388,25 @@ export class LinuxBlockDevice implements BlockDevice {
       path,
       write: (source, offset) => this.writeRange(source, offset),
     };
+    // Only an image file can say where its holes are; a block device has no allocation
+    // capability and every byte of it counts as data (what it tells about discards is no
+    // promise that they read back as zeroes).
+    if (properties.kind === 'file') {
+      this.allocation = async (offset, length, runsMax) => {
+        this.checkOpen('lseek');
+        if (!Number.isSafeInteger(offset) || offset < 0 || length <= 0 || offset + length > this.size) {
+          throw new FssError('EINVAL', `allocation query ${offset}+${length} is outside the device`, {
+            syscall: 'lseek',
+            path,
+          });
+        }
+        return this.track(fileAllocation(this.fd, offset, length, runsMax, path));
+      };
+    }
   }
+
+  /** Image files: SEEK_DATA/SEEK_HOLE (allocation.ts). Block devices do not have it. */
+  readonly allocation?: (offset: number, length: number, runsMax: number) => Promise<AllocationRun[]>;
 
   /** Offset/length alignment of requests that can skip the bounce buffer. */
   private get alignment(): number {

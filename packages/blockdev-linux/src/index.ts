@@ -1,4 +1,5 @@
 export { alignedBuffer, BufferPool, isAddressAligned } from './aligned';
+export { fileAllocation } from './allocation';
 export { busyDeviceError, lockImage, loopBackingFile, loopDevicesBackedBy, refuseLoopBacked } from './claim';
 export {
   type IoMode,

@@ -2,8 +2,8 @@
  * The libc calls Node does not offer, bound once through koffi (prebuilt, no compiler at
  * install time). Data I/O does not go through here: reads and writes use Node's `fs` (libuv)
  * on an O_DIRECT descriptor, which is faster than an FFI round trip and keeps the event loop
- * free. koffi is only for ioctl, statx, flock, fallocate, mount, umount2, eventfd, poll, and
- * read(2) where an empty non-blocking read must not cost an exception.
+ * free. koffi is only for ioctl, statx, flock, fallocate, mount, umount2, eventfd, poll, lseek
+ * (SEEK_DATA/SEEK_HOLE) and read(2) where an empty non-blocking read must not cost an exception.
  *
  * ioctl is variadic in C. koffi cannot call variadic prototypes asynchronously, so we declare
  * one fixed prototype per argument shape; for int and pointer arguments that is the same
@@ -68,6 +68,11 @@ export interface Libc {
    * (and, with source maps on, map) an Error's stack trace for every empty read.
    */
   read(fd: number, target: Uint8Array, count: number): number;
+  /**
+   * lseek(fd, offset, whence) for SEEK_DATA/SEEK_HOLE only (allocation.ts); the data path is
+   * positioned I/O and never uses the file offset. Async: the file may be on a slow filesystem.
+   */
+  lseek: AsyncCapable<(fd: number, offset: number, whence: number) => number>;
 }
 
 /** read(2) for worker threads, which bind it themselves like poll (see POLL_PROTOTYPE). */
@@ -115,6 +120,7 @@ export function libc(): Libc {
     umount2: lib.func('int umount2(const char *target, int flags)'),
     eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
     read: lib.func(READ_PROTOTYPE),
+    lseek: lib.func('int64_t lseek(int fd, int64_t offset, int whence)'),
   };
   return bound;
 }

@@ -71,6 +71,39 @@ export interface BlockDevice {
    * when it has one: what a server may read and write without calling `read`/`write`.
    */
   workerIo?(): WorkerIo | undefined;
+  /**
+   * How `[offset, offset + length)` is allocated, as consecutive runs from `offset`: each
+   * non-empty, at most `runsMax` of them, together covering at least one byte and at most
+   * `length` (a caller wanting the rest asks again from where the answer ended). Only devices
+   * that can tell have it (an image file: SEEK_DATA/SEEK_HOLE); without it every byte counts as
+   * allocated data, which is always a true answer. Past the end is EINVAL.
+   */
+  allocation?(offset: number, length: number, runsMax: number): Promise<AllocationRun[]>;
+}
+
+/**
+ * A run of bytes with one allocation state. `hole`: no storage is allocated to it; `zero`: it
+ * reads as zeroes. Both false means "allocated, contents unknown", the answer that is never
+ * wrong; a run is only marked when that is known to be true.
+ */
+export interface AllocationRun {
+  readonly length: number;
+  readonly hole: boolean;
+  readonly zero: boolean;
+}
+
+/**
+ * Appends a run to `runs`, merging it into the last one when both have the same state (runs
+ * from different sources, cluster by cluster, come out as few runs as the states allow).
+ */
+export function appendRun(runs: AllocationRun[], run: AllocationRun): void {
+  assert(Number.isSafeInteger(run.length) && run.length > 0, 'a run is a positive byte count');
+  const last = runs.at(-1);
+  if (last !== undefined && last.hole === run.hole && last.zero === run.zero) {
+    runs[runs.length - 1] = { length: last.length + run.length, hole: run.hole, zero: run.zero };
+    return;
+  }
+  runs.push(run);
 }
 
 export interface BackingStore {

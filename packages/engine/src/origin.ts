@@ -9,7 +9,8 @@
  *
  * Capabilities are the device's: an origin has `writeZeroes` and `discard` exactly when its
  * device has them (an export then advertises WRITE_ZEROES and TRIM, nothing silently does
- * nothing), and `allocateBuffer` hands out the device's memory.
+ * nothing), `allocateBuffer` hands out the device's memory, and `allocation` (where the
+ * device's holes are) is the device's own answer, present exactly when the device has it.
  *
  * Reserved writes (`reserveWrites`, for a rollback): one writer at a time may keep every other
  * writer out; their writes fail EBUSY, naming why, until it releases the origin. Its own
@@ -20,6 +21,7 @@
  * before that, so the suspension is short.
  */
 import {
+  type AllocationRun,
   assert,
   type BackingStore,
   type BlockDevice,
@@ -55,6 +57,8 @@ export class Origin implements BlockDevice {
   readonly writeZeroes?: (offset: number, length: number) => Promise<void>;
   /** Discards a range, copy-on-write first; present when the device has discard. */
   readonly discard?: (offset: number, length: number) => Promise<void>;
+  /** The device's allocation (its holes); present when the device has allocation. */
+  readonly allocation?: (offset: number, length: number, runsMax: number) => Promise<AllocationRun[]>;
   private readonly options: OriginOptions;
   private readonly copyOnWrite: CopyOnWrite;
   /** Every snapshot not yet closed. */
@@ -79,7 +83,13 @@ export class Origin implements BlockDevice {
         if (snapshot.state === 'closed') open.delete(snapshot);
       },
     };
-    const { writeZeroes, discard } = device;
+    const { writeZeroes, discard, allocation } = device;
+    if (allocation !== undefined) {
+      this.allocation = async (offset, length, runsMax) => {
+        this.checkOpen('lseek');
+        return allocation.call(device, offset, length, runsMax);
+      };
+    }
     if (writeZeroes !== undefined) {
       this.writeZeroes = (offset, length) =>
         this.guarded(offset, length, 'write', () => writeZeroes.call(device, offset, length));

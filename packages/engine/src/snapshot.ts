@@ -60,9 +60,12 @@
  */
 import { type CacheStats, ClusterCache, type DirtyCluster, sharedLoadsOf } from '@fss/cache';
 import {
+  type AllocationRun,
+  appendRun,
   assert,
   type BackingStore,
   type BlockDevice,
+  byteToCluster,
   CopiedBitmap,
   clusterBytes,
   clusterPiece,
@@ -350,6 +353,68 @@ export class Snapshot implements BlockDevice {
     }
     this.checkReadable(); // invalidated while reading: the bytes may be wrong
     return length;
+  }
+
+  /**
+   * Where the snapshot's bytes of `[offset, offset + length)` are allocated (BlockDevice's
+   * allocation capability; an NBD export reports it as base:allocation):
+   *
+   *   copied cluster    allocated data: its old contents were written in full to the store
+   *                     (or wait in a cache slot for that), so the store has no hole there
+   *   uncopied cluster  the origin's answer: its bytes are still the origin's (a hole of a
+   *                     sparse image is a hole of the snapshot), or data when the origin
+   *                     device cannot tell
+   *
+   * Asked in the order of `read`, for the same reason: the origin first, the copied bitmap
+   * after. A cluster still uncopied once the origin answered had no write landed on it before
+   * (a write waits for its copy, and the copy sets the bit), so the origin described the
+   * snapshot's bytes. At most `runsMax` runs; covers at most what the origin's answer covered.
+   */
+  async allocation(offset: number, length: number, runsMax: number): Promise<AllocationRun[]> {
+    this.checkReadable();
+    if (!Number.isSafeInteger(offset) || offset < 0 || length <= 0 || offset + length > this.size) {
+      throw new FssError('EINVAL', `allocation query ${offset}+${length} is outside the snapshot`, {
+        syscall: 'lseek',
+        path: this.name,
+      });
+    }
+    assert(Number.isInteger(runsMax) && runsMax >= 1, 'an allocation query may return at least one run');
+    const originRuns = (await this.host.device.allocation?.(offset, length, runsMax)) ?? [
+      { length, hole: false, zero: false },
+    ];
+    this.checkReadable();
+    const runs: AllocationRun[] = [];
+    let position = offset;
+    for (const originRun of originRuns) {
+      const runEnd = position + originRun.length;
+      assert(originRun.length > 0 && runEnd <= offset + length, 'origin runs lie in the query');
+      while (position < runEnd) {
+        const pieceEnd = Math.min(runEnd, this.stateChangeAfter(position));
+        const copied = this.copied.has(byteToCluster(this.geometry, position));
+        appendRun(
+          runs,
+          copied
+            ? { length: pieceEnd - position, hole: false, zero: false }
+            : {
+                length: pieceEnd - position,
+                hole: originRun.hole,
+                zero: originRun.zero,
+              },
+        );
+        position = pieceEnd;
+      }
+    }
+    return runs.slice(0, runsMax);
+  }
+
+  /** The first byte after `position` whose cluster's copied bit differs from its own. */
+  private stateChangeAfter(position: number): number {
+    const cluster = byteToCluster(this.geometry, position);
+    const { clusterCount } = this.geometry;
+    const next = this.copied.has(cluster)
+      ? this.copied.nextClear(cluster, clusterCount)
+      : this.copied.nextSet(cluster, clusterCount);
+    return next === -1 ? this.size : clusterToByte(this.geometry, next);
   }
 
   async write(_source: Uint8Array, _offset: number): Promise<void> {

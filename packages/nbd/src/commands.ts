@@ -5,7 +5,7 @@
  * (errors.ts). A device error never closes the connection.
  *
  *   READ          only an empty READ comes here (OK at once); the others go through ReadMerger
- *   BLOCK_STATUS  one extent, status 0 (allocated data): we keep no allocation map
+ *   BLOCK_STATUS  a chunk per selected metadata context (block-status.ts)
  *   WRITE         write the payload; FUA: flush before the reply
  *   FLUSH         device.flush(): every write replied before this FLUSH began has completed,
  *                 so it is covered (NBD's FLUSH rule), on every connection (CAN_MULTI_CONN)
@@ -17,9 +17,11 @@
  * the data changes, so by the time we reply the snapshots already hold the old contents.
  */
 import { assert, type BlockDevice } from '@fss/core';
+import { answerBlockStatus } from './block-status';
 import { nbdErrnoOf } from './errors';
 import type { NbdExport } from './export';
-import { BASE_ALLOCATION_CONTEXT_ID, Command, CommandFlag, NbdErrno } from './protocol';
+import type { SelectedContext } from './meta-context';
+import { Command, CommandFlag, NbdErrno } from './protocol';
 import type { ReplyWriter } from './reply-writer';
 import type { NbdRequest } from './request';
 
@@ -32,6 +34,7 @@ export async function execute(
   payload: Uint8Array | undefined,
   target: NbdExport,
   writer: ReplyWriter,
+  metaContexts: readonly SelectedContext[] = [],
 ): Promise<void> {
   try {
     if (request.type === Command.READ) {
@@ -41,9 +44,7 @@ export async function execute(
       return;
     }
     if (request.type === Command.BLOCK_STATUS) {
-      // base:allocation: everything is "allocated, data" (status 0), always a correct answer;
-      // one extent up to the end of the request (the range was checked against the size).
-      writer.sendBlockStatus(request.cookie, BASE_ALLOCATION_CONTEXT_ID, request.length);
+      await answerBlockStatus(request, metaContexts, writer);
       return;
     }
     await executeWrite(request, payload, target.device);

@@ -29,6 +29,7 @@ import { assert } from '@fss/core';
 import { execute } from './commands';
 import type { NbdExport } from './export';
 import { type HandshakeResult, negotiate } from './handshake';
+import type { SelectedContext } from './meta-context';
 import type { PayloadPool } from './payload-pool';
 import { Command, commandName, NbdErrno } from './protocol';
 import { ReadMerger } from './read-merger';
@@ -68,7 +69,8 @@ export interface ConnectionOptions {
 interface Transmission {
   /** The export chosen in the handshake. */
   readonly target: NbdExport;
-  readonly baseAllocation: boolean;
+  /** The metadata contexts selected for it: BLOCK_STATUS is allowed when there are any. */
+  readonly metaContexts: readonly SelectedContext[];
   /** Its mode depends on STRUCTURED_REPLY. */
   readonly writer: ReplyWriter;
   readonly merger: ReadMerger;
@@ -109,7 +111,7 @@ export class Connection {
       const writer = new ReplyWriter(this.socket, result.structured);
       const pool = this.options.poolOf(target);
       const merger = new ReadMerger(target, writer, pool, (request) => this.finish(request));
-      this.transmission = { target, baseAllocation: result.baseAllocation, writer, merger, pool };
+      this.transmission = { target, metaContexts: result.metaContexts, writer, merger, pool };
       this.transition('handshake', 'transmission');
       await this.transmit(this.transmission);
     } catch (error) {
@@ -173,7 +175,7 @@ export class Connection {
       await writer.drained();
       const { request, payload } = await this.reader.nextFrame();
       if (request === undefined) return this.abort('request without the request magic');
-      const verdict = judgeRequest(request, target, session.baseAllocation);
+      const verdict = judgeRequest(request, target, session.metaContexts.length > 0);
       if (verdict.kind === 'close') return this.abort(verdict.reason);
       this.options.debug?.(`${commandName(request.type)} ${request.offset}+${request.length}`);
 
@@ -200,7 +202,7 @@ export class Connection {
       session.merger.add(request);
       return;
     }
-    void execute(request, payload, session.target, session.writer).finally(() => {
+    void execute(request, payload, session.target, session.writer, session.metaContexts).finally(() => {
       releasePayload(payload, session.pool);
       this.finish(request);
     });

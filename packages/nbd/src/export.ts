@@ -13,8 +13,12 @@
  *   CAN_MULTI_CONN     always: every connection shares the one device object in this process,
  *                      there is no per-connection cache, and FLUSH flushes the whole device,
  *                      so a flush on one connection covers writes replied on every other
+ *
+ * Metadata contexts: `base:allocation` always, from the device's allocation capability
+ * (meta-context.ts), then whatever `metaContexts` returns at the moment a client asks.
  */
 import { assert, type BlockDevice, isPowerOfTwo } from '@fss/core';
+import { baseAllocationContext, type NbdMetaContext } from './meta-context';
 import { Limits, TransmissionFlag } from './protocol';
 
 export interface NbdExportOptions {
@@ -31,6 +35,12 @@ export interface NbdExportOptions {
    * `preferredIoSize` (a snapshot's cluster size), else 4096.
    */
   preferredBlockSize?: number;
+  /**
+   * Metadata contexts the export offers besides `base:allocation` (which comes from the
+   * device), asked for at every LIST/SET_META_CONTEXT so the list may change over time.
+   * Names must be `namespace:leaf` and must not be in the `base:` namespace.
+   */
+  metaContexts?: () => readonly NbdMetaContext[];
 }
 
 export interface NbdExport {
@@ -43,6 +53,8 @@ export interface NbdExport {
   readonly minimumBlockSize: number;
   readonly preferredBlockSize: number;
   readonly maximumBlockSize: number;
+  /** The contexts offered right now: base:allocation first, then the export's own. */
+  metaContexts(): readonly NbdMetaContext[];
 }
 
 /** Validates the options and works out what the export advertises. */
@@ -58,6 +70,7 @@ export function describeExport(options: NbdExportOptions): NbdExport {
   assert(isPowerOfTwo(preferredBlockSize), 'preferred block size must be a power of two');
   assert(preferredBlockSize <= Limits.PAYLOAD_BYTES_MAX, 'preferred block size must be ≤ 32 MiB');
   const readOnly = device.readOnly || options.readOnly === true;
+  const baseAllocation = baseAllocationContext(device);
 
   let flags = TransmissionFlag.HAS_FLAGS | TransmissionFlag.SEND_FLUSH | TransmissionFlag.CAN_MULTI_CONN;
   if (readOnly) {
@@ -77,5 +90,16 @@ export function describeExport(options: NbdExportOptions): NbdExport {
     minimumBlockSize,
     preferredBlockSize,
     maximumBlockSize: Limits.PAYLOAD_BYTES_MAX,
+    metaContexts: () => [baseAllocation, ...checkedContexts(options.metaContexts?.() ?? [])],
   };
+}
+
+/** The export's own contexts, checked where they enter: named `ns:leaf`, unique, not `base:`. */
+function checkedContexts(contexts: readonly NbdMetaContext[]): readonly NbdMetaContext[] {
+  for (const each of contexts) {
+    assert(each.name.indexOf(':') > 0, `meta context ${each.name} needs a namespace`);
+    assert(!each.name.startsWith('base:'), `meta context ${each.name}: base: is the server's`);
+  }
+  assert(new Set(contexts.map((each) => each.name)).size === contexts.length, 'meta context names unique');
+  return contexts;
 }

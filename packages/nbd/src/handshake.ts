@@ -10,11 +10,11 @@
  * Each option gets exactly one final reply before the next is read (the client waits for it).
  * INFO and GO answer INFO_EXPORT, BLOCK_SIZE always (nbdkit does too: a client that asks must
  * obey it, one that did not ask learns the same limits), NAME and DESCRIPTION when asked.
- * STRUCTURED_REPLY is acknowledged (replies become chunks); LIST/SET_META_CONTEXT know one
- * context, base:allocation (SET needs structured replies first, else ERR_INVALID). A server
- * with TLS credentials requires STARTTLS first (starttls.ts judges every option before it is
- * answered here); without, STARTTLS is ERR_UNSUP. Options we do not implement
- * (EXTENDED_HEADERS, unknown numbers) get ERR_UNSUP and the
+ * STRUCTURED_REPLY is acknowledged (replies become chunks); LIST/SET_META_CONTEXT match the
+ * export's metadata contexts (meta-context.ts; SET needs structured replies first, else
+ * ERR_INVALID). A server with TLS credentials requires STARTTLS first (starttls.ts judges
+ * every option before it is answered here); without, STARTTLS is ERR_UNSUP. Options we do not
+ * implement (EXTENDED_HEADERS, unknown numbers) get ERR_UNSUP and the
  * handshake goes on. EXPORT_NAME of an unknown export can only be answered by closing (the option
  * has no error reply). Malformed option data is ERR_INVALID; an option header without the
  * magic, or longer than we accept, closes the connection.
@@ -22,9 +22,8 @@
 import type { Socket } from 'node:net';
 import { assert } from '@fss/core';
 import type { NbdExport } from './export';
+import { matchContexts, type SelectedContext, selectContexts } from './meta-context';
 import {
-  BASE_ALLOCATION,
-  BASE_ALLOCATION_CONTEXT_ID,
   ClientFlag,
   EXPORT_NAME_PADDING_BYTES,
   HandshakeFlag,
@@ -64,8 +63,8 @@ export type HandshakeResult =
       readonly export: NbdExport;
       /** Replies are structured chunks (STRUCTURED_REPLY was acknowledged). */
       readonly structured: boolean;
-      /** base:allocation was selected: BLOCK_STATUS is allowed. */
-      readonly baseAllocation: boolean;
+      /** The metadata contexts selected for this export (BLOCK_STATUS needs one). */
+      readonly metaContexts: readonly SelectedContext[];
     }
   /** The client aborted or was refused; the connection is to be closed. */
   | { readonly kind: 'close'; readonly reason: string };
@@ -85,7 +84,7 @@ export async function negotiate(initial: HandshakeContext): Promise<HandshakeRes
   const state: NegotiationState = {
     noZeroes: (clientFlags & ClientFlag.NO_ZEROES) !== 0,
     structured: false,
-    baseAllocationFor: undefined,
+    selection: undefined,
   };
 
   for (let count = 0; count < Limits.OPTION_COUNT_MAX; count++) {
@@ -121,8 +120,8 @@ export async function negotiate(initial: HandshakeContext): Promise<HandshakeRes
 interface NegotiationState {
   readonly noZeroes: boolean;
   structured: boolean;
-  /** The export base:allocation was selected for by SET_META_CONTEXT, if any. */
-  baseAllocationFor: NbdExport | undefined;
+  /** What the last SET_META_CONTEXT selected, and for which export. */
+  selection: { readonly export: NbdExport; readonly contexts: readonly SelectedContext[] } | undefined;
 }
 
 /** Answers one option; returns a result when the handshake is over. */
@@ -179,21 +178,22 @@ function answerExportName(context: HandshakeContext, data: Buffer, state: Negoti
   return transmission(found, state);
 }
 
-/** Enters transmission with what was negotiated; base:allocation counts for its export only. */
+/** Enters transmission with what was negotiated; selected contexts count for their export only. */
 function transmission(found: NbdExport, state: NegotiationState): HandshakeResult {
+  const { selection } = state;
+  const selected = state.structured && selection?.export === found;
   return {
     kind: 'transmission',
     export: found,
     structured: state.structured,
-    baseAllocation: state.structured && state.baseAllocationFor === found,
+    metaContexts: selected ? selection.contexts : [],
   };
 }
 
 /**
  * LIST_META_CONTEXT and SET_META_CONTEXT. Data: u32 name length, export name, u32 query count,
- * count × (u32 length, query). base:allocation is answered to the queries `base:allocation`
- * and `base:` (and, for LIST, to no query at all); anything else matches nothing. SET replaces
- * the previous selection, and needs structured replies first.
+ * count × (u32 length, query); the queries are matched by meta-context.ts. SET replaces the
+ * previous selection, also when it fails, and needs structured replies first.
  */
 function answerMetaContext(
   context: HandshakeContext,
@@ -202,12 +202,14 @@ function answerMetaContext(
   state: NegotiationState,
 ): void {
   const { socket } = context;
+  const selects = option === Option.SET_META_CONTEXT;
+  if (selects) state.selection = undefined;
   const request = parseMetaContextRequest(data);
   if (request === undefined) {
     sendReply(socket, option, Reply.ERR_INVALID, text('malformed meta context data'));
     return;
   }
-  if (option === Option.SET_META_CONTEXT && !state.structured) {
+  if (selects && !state.structured) {
     sendReply(socket, option, Reply.ERR_INVALID, text('SET_META_CONTEXT needs structured replies first'));
     return;
   }
@@ -216,14 +218,18 @@ function answerMetaContext(
     sendReply(socket, option, Reply.ERR_UNKNOWN, text(`no export named '${request.name}'`));
     return;
   }
-  const listAll = option === Option.LIST_META_CONTEXT && request.queries.length === 0;
-  const matches = listAll || request.queries.some((query) => query === BASE_ALLOCATION || query === 'base:');
-  const selects = option === Option.SET_META_CONTEXT;
-  if (selects) state.baseAllocationFor = matches ? found : undefined;
-  if (matches) {
-    const id = selects ? BASE_ALLOCATION_CONTEXT_ID : 0;
-    const payload = Buffer.concat([u32(id), text(BASE_ALLOCATION)]);
-    sendReply(socket, option, Reply.META_CONTEXT, payload);
+  const match = matchContexts(found.metaContexts(), request.queries, selects ? 'set' : 'list');
+  if (match.kind === 'invalid') {
+    sendReply(socket, option, Reply.ERR_INVALID, text(`query '${match.query}' has no namespace`));
+    return;
+  }
+  // LIST replies carry id 0 (reserved); SET numbers what it selected.
+  const replied = selects
+    ? selectContexts(match.contexts)
+    : match.contexts.map((each) => ({ id: 0, context: each }));
+  if (selects && replied.length > 0) state.selection = { export: found, contexts: replied };
+  for (const { id, context: each } of replied) {
+    sendReply(socket, option, Reply.META_CONTEXT, Buffer.concat([u32(id), text(each.name)]));
   }
   sendReply(socket, option, Reply.ACK);
 }

@@ -1,6 +1,15 @@
+export { type BlockStatusChunk, clipExtents } from './block-status';
 export * from './client/index';
 export { NBD_ERRNO_OF, nbdErrnoOf } from './errors';
 export { describeExport, type NbdExport, type NbdExportOptions } from './export';
+export {
+  baseAllocationContext,
+  type ContextMatch,
+  matchContexts,
+  type NbdExtent,
+  type NbdMetaContext,
+  type SelectedContext,
+} from './meta-context';
 export * from './protocol';
 export { type NbdListenAddress, NbdServer, type NbdServerOptions } from './server';
 export {

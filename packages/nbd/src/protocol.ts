@@ -24,8 +24,8 @@
  * Only the fixed newstyle handshake is implemented, not oldstyle. STARTTLS is answered by
  * servers given TLS credentials, which then require it (starttls.ts); others refuse it with
  * ERR_UNSUP (they serve unix sockets owned by the user).
- * Structured replies are offered (libnbd and qemu ask for them) with one metadata context,
- * `base:allocation`; extended headers are not.
+ * Structured replies are offered (libnbd and qemu ask for them) with metadata contexts
+ * (`base:allocation`, and what the export adds: meta-context.ts); extended headers are not.
  */
 
 /** "NBDMAGIC": the first 8 bytes the server sends. */
@@ -195,10 +195,23 @@ export const ChunkType = {
   ERROR: 0x8001,
 } as const;
 
-/** The one metadata context we serve. Every extent reports status 0 ("allocated, data"). */
+/** The metadata context every export offers (meta-context.ts). */
 export const BASE_ALLOCATION = 'base:allocation';
-/** The id SET_META_CONTEXT gives base:allocation (any non-zero u32 would do). */
-export const BASE_ALLOCATION_CONTEXT_ID = 1;
+/** qemu's namespace for dirty bitmaps: `qemu:dirty-bitmap:NAME`, flag bit 0 = dirty. */
+export const QEMU_DIRTY_BITMAP_PREFIX = 'qemu:dirty-bitmap:';
+
+/** Extent status flags (u32) of BLOCK_STATUS descriptors, per context. */
+export const ExtentFlag = {
+  /** base:allocation: no storage is allocated to the extent. */
+  HOLE: 0x1,
+  /** base:allocation: the extent reads as zeroes. */
+  ZERO: 0x2,
+  /** qemu:dirty-bitmap:*: the extent is dirty (changed). */
+  DIRTY: 0x1,
+} as const;
+
+/** Extents per BLOCK_STATUS chunk at most (spec: SHOULD NOT exceed 2^20; qemu sends 2^17). */
+export const BLOCK_STATUS_EXTENTS_MAX = 131072;
 
 /** The only error values allowed on the wire (simple reply `error`). */
 export const NbdErrno = {

@@ -3,9 +3,9 @@
  * back-pressure. Two modes, fixed per connection at the end of the handshake:
  *
  *   simple      16-byte header (+ READ data)                       no STRUCTURED_REPLY
- *   structured  one chunk per reply, always with DONE:             after STRUCTURED_REPLY
+ *   structured  one chunk per reply (DONE), BLOCK_STATUS one per context: after STRUCTURED_REPLY
  *                 READ ok        OFFSET_DATA (u64 offset + data)
- *                 BLOCK_STATUS   BLOCK_STATUS (context id + extents)
+ *                 BLOCK_STATUS   one BLOCK_STATUS chunk per context, DONE on the last
  *                 other ok       NONE
  *                 any error      ERROR (u32 error, u16 0: no message)
  *
@@ -24,6 +24,7 @@
  */
 import type { Socket } from 'node:net';
 import { assert } from '@fss/core';
+import type { BlockStatusChunk } from './block-status';
 import {
   ChunkType,
   type NbdErrnoValue,
@@ -105,18 +106,33 @@ export class ReplyWriter {
   }
 
   /**
-   * Sends a BLOCK_STATUS chunk: one extent of `length` bytes with status 0 (allocated data,
-   * which is always a correct answer) for context `contextId`. Structured mode only.
+   * Sends a BLOCK_STATUS reply: one chunk per context (u32 context id, then u32 length and
+   * u32 flags per extent), DONE on the last, all in one write so the reply stays together.
+   * Structured mode only.
    */
-  sendBlockStatus(cookie: Uint8Array, contextId: number, length: number): void {
+  sendBlockStatus(cookie: Uint8Array, chunks: readonly BlockStatusChunk[]): void {
     assert(this.structured, 'BLOCK_STATUS needs structured replies');
-    assert(length > 0 && length <= 0xffffffff, 'an extent length is a non-zero u32');
-    const chunk = Buffer.alloc(STRUCTURED_REPLY_HEADER_BYTES + 12);
-    writeChunkHeader(chunk, ChunkType.BLOCK_STATUS, cookie, 12);
-    chunk.writeUInt32BE(contextId, STRUCTURED_REPLY_HEADER_BYTES);
-    chunk.writeUInt32BE(length, STRUCTURED_REPLY_HEADER_BYTES + 4);
-    chunk.writeUInt32BE(0, STRUCTURED_REPLY_HEADER_BYTES + 8);
-    this.write(chunk);
+    assert(chunks.length > 0, 'a BLOCK_STATUS reply has a chunk per context');
+    const payloadBytes = (chunk: BlockStatusChunk): number => 4 + 8 * chunk.extents.length;
+    const total = chunks.reduce((sum, chunk) => sum + STRUCTURED_REPLY_HEADER_BYTES + payloadBytes(chunk), 0);
+    const reply = Buffer.allocUnsafe(total);
+    let at = 0;
+    chunks.forEach((chunk, index) => {
+      assert(chunk.extents.length > 0, 'a BLOCK_STATUS chunk has an extent');
+      const flags = index === chunks.length - 1 ? ReplyFlag.DONE : 0;
+      writeChunkHeader(reply.subarray(at), ChunkType.BLOCK_STATUS, cookie, payloadBytes(chunk), flags);
+      at += STRUCTURED_REPLY_HEADER_BYTES;
+      putUint32(reply, at, chunk.contextId);
+      at += 4;
+      for (const extent of chunk.extents) {
+        assert(extent.length > 0 && extent.length <= 0xffffffff, 'an extent length is a non-zero u32');
+        putUint32(reply, at, extent.length);
+        putUint32(reply, at + 4, extent.flags);
+        at += 8;
+      }
+    });
+    assert(at === total, 'the reply was filled exactly');
+    this.write(reply);
   }
 
   /** Resolves once the socket can take more (at once when it can already). */
@@ -183,13 +199,22 @@ function writeSimpleHeader(target: Uint8Array, error: NbdErrnoValue, cookie: Uin
   target.set(cookie, 8);
 }
 
-/** A structured chunk header, always the last chunk (DONE): we never split a reply. */
-function writeChunkHeader(target: Uint8Array, type: number, cookie: Uint8Array, payloadLength: number): void {
+/**
+ * A structured chunk header; DONE unless told otherwise: only BLOCK_STATUS replies have more
+ * than one chunk (one per context), every other reply is one chunk.
+ */
+function writeChunkHeader(
+  target: Uint8Array,
+  type: number,
+  cookie: Uint8Array,
+  payloadLength: number,
+  flags: number = ReplyFlag.DONE,
+): void {
   assert(cookie.length === 8, 'a cookie is 8 bytes');
   assert(payloadLength >= 0 && payloadLength <= 0xffffffff, 'a chunk payload length is a u32');
   assert(target.length >= STRUCTURED_REPLY_HEADER_BYTES, 'room for a chunk header');
   putUint32(target, 0, STRUCTURED_REPLY_MAGIC);
-  putUint16(target, 4, ReplyFlag.DONE);
+  putUint16(target, 4, flags);
   putUint16(target, 6, type);
   target.set(cookie, 8);
   putUint32(target, 16, payloadLength);

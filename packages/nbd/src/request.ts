@@ -6,8 +6,8 @@
  *   malformed → close        bad magic; a WRITE payload longer than the advertised maximum
  *                            (we cannot skip 4 GiB of junk safely); a READ longer than it
  *                            (the reply would be as large)
- *   refused   → error reply  unknown command or flag (EINVAL); BLOCK_STATUS without
- *                            base:allocation selected, or of length 0 (EINVAL); a write-type
+ *   refused   → error reply  unknown command or flag (EINVAL); BLOCK_STATUS without a
+ *                            metadata context selected, or of length 0 (EINVAL); a write-type
  *                            command on a read-only export (EPERM); an offset past 2^53
  *                            (EINVAL); a range crossing the end: READ/TRIM/BLOCK_STATUS
  *                            EINVAL, WRITE/WRITE_ZEROES ENOSPC (spec "Size constraints"); TRIM
@@ -95,9 +95,9 @@ export function hasPayload(request: NbdRequest): boolean {
 
 /**
  * Decides what to do with a request to `target`; see the table at the top of the file.
- * `baseAllocation`: the client selected base:allocation, so BLOCK_STATUS is allowed.
+ * `contextsSelected`: the client selected a metadata context, so BLOCK_STATUS is allowed.
  */
-export function judgeRequest(request: NbdRequest, target: NbdExport, baseAllocation = false): Verdict {
+export function judgeRequest(request: NbdRequest, target: NbdExport, contextsSelected = false): Verdict {
   const { type, length } = request;
   if ((type === Command.WRITE || type === Command.READ) && length > Limits.PAYLOAD_BYTES_MAX) {
     return {
@@ -107,7 +107,7 @@ export function judgeRequest(request: NbdRequest, target: NbdExport, baseAllocat
   }
   const allowed = FLAGS_ALLOWED[type];
   if (allowed === undefined) return refuse(NbdErrno.EINVAL);
-  if (type === Command.BLOCK_STATUS && (!baseAllocation || length === 0)) return refuse(NbdErrno.EINVAL);
+  if (type === Command.BLOCK_STATUS && (!contextsSelected || length === 0)) return refuse(NbdErrno.EINVAL);
   if ((request.flags & ~allowed) !== 0) return refuse(NbdErrno.EINVAL);
   const writes = type === Command.WRITE || type === Command.TRIM || type === Command.WRITE_ZEROES;
   if (writes && target.readOnly) return refuse(NbdErrno.EPERM);
