@@ -6,15 +6,18 @@
  * seed is printed; FSS_FUZZ_SEED=<n> replays it, FSS_FUZZ_SESSIONS=<n> runs longer) builds each
  * session from one of several shapes: pure noise, a handshake cut short, an option with a
  * random number and data, a valid GO followed by noise, or a valid GO followed by requests
- * with mutated fields, bit flips and truncated payloads. The client then either closes at
+ * with mutated fields, bit flips and truncated payloads; sessions that negotiate structured
+ * replies also send random LIST/SET_META_CONTEXT queries, and the export's extra contexts
+ * answer BLOCK_STATUS with random (also invalid) extents or errors. The client then either closes at
  * once, half-closes, or waits a little. After every few sessions the bystander writes and
  * reads back a block; at the end every fuzz connection must be gone and the server must still
  * accept a real client.
  */
-import { MemoryBlockDevice, SeededRandom } from '@fss/core';
+import { FssError, MemoryBlockDevice, SeededRandom } from '@fss/core';
 import { tempDir } from '@fss/test-utils';
 import { describe, expect, it } from 'vitest';
-import { Command, IHAVEOPT, Option, REQUEST_MAGIC } from '../src/protocol';
+import type { NbdMetaContext } from '../src/meta-context';
+import { Command, CommandFlag, IHAVEOPT, Option, REQUEST_MAGIC } from '../src/protocol';
 import { startServer } from './helpers';
 import { goData, RawClient, RawSocket } from './raw-client';
 
@@ -43,8 +46,9 @@ function option(random: SeededRandom, number: number, data: Buffer): Buffer {
 function request(random: SeededRandom): Buffer {
   const header = Buffer.alloc(28);
   header.writeUInt32BE(random.next() < 0.9 ? REQUEST_MAGIC : random.integer(0, 0xffffffff), 0);
-  header.writeUInt16BE(random.next() < 0.7 ? 0 : random.integer(0, 0xffff), 4);
   const type = random.next() < 0.8 ? random.integer(0, 7) : random.integer(0, 0xffff);
+  const flags = type === Command.BLOCK_STATUS && random.next() < 0.5 ? CommandFlag.REQ_ONE : 0;
+  header.writeUInt16BE(random.next() < 0.7 ? flags : random.integer(0, 0xffff), 4);
   header.writeUInt16BE(type, 6);
   header.writeBigUInt64BE(BigInt(random.integer(0, 0xffffffff)), 8);
   const offset = random.next() < 0.8 ? random.integer(0, 8 * MiB) : random.integer(0, 0xffffffff) * 2 ** 20;
@@ -62,15 +66,56 @@ function request(random: SeededRandom): Buffer {
   return message;
 }
 
-/** SET_META_CONTEXT data for the default export and base:allocation. */
-function baseAllocationQuery(): Buffer {
-  const query = Buffer.from('base:allocation');
-  const data = Buffer.alloc(4 + 4 + 4 + query.length);
-  data.writeUInt32BE(0, 0);
-  data.writeUInt32BE(1, 4);
-  data.writeUInt32BE(query.length, 8);
-  query.copy(data, 12);
-  return data;
+/** Queries a fuzzed LIST/SET_META_CONTEXT picks from: real names, wildcards and nonsense. */
+const QUERIES = [
+  'base:allocation',
+  'base:',
+  'qemu:',
+  'qemu:dirty-bitmap:',
+  'qemu:dirty-bitmap:fss0',
+  'qemu:dirty-bitmap:nope',
+  'nocolon',
+  ':',
+  '',
+  'x-a:b',
+];
+
+/** LIST/SET_META_CONTEXT data: an export name (mostly real), then 0-4 queries. */
+function metaQuery(random: SeededRandom): Buffer {
+  const name = Buffer.from(['', 'origin', 'fss0', 'none'][random.integer(0, 3)]!);
+  const queries = Array.from({ length: random.integer(0, 4) }, () => {
+    const query = QUERIES[random.integer(0, QUERIES.length - 1)]!;
+    return Buffer.from(random.next() < 0.9 ? query : bytes(random, random.integer(0, 20)));
+  });
+  const parts = [Buffer.alloc(4), name, Buffer.alloc(4)];
+  parts[0]!.writeUInt32BE(name.length, 0);
+  parts[2]!.writeUInt32BE(random.next() < 0.9 ? queries.length : random.integer(0, 0xffffffff), 0);
+  for (const query of queries) {
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(query.length, 0);
+    parts.push(length, query);
+  }
+  return Buffer.concat(parts);
+}
+
+/**
+ * A dirty-bitmap-like context over `size` bytes whose answers are random: any number of
+ * extents, sometimes too long, empty or none at all, sometimes a rejection. The server must
+ * turn each into a well-formed reply or an error, never a closed connection.
+ */
+function chaoticContext(random: SeededRandom, name: string): NbdMetaContext {
+  return {
+    name,
+    extents: async (_offset, length, extentsMax) => {
+      const roll = random.next();
+      if (roll < 0.05) throw new FssError('ENXIO', 'gone');
+      if (roll < 0.1) return [];
+      return Array.from({ length: random.integer(1, Math.min(extentsMax, 50)) }, () => ({
+        length: random.next() < 0.05 ? 0 : random.integer(1, length * 2),
+        flags: random.integer(0, 3),
+      }));
+    },
+  };
 }
 
 /** One fuzz session's bytes, after the server's greeting. */
@@ -88,9 +133,12 @@ function session(random: SeededRandom): Buffer {
     }
   } else {
     if (random.next() < 0.5) {
-      // Structured replies (and sometimes base:allocation), so BLOCK_STATUS and chunks get fuzzed.
+      // Structured replies and metadata contexts, so BLOCK_STATUS and chunks get fuzzed.
       parts.push(option(random, Option.STRUCTURED_REPLY, Buffer.alloc(0)));
-      if (random.next() < 0.7) parts.push(option(random, Option.SET_META_CONTEXT, baseAllocationQuery()));
+      for (let count = random.integer(0, 3); count > 0; count--) {
+        const which = random.next() < 0.7 ? Option.SET_META_CONTEXT : Option.LIST_META_CONTEXT;
+        parts.push(option(random, which, metaQuery(random)));
+      }
     }
     parts.push(option(random, Option.GO, goData(random.next() < 0.9 ? '' : 'fss0', [3])));
     if (shape === 3) parts.push(bytes(random, random.integer(0, 4000)));
@@ -110,7 +158,14 @@ describe('protocol fuzz', () => {
     const device = new MemoryBlockDevice(8 * MiB);
     const snapshot = new MemoryBlockDevice(8 * MiB, { readOnly: true });
     const running = await startServer(dir.path, [
-      { name: 'origin', device },
+      {
+        name: 'origin',
+        device,
+        metaContexts: () => [
+          chaoticContext(random, 'qemu:dirty-bitmap:fss0'),
+          chaoticContext(random, 'x-a:b'),
+        ],
+      },
       { name: 'fss0', device: snapshot },
     ]);
     const bystander = (await RawClient.go(running.socketPath)).client;
