@@ -24,7 +24,7 @@
  * close never fail (a failing close is tested where a store needs it); close lets the
  * requests in flight finish first, as real storage does.
  */
-import type { BackingStore, BlockDevice } from './device';
+import type { AllocationRun, BackingStore, BlockDevice } from './device';
 import type { ErrnoCode } from './errno';
 import { FssError } from './errors';
 import { SeededRandom } from './random';
@@ -207,7 +207,7 @@ export class FaultyBackingStore implements BackingStore {
 
 /**
  * A BlockDevice that fails on purpose. Capabilities are the inner device's: `writeZeroes`,
- * `discard` and `allocateBuffer` exist exactly when the inner device has them, and
+ * `discard`, `allocateBuffer` and `allocation` exist exactly when the inner device has them, and
  * `preferredIoSize` is the inner one's. `writeZeroes` faults as a write of its length (the
  * zeroes count towards `enospcAfterBytes`); `discard` as the operation `discard`, with
  * `writeErrorRatio` and no bytes counted (it frees space). Close waits for the requests in
@@ -221,6 +221,8 @@ export class FaultyBlockDevice implements BlockDevice {
   readonly discard?: (offset: number, length: number) => Promise<void>;
   /** Present when the inner device has allocateBuffer: its memory, never a fault. */
   readonly allocateBuffer?: (length: number) => Uint8Array;
+  /** Present when the inner device has allocation: its answer, never a fault. */
+  readonly allocation?: (offset: number, length: number, runsMax: number) => Promise<AllocationRun[]>;
   private readonly inFlight = new InFlight();
 
   constructor(
@@ -228,7 +230,10 @@ export class FaultyBlockDevice implements BlockDevice {
     options: FaultOptions = {},
   ) {
     this.faults = new FaultInjector(options);
-    const { writeZeroes, discard, allocateBuffer } = inner;
+    const { writeZeroes, discard, allocateBuffer, allocation } = inner;
+    if (allocation !== undefined) {
+      this.allocation = (offset, length, runsMax) => allocation.call(inner, offset, length, runsMax);
+    }
     if (writeZeroes !== undefined) {
       this.writeZeroes = (offset, length) =>
         this.inFlight.run(

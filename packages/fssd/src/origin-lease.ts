@@ -11,7 +11,7 @@
  * which is the safe side.
  *
  * `LeasedDevice` puts the lease in front of an origin device's writes, with the device's own
- * capabilities (writeZeroes and discard only when the device has them).
+ * capabilities (writeZeroes, discard and allocation only when the device has them).
  */
 import type { BlockDevice } from '@fss/core';
 
@@ -112,7 +112,7 @@ export function leasedDevice(device: BlockDevice, lease: WriteLease): BlockDevic
   if (device.preferredIoSize !== undefined) {
     Object.defineProperty(wrapped, 'preferredIoSize', { get: () => device.preferredIoSize });
   }
-  const { writeZeroes, discard, allocateBuffer } = device;
+  const { writeZeroes, discard, allocateBuffer, allocation } = device;
   if (writeZeroes !== undefined) {
     wrapped.writeZeroes = gated((offset: number, length: number) => writeZeroes.call(device, offset, length));
   }
@@ -125,5 +125,9 @@ export function leasedDevice(device: BlockDevice, lease: WriteLease): BlockDevic
   // for; a lease that runs out sooner only makes a unit come back invalid, the safe side.
   const { workerIo } = device;
   if (workerIo !== undefined) wrapped.workerIo = () => workerIo.call(device);
+  // Reading where the holes are is not a write: no lease needed.
+  if (allocation !== undefined) {
+    wrapped.allocation = (offset, length, runsMax) => allocation.call(device, offset, length, runsMax);
+  }
   return wrapped;
 }
