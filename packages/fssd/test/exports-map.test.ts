@@ -89,7 +89,9 @@ describe('base:allocation of fssd exports', () => {
     for (const cluster of someClusters(random, 0.4)) image.data.add(cluster);
     sparseImage([...image.data]);
     await ok('fss', ['origin', 'add', 'image']);
-    expect(parseNbdinfoMap(await tool('nbdinfo', ['--map', uri(ORIGIN)])), `seed ${seed}`).toEqual(image.runs());
+    expect(parseNbdinfoMap(await tool('nbdinfo', ['--map', uri(ORIGIN)])), `seed ${seed}`).toEqual(
+      image.runs(),
+    );
 
     await ok('fssconfig', ['-c', 'fss0', 'image', 'backup0', String(CLUSTER)]);
     const atFss0 = image.types();
