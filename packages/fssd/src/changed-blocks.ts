@@ -135,6 +135,24 @@ export function extentsOf(words: Uint32Array, geometry: SnapshotGeometry): Exten
  * configured on the same origin before `unit` was taken, with a known baseline.
  */
 export function changedExtents(unit: TrackedUnit, since: TrackedUnit | undefined): ChangedResult {
+  const { words, geometry } = changedBitmap(unit, since);
+  return {
+    unit: unitName(unit.index),
+    since: since === undefined ? null : unitName(since.index),
+    clusterSize: geometry.clusterSize,
+    extents: extentsOf(words, geometry),
+  };
+}
+
+/**
+ * What `changedExtents` answers, as the bitmap it comes from (one bit per cluster of
+ * `geometry`), with the same rules and errors: NBD's qemu:dirty-bitmap contexts read it
+ * (dirty-bitmaps.ts).
+ */
+export function changedBitmap(
+  unit: TrackedUnit,
+  since: TrackedUnit | undefined,
+): { words: Uint32Array; geometry: SnapshotGeometry } {
   const name = unitName(unit.index);
   const { snapshot } = unit;
   if (!snapshot.valid) {
@@ -144,14 +162,7 @@ export function changedExtents(unit: TrackedUnit, since: TrackedUnit | undefined
       { syscall: 'changed' },
     );
   }
-  if (since === undefined) {
-    return {
-      unit: name,
-      since: null,
-      clusterSize: snapshot.geometry.clusterSize,
-      extents: extentsOf(snapshot.copiedWords(), snapshot.geometry),
-    };
-  }
+  if (since === undefined) return { words: snapshot.copiedWords(), geometry: snapshot.geometry };
   const sinceName = unitName(since.index);
   if (since.index === unit.index) {
     throw new FssError('EINVAL', `--since ${sinceName}: a unit is not older than itself`, {
@@ -187,10 +198,5 @@ export function changedExtents(unit: TrackedUnit, since: TrackedUnit | undefined
       syscall: 'changed',
     });
   }
-  return {
-    unit: name,
-    since: sinceName,
-    clusterSize: geometry.clusterSize,
-    extents: extentsOf(baseline.words, geometry),
-  };
+  return { words: baseline.words, geometry };
 }

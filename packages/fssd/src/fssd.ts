@@ -191,6 +191,7 @@ export class Fssd {
       exporter,
       log: this.log,
       storeUser: (identity) => units.unitUsing(identity),
+      metaContexts: (entry) => units.originDirtyBitmaps(entry),
       devices,
       state: this.state,
       ...(bypass === undefined ? {} : { bypass }),

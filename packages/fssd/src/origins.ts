@@ -26,6 +26,7 @@ import type { OriginInfo } from '@fss/control';
 import { checkSocketPath, defaultOriginName, isOriginName, type RunPaths } from '@fss/control';
 import { assert, FssError, type Mutex, toFssError } from '@fss/core';
 import { Origin } from '@fss/engine';
+import type { NbdMetaContext } from '@fss/nbd';
 import type { Backends } from './backends';
 import type { BypassWatch } from './bypass-watch';
 import type { KernelDevice, KernelDevices } from './devices';
@@ -72,6 +73,8 @@ export interface OriginTableOptions {
   state: StateDir | undefined;
   /** Watches every claimed origin for writes outside fss (bypass-watch.ts); undefined: none. */
   bypass?: BypassWatch<OriginEntry>;
+  /** The metadata contexts an origin's export adds (its units' qemu:dirty-bitmap:fssN). */
+  metaContexts?: (entry: OriginEntry) => readonly NbdMetaContext[];
 }
 
 export class OriginTable {
@@ -191,6 +194,8 @@ export class OriginTable {
         name,
         readOnly: false,
         description: `fss origin ${name} (${path}), copy-on-write`,
+        // qemu:dirty-bitmap:fssN for each of its units, as they are when a client asks.
+        metaContexts: () => (entry === undefined ? [] : (this.options.metaContexts?.(entry) ?? [])),
         // Its last NBD client gone: an implicit origin without units is released.
         onClientsChanged: (clients) => {
           if (clients === 0 && entry !== undefined) this.releaseWhenIdle(entry);

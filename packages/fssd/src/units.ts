@@ -52,6 +52,7 @@ import {
   toFssError,
 } from '@fss/core';
 import { type Durability, ON_FULL_TIMEOUT_MS_DEFAULT, type OriginWriter, type Snapshot } from '@fss/engine';
+import type { NbdMetaContext } from '@fss/nbd';
 import type { Backends } from './backends';
 import {
   type BackupPlan,
@@ -65,6 +66,7 @@ import {
 } from './backup';
 import {
   type Baseline,
+  changedBitmap,
   changedExtents,
   decodeBaseline,
   encodeBaseline,
@@ -73,6 +75,7 @@ import {
   type TrackedUnit,
 } from './changed-blocks';
 import type { KernelDevice, KernelDevices } from './devices';
+import { dirtyBitmapContext } from './dirty-bitmaps';
 import type { Export, Exporter } from './exports';
 import type { Log } from './log';
 import type { OriginEntry, OriginTable } from './origins';
@@ -368,6 +371,60 @@ export class UnitTable {
       throw new FssError('ENXIO', `${unitName(index)} is not configured`, { syscall });
     }
     return unit as TrackedUnit;
+  }
+
+  /**
+   * The qemu:dirty-bitmap contexts of unit `unit`'s export: `fssM` for every unit fssM of the
+   * same origin that is older than it and whose changes until it are known (its baseline),
+   * each meaning "changed between fssM and this unit".
+   */
+  private unitDirtyBitmaps(unit: Unit): NbdMetaContext[] {
+    if (unit.state !== 'active' || unit.origin === undefined) return [];
+    const own = { index: unit.index, id: unit.id };
+    return this.units.flatMap((older) => {
+      const baseline = unit.baselines.get(older.index);
+      const known =
+        older !== unit &&
+        older.state === 'active' &&
+        older.origin === unit.origin &&
+        baseline?.known === true &&
+        baseline.id === older.id;
+      if (!known) return [];
+      const since = { index: older.index, id: older.id };
+      return [
+        dirtyBitmapContext(unitName(older.index), () =>
+          changedBitmap(this.trackedAgain(own), this.trackedAgain(since)),
+        ),
+      ];
+    });
+  }
+
+  /**
+   * The qemu:dirty-bitmap contexts of `origin`'s export: `fssN` for every valid unit of it,
+   * meaning "changed since fssN" (its copied bitmap, as it is at each request).
+   */
+  originDirtyBitmaps(origin: OriginEntry): NbdMetaContext[] {
+    return this.units.flatMap((unit) => {
+      if (unit.state !== 'active' || unit.origin !== origin || unit.snapshot?.valid !== true) return [];
+      const own = { index: unit.index, id: unit.id };
+      return [
+        dirtyBitmapContext(unitName(unit.index), () => changedBitmap(this.trackedAgain(own), undefined)),
+      ];
+    });
+  }
+
+  /**
+   * The unit a dirty-bitmap context was offered for, when a request comes: ENXIO once it is
+   * unconfigured, also when its number has been configured again since (another snapshot).
+   */
+  private trackedAgain(offered: { index: number; id: string }): TrackedUnit {
+    const unit = this.tracked(offered.index);
+    if (unit.id !== offered.id) {
+      throw new FssError('ENXIO', `${unitName(offered.index)} was unconfigured and configured again`, {
+        syscall: 'changed',
+      });
+    }
+    return unit;
   }
 
   /** The configured units of `origin` other than `except`, for their baselines. */
@@ -692,6 +749,8 @@ export class UnitTable {
       name,
       readOnly: true,
       description: `fss snapshot ${name} of ${origin.path}`,
+      // qemu:dirty-bitmap:fssM for each older unit, as they are when a client asks.
+      metaContexts: () => this.unitDirtyBitmaps(unit),
       // Its last NBD client gone: an FSS_UNCONFIG_ON_CLOSE unit nobody else holds goes.
       onClientsChanged: (clients) => {
         if (clients > 0 || unit.snapshot !== snapshot) return;

@@ -6,13 +6,23 @@
  * a model of what the test did (the clusters written, the holes punched, when).
  *
  *   origin export  base:allocation = the image's holes now
+ *                  qemu:dirty-bitmap:fssN = the clusters written since fssN was taken
  *   unit export    base:allocation = the image's holes when the unit was taken, except a
  *                  cluster copied since (it is in the store, in full: data)
+ *                  qemu:dirty-bitmap:fssM (fssM older) = the clusters written between them
  */
-import { closeSync, ftruncateSync, openSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { SeededRandom } from '@fss/core';
-import { modelRuns, parseNbdinfoMap, parseQemuImgMap, runCommand, Sandbox } from '@fss/test-utils';
+import {
+  type MapRun,
+  modelRuns,
+  parseNbdinfoMap,
+  parseQemuImgMap,
+  runCommand,
+  Sandbox,
+} from '@fss/test-utils';
+import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 const KiB = 1024;
@@ -123,6 +133,106 @@ describe('base:allocation of fssd exports', () => {
     expect(parseQemuImgMap(unitMap), context).toEqual(image.runs(fss0Model));
 
     await ok('fssconfig', ['-u', 'fss0']);
+    await ok('fss', ['origin', 'rm', 'image']);
+  });
+});
+
+/** A write of `sectors` 512-byte sectors at sector `at`, and the clusters it dirties. */
+interface Write {
+  at: number;
+  sectors: number;
+}
+const SECTORS = IMAGE_BYTES / 512;
+const writeArbitrary = fc
+  .record({ at: fc.integer({ min: 0, max: SECTORS - 1 }), sectors: fc.integer({ min: 1, max: 300 }) })
+  .map(({ at, sectors }) => ({ at, sectors: Math.min(sectors, SECTORS - at) }));
+
+function clustersOf(writes: readonly Write[]): Set<number> {
+  const clusters = new Set<number>();
+  for (const { at, sectors } of writes) {
+    const first = Math.floor((at * 512) / CLUSTER);
+    const last = Math.floor(((at + sectors) * 512 - 1) / CLUSTER);
+    for (let cluster = first; cluster <= last; cluster++) clusters.add(cluster);
+  }
+  return clusters;
+}
+
+/** Runs with neighbours of the same type merged (after retyping). */
+function mergeRuns(runs: readonly MapRun[]): MapRun[] {
+  const out: MapRun[] = [];
+  for (const run of runs) {
+    const last = out.at(-1);
+    if (last !== undefined && last.type === run.type) last.length += run.length;
+    else out.push({ ...run });
+  }
+  return out;
+}
+
+const dirtyRuns = (dirty: ReadonlySet<number>) =>
+  modelRuns(
+    Array.from({ length: CLUSTERS }, (_, cluster) => (dirty.has(cluster) ? 1 : 0)),
+    CLUSTER,
+    IMAGE_BYTES,
+  );
+
+describe('qemu:dirty-bitmap contexts of fssd exports', () => {
+  it('fss1 offers fss0 (changed between them), the origin fss0 and fss1 (changed since), equal to the model', async () => {
+    writeFileSync(sandbox.path('image'), Buffer.alloc(IMAGE_BYTES, 0x11));
+    await ok('fss', ['origin', 'add', 'image']);
+    const mapOf = async (context: string, socket: string) =>
+      parseNbdinfoMap(await tool('nbdinfo', [`--map=qemu:dirty-bitmap:${context}`, uri(socket)]));
+    const contextsOf = async (socket: string) =>
+      JSON.parse(await tool('nbdinfo', ['--json', uri(socket)])).exports[0].contexts as string[];
+    let round = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(writeArbitrary, { maxLength: 12 }),
+        fc.array(writeArbitrary, { maxLength: 12 }),
+        async (beforeFss1, afterFss1) => {
+          round += 1;
+          await ok('fssconfig', ['-c', 'fss0', 'image', `backup0-${round}`, String(CLUSTER)]);
+          const write = (writes: readonly Write[], pattern: number) =>
+            qemuIo(writes.map(({ at, sectors }) => `write -P ${pattern} ${at * 512} ${sectors * 512}`));
+          await write(beforeFss1, 0x22);
+          await ok('fssconfig', ['-c', 'fss1', 'image', `backup1-${round}`, String(CLUSTER)]);
+          await write(afterFss1, 0x33);
+          const between = clustersOf(beforeFss1);
+          const sinceFss1 = clustersOf(afterFss1);
+          const sinceFss0 = new Set([...between, ...sinceFss1]);
+
+          expect(await mapOf('fss0', 'fss1.sock')).toEqual(dirtyRuns(between));
+          expect(await mapOf('fss0', ORIGIN)).toEqual(dirtyRuns(sinceFss0));
+          expect(await mapOf('fss1', ORIGIN)).toEqual(dirtyRuns(sinceFss1));
+          // What each export offers: fss0 has no older unit; nothing names a newer one.
+          expect(await contextsOf('fss0.sock')).toEqual(['base:allocation']);
+          expect(await contextsOf('fss1.sock')).toEqual(['base:allocation', 'qemu:dirty-bitmap:fss0']);
+          expect(await contextsOf(ORIGIN)).toEqual([
+            'base:allocation',
+            'qemu:dirty-bitmap:fss0',
+            'qemu:dirty-bitmap:fss1',
+          ]);
+          // qemu's own incremental-backup reader: x-dirty-bitmap shows dirty extents as data: false.
+          const qemuMap = await tool('qemu-img', [
+            'map',
+            '--output=json',
+            '--image-opts',
+            `driver=nbd,server.type=unix,server.path=${join(sandbox.runDir, 'fss1.sock')},x-dirty-bitmap=qemu:dirty-bitmap:fss0`,
+          ]);
+          const qemuDirty = parseQemuImgMap(qemuMap).map((run) => ({ ...run, type: run.type & 1 }));
+          expect(mergeRuns(qemuDirty)).toEqual(dirtyRuns(between));
+          // The same answer as `fss changed` (the control op), extent for extent.
+          const changed = JSON.parse(await ok('fss', ['changed', 'fss1', '--since', 'fss0', '--json']));
+          const dirtyExtents = (await mapOf('fss0', 'fss1.sock'))
+            .filter((run) => run.type === 1)
+            .map(({ offset, length }) => ({ offset, length }));
+          expect(changed.extents).toEqual(dirtyExtents);
+
+          await ok('fssconfig', ['-u', 'fss1']);
+          await ok('fssconfig', ['-u', 'fss0']);
+        },
+      ),
+      { numRuns: Number(process.env['FSS_DAEMON_PROPERTY_RUNS'] ?? 4) },
+    );
     await ok('fss', ['origin', 'rm', 'image']);
   });
 });
