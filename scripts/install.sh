@@ -9,7 +9,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends \
-    e2fsprogs xfsprogs btrfs-progs util-linux fio qemu-utils libnbd-bin nbdkit fuse3 kmod openssl >/dev/null
+    e2fsprogs xfsprogs btrfs-progs util-linux fio qemu-utils libnbd-bin nbdkit fuse3 kmod \
+    man-db groff-base systemd openssl >/dev/null
 fi
 if ! command -v pnpm >/dev/null || [ "$(pnpm --version)" != "10.34.9" ]; then
   echo "== pnpm 10.34.9"

@@ -28,6 +28,7 @@ const ALLOWED_DEPENDENCIES: Record<string, string[]> = {
   nbd: ['core'],
   fuse: ['core', 'blockdev-linux'],
   control: ['core'],
+  manual: [],
   fssd: [
     'core',
     'cache',
@@ -38,8 +39,9 @@ const ALLOWED_DEPENDENCIES: Record<string, string[]> = {
     'nbd',
     'control',
     'fuse',
+    'manual',
   ],
-  'cli-fssconfig': ['core', 'control', 'nbd'],
+  'cli-fssconfig': ['core', 'control', 'nbd', 'manual'],
 };
 
 /**
@@ -47,7 +49,7 @@ const ALLOWED_DEPENDENCIES: Record<string, string[]> = {
  * layer, directly or through another package, so a Node program that only talks to fssd
  * installs almost nothing.
  */
-const CLIENT_PACKAGES = ['control', 'cli-fssconfig', 'nbd', 'core', 'cache'];
+const CLIENT_PACKAGES = ['control', 'cli-fssconfig', 'nbd', 'core', 'cache', 'manual'];
 const CLIENT_FORBIDDEN = ['koffi', '@fss/blockdev-linux'];
 
 interface PackageJson {

@@ -54,6 +54,7 @@ export {
   loopDevicesUnder,
 } from './loop';
 export * from './mountinfo';
+export { type DatagramReceiver, openDatagramReceiver, sdNotify, unixAddress } from './notify';
 export { type PeerCredentials, peerCredentials, peerRefusal, socketDescriptor } from './peer-credentials';
 export { RangeLock } from './range-lock';
 export { type FileKind, type StatxResult, statx } from './statx';

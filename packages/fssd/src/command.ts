@@ -2,10 +2,12 @@
  * The fssd command line:
  *
  *   fssd [--rundir DIR] [--units N] [--devices auto|off] [--devdir DIR] [--statedir DIR]
- *        [--durability process|power|none] [--bypass-check-ms MS]
+ *        [--durability process|power|none] [--bypass-check-ms MS] [--foreground]
  *
- * fssd always runs in the foreground (systemd's Type=simple; the clients detach it
- * themselves when they start it on demand). DIR defaults to $FSS_RUNDIR, then SPEC §4's
+ * fssd always runs in the foreground (the clients detach it themselves when they start it
+ * on demand); `--foreground` makes its stderr journald's kind of log (log.ts). Under
+ * systemd's Type=notify it sends READY=1 to $NOTIFY_SOCKET once it serves, STOPPING=1 when
+ * it stops (blockdev-linux's sdNotify). `--help` prints the manual (manual.ts). DIR defaults to $FSS_RUNDIR, then SPEC §4's
  * defaults; N to $FSS_UNITS, then 16. `--devices` (default $FSS_DEVICES, else auto): kernel
  * block devices for units and attached origins where possible (root, /dev/fuse, loop);
  * `--devdir` (default $FSS_DEVDIR, else /dev): where their links go. `--statedir` (default
@@ -19,16 +21,20 @@
  * the run directory.
  */
 
+import { sdNotify } from '@fss/blockdev-linux';
 import { defaultRunDir, EXIT_ALREADY_RUNNING, UNIT_COUNT_DEFAULT, UNIT_COUNT_MAX } from '@fss/control';
 import { FssError, isFssError } from '@fss/core';
 import type { Durability } from '@fss/engine';
+import { helpText, usageText } from '@fss/manual';
 import { BYPASS_CHECK_MS } from './bypass-watch';
 import { Fssd } from './fssd';
+import { foregroundStyle } from './log';
+import { FSSD_MANUAL } from './manual';
 import { defaultStateDir } from './state-dir';
 
-const USAGE =
-  'usage: fssd [--rundir DIR] [--units N] [--devices auto|off] [--devdir DIR] [--statedir DIR] ' +
-  '[--durability process|power|none] [--bypass-check-ms MS]';
+/** The usage line bad usage prints, from the manual (manual.ts). */
+export const FSSD_USAGE = usageText(FSSD_MANUAL);
+const USAGE = FSSD_USAGE;
 
 export interface FssdArgs {
   runDir: string;
@@ -40,6 +46,8 @@ export interface FssdArgs {
   bypassCheckMs: number;
   /** $FSS_ROLLBACK_RATE: a rollback writes at most this many bytes a second; 0: no limit. */
   rollbackBytesPerSecond: number;
+  /** --foreground: log for a service manager (log.ts's foregroundStyle). */
+  foreground: boolean;
 }
 
 export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): FssdArgs | string {
@@ -50,6 +58,7 @@ export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): 
   let stateDir = defaultStateDir(env);
   let durability = env['FSS_DURABILITY'] || 'process';
   let bypassCheckMs = env['FSS_BYPASS_CHECK_MS'] || String(BYPASS_CHECK_MS);
+  let foreground = false;
   for (let index = 0; index < argv.length; index += 1) {
     const arg = argv[index] as string;
     const [flag, inline] = arg.includes('=')
@@ -84,8 +93,9 @@ export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): 
       const text = value();
       if (text === undefined) return USAGE;
       bypassCheckMs = text;
-    } else if (flag === '-f' || flag === '--foreground') {
-      // Always in the foreground; accepted for unit files written for other daemons.
+    } else if ((flag === '-f' || flag === '--foreground') && inline === undefined) {
+      // fssd never forks; this only changes how stderr lines look (for journald).
+      foreground = true;
     } else {
       return USAGE;
     }
@@ -115,10 +125,15 @@ export function parseFssdArgs(argv: readonly string[], env: NodeJS.ProcessEnv): 
     stateDir,
     durability,
     bypassCheckMs: Number(bypassCheckMs),
+    foreground,
   };
 }
 
 export async function runFssd(argv: readonly string[]): Promise<void> {
+  if (argv.includes('--help')) {
+    process.stdout.write(`${helpText(FSSD_MANUAL)}\n`);
+    process.exit(0);
+  }
   const args = parseFssdArgs(argv, process.env);
   if (typeof args === 'string') {
     process.stderr.write(`${args}\n`);
@@ -133,6 +148,7 @@ export async function runFssd(argv: readonly string[]): Promise<void> {
     bypassCheckMs: args.bypassCheckMs,
     rollbackBytesPerSecond: args.rollbackBytesPerSecond,
     unitCount: args.unitCount,
+    stderrStyle: args.foreground ? foregroundStyle(process.env) : 'stamped',
     onUnreachable: () => stop('run directory removed'),
   });
   // Through the daemon's log, so these reach fssd.log (stderr is gone when a client started us).
@@ -156,8 +172,18 @@ export async function runFssd(argv: readonly string[]): Promise<void> {
     process.stderr.write(`fssd: cannot start: ${text}\n`);
     process.exit(1);
   }
+  // systemd's Type=notify: ready once the control socket answers (start resolved).
+  notify(`READY=1\nMAINPID=${process.pid}\nSTATUS=serving ${daemon.paths.dir}`);
+  function notify(state: string): void {
+    try {
+      if (sdNotify(state)) log(`told the service manager: ${state.split('\n')[0]}`);
+    } catch (error) {
+      log(`cannot notify the service manager (NOTIFY_SOCKET): ${String(error)}`);
+    }
+  }
   function stop(signal: string): void {
     log(`${signal} received`);
+    notify('STOPPING=1');
     daemon.stop().then(
       () => process.exit(0),
       (error: unknown) => {

@@ -28,7 +28,7 @@ import { ControlServer } from './control-server';
 import { KernelDevices } from './devices';
 import { type Exporter, nbdExporter } from './exports';
 import { lockRunDir, type RunDirLock } from './lock';
-import { createLog, type Log } from './log';
+import { createLog, type Log, type StderrStyle } from './log';
 import { type OriginEntry, OriginTable } from './origins';
 import { RateMeters } from './rate-meter';
 import { StateDir } from './state-dir';
@@ -68,6 +68,8 @@ export interface FssdOptions {
   bypassCheckMs?: number;
   /** A rollback writes at most this many bytes a second (default 0: as fast as it can). */
   rollbackBytesPerSecond?: number;
+  /** How the default log writes stderr (log.ts): stamped unless fssd runs under a service manager. */
+  stderrStyle?: StderrStyle;
 }
 
 /** How often the write rates are sampled between status requests. */
@@ -98,7 +100,7 @@ export class Fssd {
     if (!Number.isInteger(this.unitCount) || this.unitCount < 1 || this.unitCount > UNIT_COUNT_MAX) {
       throw new FssError('EINVAL', `unit count ${this.unitCount} out of range (1..${UNIT_COUNT_MAX})`);
     }
-    this.log = options.log ?? createLog(undefined);
+    this.log = options.log ?? createLog(undefined, true, options.stderrStyle);
   }
 
   /** Starts the daemon once; later calls return the same start. */
@@ -116,7 +118,7 @@ export class Fssd {
     // What start-up made, undone in reverse order if a later step fails.
     const undo: Array<() => Promise<unknown>> = [() => lock.release()];
     try {
-      if (this.options.log === undefined) this.log = createLog(paths.log);
+      if (this.options.log === undefined) this.log = createLog(paths.log, true, this.options.stderrStyle);
       await writeFile(paths.pid, `${process.pid}\n`, { mode: 0o644 });
       undo.push(() => rm(paths.pid, { force: true }));
       await mkdir(paths.originDir, { mode: 0o700, recursive: true }).catch((error: unknown) => {

@@ -35,6 +35,9 @@ describe.skipIf(!built)('the built package', () => {
     const manifest = JSON.parse(readFileSync(join(dist, '..', 'package.json'), 'utf8')) as { bin: object };
     expect(manifest.bin).toEqual({ fssd: './dist/fssd.cjs' });
     expect(readFileSync(join(dist, 'fssd.service'), 'utf8')).toContain('ExecStart=');
+    expect(readFileSync(join(dist, 'fss-tmpfiles.conf'), 'utf8')).toMatch(/^d \/run\/fss 0700 root root -$/m);
+    expect((manifest as { man?: string[] }).man).toEqual(['./dist/man/fssd.8']);
+    expect(readFileSync(join(dist, 'man', 'fssd.8'), 'utf8')).toMatch(/^\.TH FSSD 8 /m);
   });
 
   it('fssd.cjs runs 16 libuv threads by default, and the number UV_THREADPOOL_SIZE names', async () => {

@@ -149,6 +149,7 @@ export function blockdevGeometry(device: string): { size: number; logical: numbe
 /** A deterministic byte pattern (so a mismatch shows where it came from): core/testing's patternBytes. */
 export { patternBytes as pattern } from '@fss/core/testing';
 export * from './extent-map';
+export * from './man';
 export * from './nbd-client';
 export * from './process';
 export * from './sandbox';

@@ -17,29 +17,21 @@ import { resolve } from 'node:path';
 import type { RollbackStatus } from '@fss/control';
 import { type ConnectOptions, FssClient, isOriginName } from '@fss/control';
 import { FssError, isErrnoCode, strerror, toFssError } from '@fss/core';
+import { commandUsage, helpText, usageText } from '@fss/manual';
 import { humanizeNumber } from '../cli/humanize';
 import { formatOrigin } from '../cli/origin-format';
+import { FSS_MANUAL, fssCommand } from '../manual/fss';
 import { backup } from './backup';
 import { dump } from './dump';
 import { type CommandIo, Exit, errorDetail } from './io';
 import { parseStatusArgs, runStatus } from './status';
 
 /** Each copy command's usage, printed alone on its own usage errors and within FSS_USAGE. */
-export const FSS_DUMP_USAGE =
-  'usage: fss dump [--format raw|qcow2] [--progress auto|bar|json|none] fssN FILE|-';
-export const FSS_BACKUP_USAGE =
-  'usage: fss backup [--since fssM] [--verify] [--progress auto|bar|json|none] fssN FILE';
+export const FSS_DUMP_USAGE = commandUsage(FSS_MANUAL, fssCommand('dump'));
+export const FSS_BACKUP_USAGE = commandUsage(FSS_MANUAL, fssCommand('backup'));
 
-export const FSS_USAGE = [
-  'usage: fss origin add PATH [--name NAME] [--attach]',
-  '       fss origin rm [--force] NAME',
-  '       fss origin ls',
-  '       fss status [--json] [--watch [--interval SECONDS] [--count N]]',
-  '       fss changed fssN [--json] [--since fssM]',
-  '       fss rollback fssN',
-  FSS_DUMP_USAGE.replace('usage:', '      '),
-  FSS_BACKUP_USAGE.replace('usage:', '      '),
-].join('\n');
+/** The synopsis of every command, from the manual (manual/fss.ts). */
+export const FSS_USAGE = usageText(FSS_MANUAL);
 
 export async function fss(
   argv: readonly string[],
@@ -67,6 +59,12 @@ export async function fss(
     return client as FssClient;
   };
   try {
+    // `fss --help`, `fss origin --help`, `fss status --help`, `fss help [COMMAND…]`.
+    if (argv.includes('--help') || argv[0] === 'help') {
+      const words = argv.filter((arg) => arg !== '--help');
+      io.out(helpText(FSS_MANUAL, words[0] === 'help' ? words.slice(1) : words));
+      return 0;
+    }
     const [command, ...rest] = argv;
     // The copy commands connect themselves (they also open the unit's export).
     if (command === 'dump') return await dump(rest, io, connect);

@@ -20,16 +20,22 @@
  */
 import { type FileHandle, open, readFile } from 'node:fs/promises';
 import { checkStore, type StoreCheck, type StoreSource, strerror, toFssError } from '@fss/core';
+import { helpText, usageText } from '@fss/manual';
 import { humanizeNumber } from '../cli/humanize';
 import { formatLocalTime } from '../cli/list-format';
+import { FSSCK_MANUAL } from '../manual/fssck';
 import { type CommandIo, Exit } from './io';
 
-export const FSSCK_USAGE = 'usage: fssck [--json] STORE';
+export const FSSCK_USAGE = usageText(FSSCK_MANUAL);
 const EXIT_DAMAGED = 1;
 const EXIT_USAGE = 2;
 
 export async function fssck(argv: readonly string[], io: CommandIo): Promise<number> {
   try {
+    if (argv.includes('--help')) {
+      io.out(helpText(FSSCK_MANUAL));
+      return 0;
+    }
     const json = argv[0] === '--json';
     const operands = json ? argv.slice(1) : argv;
     if (operands.length !== 1 || (operands[0] as string).startsWith('-')) {

@@ -33,10 +33,12 @@ import {
   unitName,
 } from '@fss/control';
 import { FSS_UNLINK_ON_CREATE, type FssError, strerror, toFssError } from '@fss/core';
+import { helpText } from '@fss/manual';
 import { formatListLine, formatNotInUse } from '../cli/list-format';
 import { type FssconfigOptions, parseFssconfigArgs } from '../cli/options';
 import { INT_MAX, LLONG_MAX, NumberSyntaxError, strsuftoll } from '../cli/strsuftoll';
 import { FSSCONFIG_USAGE } from '../cli/usage';
+import { FSSCONFIG_MANUAL } from '../manual/fssconfig';
 import { type CommandIo, Exit, errorDetail } from './io';
 
 const PROG = 'fssconfig';
@@ -48,6 +50,11 @@ export async function fssconfig(
 ): Promise<number> {
   const session = new Session(io, connect);
   try {
+    // A Linux addition: NetBSD's getopt would call --help bad usage.
+    if (argv.includes('--help')) {
+      io.out(helpText(FSSCONFIG_MANUAL));
+      return 0;
+    }
     const parsed = parseFssconfigArgs(argv);
     if (!parsed.ok) {
       if (parsed.message !== undefined) io.err(`${PROG}: ${parsed.message}`);
