@@ -250,6 +250,11 @@ export class ControlServer {
           unitIndex(request.unit, 'changed'),
           request.since === undefined ? undefined : unitIndex(request.since, 'changed'),
         );
+      case 'tcp-export':
+        return this.context.units.tcpExport(unitIndex(request.unit, 'tcp-export'), request);
+      case 'tcp-unexport':
+        await this.context.units.tcpUnexport(unitIndex(request.unit, 'tcp-unexport'));
+        return {};
       case 'status':
         return this.context.status();
       case 'ping':

@@ -38,6 +38,8 @@ import type {
   RunPaths,
   SetOptions,
   SetResult,
+  TcpExportInfo,
+  TcpExportRequest,
   UnitStatus,
 } from '@fss/control';
 import { unitName } from '@fss/control';
@@ -83,6 +85,7 @@ import { type RateMeters, secondsToFull } from './rate-meter';
 import { RollbackJob } from './rollback';
 import type { StateDir, UnitRecord } from './state-dir';
 import { storeBytesLimit, storeStart, storeUsage } from './store-usage';
+import { startTcpExport, type TcpExport } from './tcp-exports';
 
 type UnitState = 'idle' | 'creating' | 'active' | 'destroying';
 
@@ -94,6 +97,8 @@ interface Unit {
   origin?: OriginEntry;
   backup?: OpenedBackup;
   export?: Export;
+  /** Its TCP listener, when one was asked for (tcp-exports.ts). */
+  tcp?: TcpExport;
   /** /dev/fssN, when fssd makes kernel devices. */
   device?: KernelDevice;
   /** Control connections that have the unit open. */
@@ -509,6 +514,7 @@ export class UnitTable {
         }
         const rollback = this.rollbacks.get(unit.index);
         if (rollback !== undefined) status.rollback = rollback.status();
+        if (unit.tcp !== undefined) status.tcp = unit.tcp.info();
         const usage = storeUsage(snapshot);
         const limit = backup === undefined ? undefined : await storeBytesLimit(backup, usage.usedBytes);
         const rate = rates.observe(snapshot, usage.usedBytes, nowMs, storeStart(snapshot));
@@ -742,6 +748,67 @@ export class UnitTable {
   }
 
   /** The unit's NBD export (read-only), whose last client leaving may unconfigure it. */
+  /**
+   * Serves unit `index`'s export over TCP too (tcp-exports.ts): ENXIO when it is not
+   * configured, EBUSY when it already has a listener; the credentials' and listen(2)'s errors
+   * as they are. Under the mutex, so a listener never outlives its unit.
+   */
+  tcpExport(index: number, request: TcpExportRequest): Promise<TcpExportInfo> {
+    return this.options.mutex.run(async () => {
+      const unit = this.configured(index, 'tcp-export');
+      const name = unitName(index);
+      if (unit.tcp !== undefined) {
+        throw new FssError(
+          'EBUSY',
+          `${name} is already exported on ${unit.tcp.info().url}; stop it first (fss export --stop ${name})`,
+          { syscall: 'tcp-export' },
+        );
+      }
+      const snapshot = unit.snapshot!;
+      unit.tcp = await startTcpExport(request, snapshot, {
+        name,
+        description: `fss snapshot ${name} of ${unit.origin?.path ?? 'an origin'}`,
+        log: this.options.log,
+        // Its last TCP client gone: an FSS_UNCONFIG_ON_CLOSE unit nobody else holds goes.
+        onClientsChanged: (clients) => {
+          if (clients > 0 || unit.snapshot !== snapshot) return;
+          this.unconfigureIfUnused(unit).catch((error: unknown) =>
+            this.options.log(`${name}: ${String(error)}`),
+          );
+        },
+      });
+      return unit.tcp.info();
+    });
+  }
+
+  /** Stops unit `index`'s TCP listener: ENXIO when not configured, ENOENT when it has none. */
+  tcpUnexport(index: number): Promise<void> {
+    return this.options.mutex.run(async () => {
+      const unit = this.configured(index, 'tcp-unexport');
+      const tcp = unit.tcp;
+      if (tcp === undefined) {
+        throw new FssError('ENOENT', `${unitName(index)} has no TCP export`, { syscall: 'tcp-unexport' });
+      }
+      unit.tcp = undefined;
+      await tcp.close();
+      this.options.log(`${unitName(index)}: tcp: stopped`);
+    });
+  }
+
+  /** The active unit numbered `index`; ENXIO when there is none or it is not configured. */
+  private configured(index: number, syscall: string): Unit {
+    const unit = this.units[index];
+    if (unit === undefined) {
+      throw new FssError('ENXIO', `fss${index}: no such unit (this daemon has ${this.units.length})`, {
+        syscall,
+      });
+    }
+    if (unit.state !== 'active' || unit.snapshot === undefined) {
+      throw new FssError('ENXIO', `${unitName(index)} is not configured`, { syscall });
+    }
+    return unit;
+  }
+
   private exportUnit(unit: Unit, snapshot: Snapshot, origin: OriginEntry): Promise<Export> {
     const { exporter, paths, log } = this.options;
     const name = unitName(unit.index);
@@ -793,6 +860,7 @@ export class UnitTable {
       log(`${name}: left attached at shutdown: ${toFssError(error).description}`);
     }
     unit.device = undefined;
+    await unit.tcp?.close().catch((error: unknown) => log(`${name}: tcp: ${String(error)}`));
     await unit.export?.close().catch((error: unknown) => log(`${name}: export: ${String(error)}`));
     await unit.snapshot?.close().catch((error: unknown) => log(`${name}: close: ${String(error)}`));
     const origin = unit.origin;
@@ -805,6 +873,7 @@ export class UnitTable {
       origin: undefined,
       backup: undefined,
       export: undefined,
+      tcp: undefined,
       persistent: false,
       id: '',
       baselines: new Map<number, Baseline>(),
@@ -822,6 +891,7 @@ export class UnitTable {
     if (unit.state !== 'active' || (unit.flags & FSS_UNCONFIG_ON_CLOSE) === 0) return;
     if (unit.rollback?.running === true) return; // it is unconfigured when the rollback completes
     if (unit.openers.size > 0 || (unit.export?.clients() ?? 0) > 0) return;
+    if ((unit.tcp?.clients() ?? 0) > 0) return;
     if (unit.device !== undefined && (await unit.device.mountPoints()).length > 0) return;
     unit.state = 'destroying';
     try {

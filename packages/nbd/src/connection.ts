@@ -103,7 +103,8 @@ export class Connection {
     try {
       const result = await this.negotiateInTime();
       if (result.kind === 'close') {
-        this.options.debug?.(`handshake ended: ${result.reason}`);
+        if (result.notable === true) this.options.log(`handshake ended: ${result.reason}`);
+        else this.options.debug?.(`handshake ended: ${result.reason}`);
         await this.endGracefully();
         return;
       }

@@ -66,8 +66,11 @@ export type HandshakeResult =
       /** The metadata contexts selected for this export (BLOCK_STATUS needs one). */
       readonly metaContexts: readonly SelectedContext[];
     }
-  /** The client aborted or was refused; the connection is to be closed. */
-  | { readonly kind: 'close'; readonly reason: string };
+  /**
+   * The client aborted or was refused; the connection is to be closed. `notable`: worth the
+   * operator's log, not only the debug trace (a failed TLS handshake).
+   */
+  | { readonly kind: 'close'; readonly reason: string; readonly notable?: boolean };
 
 const KNOWN_CLIENT_FLAGS = ClientFlag.FIXED_NEWSTYLE | ClientFlag.NO_ZEROES;
 

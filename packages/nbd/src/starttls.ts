@@ -46,7 +46,7 @@ export type TlsStep =
   | { readonly kind: 'pass' }
   /** Answered: read the next option. */
   | { readonly kind: 'answered' }
-  | { readonly kind: 'close'; readonly reason: string }
+  | { readonly kind: 'close'; readonly reason: string; readonly notable?: boolean }
   /** TLS is on: go on with this socket and reader. */
   | { readonly kind: 'secured'; readonly socket: TLSSocket; readonly reader: SocketReader };
 
@@ -91,7 +91,8 @@ async function upgrade(context: TlsOptionContext, tls: NbdTlsCredentials): Promi
   const outcome = await secured;
   if (typeof outcome === 'string') {
     context.socket.destroy();
-    return { kind: 'close', reason: outcome };
+    // A refused client (wrong key, untrusted certificate) is worth the operator's log.
+    return { kind: 'close', reason: outcome, notable: true };
   }
   assert(!outcome.destroyed, 'a secured socket is open');
   context.debug?.(`TLS on: ${outcome.getProtocol()} ${outcome.getCipher().name}`);

@@ -106,6 +106,8 @@ async function readCredential(path: string): Promise<Buffer> {
   try {
     return await readFile(path);
   } catch (error) {
-    throw toFssError(error, { syscall: 'open', path });
+    // The description names the file: a caller that prints only it still says which one.
+    const failure = toFssError(error, { syscall: 'open', path });
+    throw new FssError(failure.code, `cannot read ${path}`, { syscall: 'open', path, cause: error });
   }
 }

@@ -9,6 +9,8 @@
  *   fss rollback fssN                                 (make the origin equal to fssN, then unconfigure it)
  *   fss dump [--format raw|qcow2] [--progress MODE] fssN FILE|-   (commands/dump.ts)
  *   fss backup [--since fssM] [--verify] [--progress MODE] fssN FILE   (commands/backup.ts)
+ *   fss export fssN --tcp ADDR:PORT (--tls-certs DIR [--tls-verify-peer] | --tls-psk FILE | --insecure)
+ *   fss export --stop fssN                            (the unit's NBD export over TCP, for backups)
  *
  * Errors read `fss: WHAT: strerror` (plus fssd's detail when it has one), exit 1; bad usage
  * prints the synopsis on stderr, exit 1.
@@ -18,8 +20,9 @@ import type { RollbackStatus } from '@fss/control';
 import { type ConnectOptions, FssClient, isOriginName } from '@fss/control';
 import { FssError, isErrnoCode, strerror, toFssError } from '@fss/core';
 import { commandUsage, helpText, usageText } from '@fss/manual';
+import { parseExportArgs } from '../cli/export-args';
 import { humanizeNumber } from '../cli/humanize';
-import { formatOrigin } from '../cli/origin-format';
+import { formatOrigin, formatTcpExport } from '../cli/origin-format';
 import { FSS_MANUAL, fssCommand } from '../manual/fss';
 import { backup } from './backup';
 import { dump } from './dump';
@@ -87,6 +90,23 @@ export async function fss(
     if (command === 'rollback') {
       if (rest.length !== 1 || (rest[0] as string).startsWith('-')) usage();
       return await rollback(await connected(), rest[0] as string, io, fail);
+    }
+    if (command === 'export') {
+      const parsed = parseExportArgs(rest);
+      if (parsed === 'usage') return usage();
+      if (parsed instanceof FssError) return fail('export', parsed);
+      if (parsed.kind === 'stop') {
+        await (await connected())
+          .tcpUnexport(parsed.unit)
+          .catch((error: unknown) => fail(`export --stop ${parsed.unit}`, error));
+        return 0;
+      }
+      const { request } = parsed;
+      const info = await (await connected())
+        .tcpExport(request)
+        .catch((error: unknown) => fail(`export ${request.unit}`, error));
+      io.out(formatTcpExport(info));
+      return 0;
     }
     if (command !== 'origin') usage();
     const [sub, ...args] = rest;

@@ -13,7 +13,7 @@
 import type { DaemonStatus, FssClient } from '@fss/control';
 import { humanizeNumber } from '../cli/humanize';
 import { formatClusterUse, formatLocalTime } from '../cli/list-format';
-import { formatOrigin } from '../cli/origin-format';
+import { formatOrigin, formatTcpExport } from '../cli/origin-format';
 import { statusDocument } from '../status/document';
 import type { CommandIo } from './io';
 
@@ -148,6 +148,8 @@ export function formatStatus(status: DaemonStatus): string[] {
       `    origin ${unit.origin}, backup ${unit.bstore}, export ${unit.export} (${unit.exportClients} clients)${device}`,
     );
     if (unit.storeBytesUsed !== undefined) lines.push(`    ${formatStoreUse(unit)}`);
+    if (unit.tcp !== undefined)
+      lines.push(`    tcp ${formatTcpExport(unit.tcp).slice(unit.unit.length + 2)}`);
   }
   for (const origin of status.origins) {
     const rate = origin.writeRate === undefined ? '' : `, writing ${formatRate(origin.writeRate)}`;

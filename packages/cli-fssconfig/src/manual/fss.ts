@@ -133,6 +133,34 @@ export const FSS_MANUAL: Manual = {
         },
       ],
     },
+    {
+      words: ['export'],
+      synopsis: [
+        'fssN --tcp ADDR:PORT (--tls-certs DIR [--tls-verify-peer] | --tls-psk FILE | --insecure)',
+        '--stop fssN',
+      ],
+      summary: "Also serve fssN's export over TCP, for backups from another machine",
+      description: [
+        "fssN's export (read-only) is served on exactly ADDR:PORT (an IPv4 address, a host name or [IPv6]; port 0 picks a free one), TLS required of every client (NBD STARTTLS), so a backup host reads it with nbdcopy, nbdinfo or qemu-img over nbds://. Prints fssN: URL (tls x509|psk, N clients). --stop stops it; unconfiguring fssN stops it too, and fssd does not restart it.",
+        'EINVAL for no TLS choice or two, a bad ADDR:PORT, or credentials that cannot be used; ENOENT naming a credential file it cannot read; ENXIO for a unit not configured; EBUSY when fssN already has a TCP listener; EADDRINUSE from listen(2).',
+      ],
+      options: [
+        { flags: '--tcp ADDR:PORT', text: 'Where to listen; there is no default address.' },
+        {
+          flags: '--tls-certs DIR',
+          text: "x509: qemu-nbd's and nbdkit's directory (ca-cert.pem, server-cert.pem, server-key.pem).",
+        },
+        {
+          flags: '--tls-verify-peer',
+          text: 'With --tls-certs: clients must present a certificate signed by ca-cert.pem.',
+        },
+        { flags: '--tls-psk FILE', text: 'A psktool key file, one username:hexkey a line.' },
+        {
+          flags: '--insecure',
+          text: 'Plaintext: anyone who reaches the port reads the snapshot. Never a default.',
+        },
+      ],
+    },
   ],
   sections: [
     {

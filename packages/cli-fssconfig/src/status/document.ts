@@ -54,6 +54,19 @@ export interface UnitDocument {
   device: string | null;
   loop: string | null;
   clients: number;
+  /** Its TCP listener (`fss export --tcp`), null when it has none. */
+  tcp: TcpExportDocument | null;
+}
+
+export interface TcpExportDocument {
+  /** What a client connects to: `nbds://HOST:PORT/fssN` (`nbd://` when plaintext). */
+  url: string;
+  host: string;
+  port: number;
+  tls: 'x509' | 'psk' | 'none';
+  /** x509: clients must present a certificate signed by the CA; false otherwise. */
+  verifyPeer: boolean;
+  clients: number;
 }
 
 export interface OriginDocument {
@@ -116,6 +129,17 @@ function unitDocument(unit: UnitStatus): UnitDocument | undefined {
     device: unit.device ?? null,
     loop: unit.loop ?? null,
     clients: unit.exportClients ?? 0,
+    tcp:
+      unit.tcp === undefined
+        ? null
+        : {
+            url: unit.tcp.url,
+            host: unit.tcp.host,
+            port: unit.tcp.port,
+            tls: unit.tcp.tls,
+            verifyPeer: unit.tcp.verifyPeer === true,
+            clients: unit.tcp.clients,
+          },
   };
 }
 

@@ -35,6 +35,8 @@ import type {
   OriginInfo,
   RollbackStatus,
   SetResult,
+  TcpExportInfo,
+  TcpExportRequest,
   WireError,
 } from '../protocol/messages';
 import { defaultRunDir, runPaths } from '../rundir';
@@ -211,6 +213,19 @@ export class FssClient {
   /** The progress of `unit`'s rollback; ENOENT when none ran since fssd started. */
   rollbackStatus(unit: string): Promise<RollbackStatus> {
     return this.request('rollback-status', { unit });
+  }
+
+  /**
+   * Serves `unit`'s export over TCP on `host`:`port` with TLS (`tls` x509 with `certs`, psk
+   * with `psk`) or, only when `tls` is 'none', in plaintext.
+   */
+  tcpExport(request: Omit<TcpExportRequest, 'op'>): Promise<TcpExportInfo> {
+    return this.request('tcp-export', { ...request });
+  }
+
+  /** Stops `unit`'s TCP listener (its clients are disconnected). */
+  async tcpUnexport(unit: string): Promise<void> {
+    await this.request('tcp-unexport', { unit });
   }
 
   originList(): Promise<OriginInfo[]> {

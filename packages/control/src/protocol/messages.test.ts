@@ -35,6 +35,27 @@ describe('validateRequest', () => {
     });
   });
 
+  it('accepts tcp-export with x509, psk or an explicit none, and tcp-unexport', () => {
+    const base = { op: 'tcp-export', unit: 'fss0', host: '127.0.0.1', port: 10809 };
+    expect(validateRequest({ ...base, tls: 'x509', certs: '/etc/fss/tls', verify_peer: true })).toEqual({
+      ...base,
+      tls: 'x509',
+      certs: '/etc/fss/tls',
+      verify_peer: true,
+    });
+    expect(validateRequest({ ...base, host: '::1', tls: 'psk', psk: '/k.psk' })).toEqual({
+      ...base,
+      host: '::1',
+      tls: 'psk',
+      psk: '/k.psk',
+    });
+    expect(validateRequest({ ...base, port: 0, tls: 'none' })).toEqual({ ...base, port: 0, tls: 'none' });
+    expect(validateRequest({ op: 'tcp-unexport', unit: 'fss0' })).toEqual({
+      op: 'tcp-unexport',
+      unit: 'fss0',
+    });
+  });
+
   it('accepts changed with and without since', () => {
     expect(validateRequest({ op: 'changed', unit: 'fss1' })).toEqual({ op: 'changed', unit: 'fss1' });
     expect(validateRequest({ id: 4, op: 'changed', unit: 'fss1', since: 'fss0' })).toEqual({
@@ -115,6 +136,31 @@ describe('validateRequest', () => {
     [{ op: 'rollback' }],
     [{ op: 'rollback', unit: 'fss0', force: true }],
     [{ op: 'rollback-status', unit: 3 }],
+    [{ op: 'tcp-export', unit: 'fss0', host: '127.0.0.1', port: 1 }],
+    [{ op: 'tcp-export', unit: 'fss0', host: '127.0.0.1', port: 1, tls: 'yes' }],
+    [{ op: 'tcp-export', unit: 'fss0', host: '127.0.0.1', port: 65536, tls: 'none' }],
+    [{ op: 'tcp-export', unit: 'fss0', host: '127.0.0.1', port: -1, tls: 'none' }],
+    [{ op: 'tcp-export', unit: 'fss0', host: '', port: 1, tls: 'none' }],
+    [{ op: 'tcp-export', unit: 'fss0', host: '/tmp/sock', port: 1, tls: 'none' }],
+    [{ op: 'tcp-export', unit: 'fss0', port: 1, tls: 'none' }],
+    [{ op: 'tcp-export', unit: 'fss0', host: '127.0.0.1', port: 1, tls: 'x509' }],
+    [{ op: 'tcp-export', unit: 'fss0', host: '127.0.0.1', port: 1, tls: 'psk' }],
+    [{ op: 'tcp-export', unit: 'fss0', host: '127.0.0.1', port: 1, tls: 'none', psk: '/k' }],
+    [{ op: 'tcp-export', unit: 'fss0', host: '127.0.0.1', port: 1, tls: 'psk', psk: '/k', certs: '/d' }],
+    [
+      {
+        op: 'tcp-export',
+        unit: 'fss0',
+        host: '127.0.0.1',
+        port: 1,
+        tls: 'x509',
+        certs: '/d',
+        verify_peer: 1,
+      },
+    ],
+    [{ op: 'tcp-export', unit: 'fss0', host: '127.0.0.1', port: 1, tls: 'none', insecure: true }],
+    [{ op: 'tcp-unexport' }],
+    [{ op: 'tcp-unexport', unit: 'fss0', host: '127.0.0.1' }],
   ])('EINVAL for %j', (request) => {
     expect(code(request)).toBe('EINVAL');
   });

@@ -44,6 +44,17 @@
  *   ← {"id":5,"ok":true,"result":{"unit":"fss0","state":"running","doneBytes":0,"totalBytes":196608}}
  *   → {"id":6,"op":"rollback-status","unit":"fss0"}
  *   ← {"id":6,"ok":true,"result":{"unit":"fss0","state":"done","doneBytes":196608,"totalBytes":196608}}
+ * `tcp-export` (issue 14) serves a unit's export over TCP too, for a backup host, on exactly
+ * `host` and `port` (0: any free port; the answer says which), with TLS: `"tls":"x509"` and
+ * `certs` (a qemu-nbd/nbdkit certificate directory; `verify_peer`: clients need a certificate
+ * signed by its ca-cert.pem), `"tls":"psk"` and `psk` (a psktool key file), or `"tls":"none"`,
+ * plaintext, which has to be asked for by name. One listener per unit; it goes with the unit.
+ * `tcp-unexport` stops it. The files are read once, by fssd, when the listener starts:
+ *
+ *   → {"id":5,"op":"tcp-export","unit":"fss0","host":"127.0.0.1","port":10809,"tls":"psk",
+ *      "psk":"/etc/fss/keys.psk"}
+ *   ← {"id":5,"ok":true,"result":{"unit":"fss0","host":"127.0.0.1","port":10809,"tls":"psk",
+ *      "url":"nbds://127.0.0.1:10809/fss0","clients":0}}
  *
  * `force` on `origin-rm` (a Linux addition) releases an origin even while NBD clients are
  * connected to its export: they are disconnected. Without it such an origin is EBUSY.
@@ -93,10 +104,45 @@ export type ControlRequest =
   | { op: 'changed'; unit: string; since?: string }
   | { op: 'rollback'; unit: string }
   | { op: 'rollback-status'; unit: string }
+  | TcpExportRequest
+  | { op: 'tcp-unexport'; unit: string }
   | { op: 'status' }
   | { op: 'ping' };
 
 export type ControlOp = ControlRequest['op'];
+
+/** How a TCP export protects its traffic: x509 certificates, a pre-shared key, or nothing. */
+export type TcpExportTls = 'x509' | 'psk' | 'none';
+
+export interface TcpExportRequest {
+  op: 'tcp-export';
+  unit: string;
+  /** The address to bind, exactly (no default: an IP address or a host name). */
+  host: string;
+  /** 0..65535; 0 picks a free port. */
+  port: number;
+  tls: TcpExportTls;
+  /** x509: the certificate directory (ca-cert.pem, server-cert.pem, server-key.pem). */
+  certs?: string;
+  /** x509: clients must present a certificate signed by ca-cert.pem. */
+  verify_peer?: boolean;
+  /** psk: the psktool key file (`username:hexkey` lines). */
+  psk?: string;
+}
+
+/** A unit's TCP listener, as `tcp-export` and `status` report it. */
+export interface TcpExportInfo {
+  unit: string;
+  host: string;
+  port: number;
+  tls: TcpExportTls;
+  /** x509 only: client certificates are checked. */
+  verifyPeer?: boolean;
+  /** What a client connects to: `nbds://HOST:PORT/fssN` (`nbd://` without TLS). */
+  url: string;
+  /** NBD clients connected over TCP now. */
+  clients: number;
+}
 
 export interface SetResult {
   unit: string;
@@ -196,6 +242,8 @@ export interface UnitStatus {
   secondsToFull?: number | null;
   /** A rollback of the unit onto its origin, while one runs or after one failed. */
   rollback?: RollbackStatus;
+  /** Its TCP listener, when `tcp-export` started one. */
+  tcp?: TcpExportInfo;
 }
 
 export interface DaemonStatus {
@@ -221,6 +269,8 @@ export interface ControlResults {
   changed: ChangedResult;
   rollback: RollbackStatus;
   'rollback-status': RollbackStatus;
+  'tcp-export': TcpExportInfo;
+  'tcp-unexport': Record<string, never>;
   status: DaemonStatus;
   ping: { pid: number; runDir: string };
 }
@@ -248,6 +298,8 @@ const OTHER_OPS = new Set<string>([
   'changed',
   'rollback',
   'rollback-status',
+  'tcp-export',
+  'tcp-unexport',
   'status',
   'ping',
 ]);
@@ -334,12 +386,47 @@ export function validateRequest(parsed: unknown): ControlRequest {
     }
     case 'rollback':
     case 'rollback-status':
+    case 'tcp-export':
+      return validateTcpExport(parsed);
+    case 'tcp-unexport':
       onlyKeys(parsed, ['id', 'op', 'unit'], op);
       return { op, unit: stringField(parsed, 'unit', op, 64) };
     default:
       onlyKeys(parsed, ['id', 'op'], op);
       return { op } as ControlRequest;
   }
+}
+
+/** Host name or address: what getaddrinfo takes, nothing that could be an option or a path. */
+const HOST_PATTERN = /^[0-9A-Za-z.:%_-]{1,255}$/;
+
+function validateTcpExport(parsed: Json): TcpExportRequest {
+  const op = 'tcp-export';
+  onlyKeys(parsed, ['id', 'op', 'unit', 'host', 'port', 'tls', 'certs', 'verify_peer', 'psk'], op);
+  const unit = stringField(parsed, 'unit', op, 64);
+  const host = stringField(parsed, 'host', op, 255);
+  if (!HOST_PATTERN.test(host)) throw invalid(`${op}: "host" must be an IP address or a host name`);
+  const port = intField(parsed, 'port', op, 0, 65535);
+  const tls = parsed['tls'];
+  if (tls !== 'x509' && tls !== 'psk' && tls !== 'none') {
+    throw invalid(`${op}: "tls" must be "x509", "psk" or "none" (plaintext, asked for by name)`);
+  }
+  const request: TcpExportRequest = { op, unit, host, port, tls };
+  const has = (key: string): boolean => parsed[key] !== undefined;
+  if (tls !== 'x509' && (has('certs') || has('verify_peer'))) {
+    throw invalid(`${op}: "certs" and "verify_peer" go with "tls":"x509"`);
+  }
+  if (tls !== 'psk' && has('psk')) throw invalid(`${op}: "psk" goes with "tls":"psk"`);
+  if (tls === 'x509') {
+    request.certs = stringField(parsed, 'certs', op);
+    if (has('verify_peer')) {
+      if (typeof parsed['verify_peer'] !== 'boolean')
+        throw invalid(`${op}: "verify_peer" must be true or false`);
+      request.verify_peer = parsed['verify_peer'];
+    }
+  }
+  if (tls === 'psk') request.psk = stringField(parsed, 'psk', op);
+  return request;
 }
 
 function validateIoctl(op: FssIoctlName, parsed: Json): IoctlRequest {
