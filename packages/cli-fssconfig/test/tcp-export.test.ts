@@ -29,6 +29,7 @@ import {
   runCommand,
   Sandbox,
 } from '@fss/test-utils';
+import { Ajv2020 } from 'ajv/dist/2020';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
@@ -37,6 +38,11 @@ const IMAGE_BYTES = 4 * MiB;
 const RUNS = Math.min(Number(process.env.FSS_PROPERTY_RUNS ?? 3), 6);
 const TOOLS = ['openssl', 'nbdinfo', 'nbdcopy', 'qemu-io'];
 const missing = TOOLS.filter((tool) => !hasProgram(tool));
+
+const statusSchema = JSON.parse(
+  readFileSync(new URL('../schema/status.schema.json', import.meta.url), 'utf8'),
+);
+const validateStatus = new Ajv2020({ strict: true, allErrors: true }).compile(statusSchema);
 
 let sandbox: Sandbox;
 
@@ -153,6 +159,8 @@ describe.skipIf(missing.length > 0)(`fss export --tcp (needs ${TOOLS.join(', ')}
     const status = await sandbox.run('fss', ['status']);
     expect(status.stdout).toContain(`\n    tcp nbds://127.0.0.1:${port}/fss0 (tls psk, 0 clients)\n`);
     const json = JSON.parse((await sandbox.run('fss', ['status', '--json'])).stdout);
+    // The shipped schema (strict) knows the key and its shape.
+    expect(validateStatus(json), JSON.stringify(validateStatus.errors)).toBe(true);
     expect(json.units[0].tcp).toEqual({
       url: `nbds://127.0.0.1:${port}/fss0`,
       host: '127.0.0.1',
