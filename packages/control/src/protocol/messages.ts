@@ -384,10 +384,10 @@ export function validateRequest(parsed: unknown): ControlRequest {
       if (parsed['since'] !== undefined) request.since = stringField(parsed, 'since', op, 64);
       return request;
     }
-    case 'rollback':
-    case 'rollback-status':
     case 'tcp-export':
       return validateTcpExport(parsed);
+    case 'rollback':
+    case 'rollback-status':
     case 'tcp-unexport':
       onlyKeys(parsed, ['id', 'op', 'unit'], op);
       return { op, unit: stringField(parsed, 'unit', op, 64) };
