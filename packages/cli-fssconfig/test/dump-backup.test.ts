@@ -22,8 +22,10 @@ import {
 import { fileURLToPath } from 'node:url';
 import {
   binArgs,
+  findProgram,
   hasProgram,
   isRoot,
+  modelRuns,
   NbdClient,
   parseNbdinfoMap,
   pattern,
@@ -482,33 +484,22 @@ function stockToolsOnPath(): string {
   mkdirSync(bin);
   const fss = [process.execPath, ...binArgs('fss')].map((arg) => `"${arg}"`).join(' ');
   writeFileSync(`${bin}/fss`, `#!/bin/sh\nexec ${fss} "$@"\n`, { mode: 0o755 });
-  const nbdfuse = findProgram('nbdfuse');
+  const nbdfuse = findProgram('nbdfuse'); // found before the wrapper is on PATH
+  if (nbdfuse === undefined) throw new Error('nbdfuse is not on PATH');
   writeFileSync(`${bin}/nbdfuse`, `#!/bin/sh\nsleep 2\nexec "${nbdfuse}" "$@"\n`, { mode: 0o755 });
   return bin;
 }
 
-/** The program's path on PATH (the nbdfuse wrapper must not find itself). */
-function findProgram(program: string): string {
-  for (const dir of (process.env['PATH'] ?? '').split(':')) {
-    if (dir !== '' && existsSync(`${dir}/${program}`)) return `${dir}/${program}`;
-  }
-  throw new Error(`${program} is not on PATH`);
-}
-
 /** Offsets and lengths of the clusters `writes` touch, adjacent clusters merged. */
 function touchedExtents(writes: readonly Write[], clusterSize: number): { offset: number; length: number }[] {
-  const clusters = new Set<number>();
+  const touched = new Array<number>(Math.ceil(IMAGE_BYTES / clusterSize)).fill(0);
   for (const { offset, data } of writes) {
     const last = Math.floor((offset + data.length - 1) / clusterSize);
-    for (let cluster = Math.floor(offset / clusterSize); cluster <= last; cluster++) clusters.add(cluster);
+    for (let cluster = Math.floor(offset / clusterSize); cluster <= last; cluster++) touched[cluster] = 1;
   }
-  const extents: { offset: number; length: number }[] = [];
-  for (const cluster of [...clusters].sort((a, b) => a - b)) {
-    const last = extents.at(-1);
-    if (last !== undefined && last.offset + last.length === cluster * clusterSize) last.length += clusterSize;
-    else extents.push({ offset: cluster * clusterSize, length: clusterSize });
-  }
-  return extents;
+  return modelRuns(touched, clusterSize, IMAGE_BYTES)
+    .filter((run) => run.type === 1)
+    .map(({ offset, length }) => ({ offset, length }));
 }
 
 const STOCK_TOOLS = ['bash', 'dd', 'nbdcopy', 'nbdfuse', 'fusermount3', 'nbdinfo', 'qemu-img'];

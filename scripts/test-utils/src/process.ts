@@ -62,16 +62,21 @@ export function runCommand(
   });
 }
 
-/** True when `program` is on PATH. */
-export function hasProgram(program: string): boolean {
+/** The path of `program` in the first PATH entry that has it, or undefined. */
+export function findProgram(program: string): string | undefined {
   for (const dir of (process.env['PATH'] ?? '').split(':')) {
     try {
-      if (readdirSync(dir).includes(program)) return true;
+      if (dir !== '' && readdirSync(dir).includes(program)) return `${dir}/${program}`;
     } catch {
       // An unreadable PATH entry.
     }
   }
-  return false;
+  return undefined;
+}
+
+/** True when `program` is on PATH. */
+export function hasProgram(program: string): boolean {
+  return findProgram(program) !== undefined;
 }
 
 /** Resident memory of a process in bytes (VmRSS), or undefined when it is gone. */
