@@ -13,12 +13,13 @@
  */
 import { assert } from './assert';
 import { CopiedBitmap } from './bitmap';
-import type { BackingStore } from './device';
+import { type BackingStore, writeAll } from './device';
 import {
   readTableCluster,
   readTableEntry,
   type StoreLayout,
   tableLocation,
+  tableStoreCluster,
   writeTableCluster,
   writeTableEntry,
 } from './format';
@@ -88,6 +89,30 @@ export class IndirectTable {
   /** Writes the cached table cluster back if it is dirty. */
   flush(): Promise<void> {
     return this.lock.run(() => this.writeCurrent());
+  }
+
+  /**
+   * When the cached cluster is table cluster 0 and dirty, writes it back in one request with
+   * `headerCluster` (the store's cluster 0, which ends where table cluster 0 begins): one
+   * store request where a header write and a table write would be two. False, having written
+   * nothing, when the cached cluster is another or clean: the caller writes each itself.
+   */
+  flushWithHeader(headerCluster: Uint8Array): Promise<boolean> {
+    const { clusterSize } = this.layout.geometry;
+    assert(headerCluster.length === clusterSize, 'the header cluster is one cluster');
+    return this.lock.run(async () => {
+      if (!this.dirty || this.currentIndex !== 0) return false;
+      assert(tableStoreCluster(this.layout, 0) === 1, 'table cluster 0 follows the header cluster');
+      try {
+        await writeAll(this.store, [headerCluster, this.current], 0);
+      } catch (error) {
+        this.onWriteError(error);
+        throw error;
+      }
+      this.written.add(0);
+      this.dirty = false;
+      return true;
+    });
   }
 
   private async switchTo(tableCluster: number): Promise<void> {

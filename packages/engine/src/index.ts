@@ -11,6 +11,7 @@ export {
   type Logger,
   ON_FULL_TIMEOUT_MS_DEFAULT,
   type OnFullPolicy,
+  PERSISTENT_CACHE_BYTES_DEFAULT,
   Snapshot,
   type SnapshotHost,
   type SnapshotOptions,

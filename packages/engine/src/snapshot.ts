@@ -12,9 +12,10 @@
  * origin device into a slot (the partial last cluster is zero-filled past the device's end),
  * sets its copied bit and lets the write go on; a run of such clusters is one origin read
  * into adjacent slots. Write-back appends VALID slots to the store in batches sorted by
- * origin cluster (one store request per batch; two batches may be in flight, each with its
- * store clusters reserved when it starts), then records their indirect-table entries; only
- * then are the slots freed, so saved data is always in a slot or findable on the store.
+ * origin cluster (one store request per batch; two batches may be in flight, eight for a
+ * persistent snapshot, each with its store clusters reserved when it starts), then records
+ * their indirect-table entries; only then are the slots freed, so saved data is always in a
+ * slot or findable on the store.
  *
  * Cache size: fss's slot table (32/8/4 by cluster size, SPEC §2) is the minimum; the slot
  * count is raised to fill `cacheBytes` (CACHE_BYTES_DEFAULT), so that several run loads and a
@@ -42,14 +43,18 @@
  *            header is written at state changes. A crash loses the snapshot (as a reboot
  *            loses a NetBSD unit).
  *   process  the commit protocol: an origin write waits until the clusters it displaces are
- *            committed, i.e. their data, then their table entries, then a header with the
- *            new next cluster and commit sequence have been written to the store, in that
- *            order, one batch after another (group commit: a write-back batch is one commit
- *            of many clusters). Survives the daemon's death at any moment (the writes are in
+ *            committed, i.e. their data has been written to the store, and after it their
+ *            table entries and a header with the new next cluster and commit sequence (these
+ *            two in either order, in one request when the entries are in table cluster 0,
+ *            which follows the header cluster). Commits run one after another, in the order
+ *            the batches reserved store clusters; a commit takes every batch at the head of
+ *            that order whose data is written (group commit: one table write and one header
+ *            for many batches). Survives the daemon's death at any moment (the writes are in
  *            the kernel), not power loss. Reopened with Origin.resumeSnapshot.
- *   power    the same, with an fdatasync of the store after the table entries (data and
- *            entries durable before the header says so) and after the header (durable
- *            before the origin write is issued): survives power loss too.
+ *   power    the same, with the table entries written before the header and an fdatasync
+ *            of the store after the entries (data and entries durable before the header says
+ *            so) and after the header (durable before the origin write is issued): survives
+ *            power loss too.
  * A persistent store's table region must read as zero where never written (format flag
  * STORE_FLAG_TABLE_ZEROED): files fssd creates or truncates do; otherwise (a raw device,
  * `tableZeroed` false) it is zeroed when the snapshot is created.
@@ -102,6 +107,22 @@ export type Logger = (line: string) => void;
  */
 export const CACHE_BYTES_DEFAULT = 4 * 1024 * 1024;
 
+/**
+ * The same for a persistent snapshot, whose slots stay taken from the load until the commit
+ * that stores them and whose writers wait all that time: 8 MiB lets sixteen 512 KiB origin
+ * writes (a loop device's QD16 split at its segment limit) copy at once. 4 MiB held
+ * first-touch writes to about two thirds of that; 16 MiB gained nothing more (measured in
+ * docs/performance.md, "Attached devices, third pass").
+ */
+export const PERSISTENT_CACHE_BYTES_DEFAULT = 8 * 1024 * 1024;
+
+/**
+ * Write-back batches in flight: two for a snapshot whose writers go on once their clusters
+ * are in a slot; eight for a persistent one, whose writers wait for the commit, so that
+ * batches are written while others commit and commits group the batches written meanwhile.
+ */
+const WRITE_BACKS_IN_FLIGHT = { none: 2, persistent: 8 } as const;
+
 /** The most bytes one copy-on-write load reads from the origin (a run of clusters). */
 const LOAD_BYTES_MAX = 1024 * 1024;
 
@@ -138,9 +159,10 @@ export interface SnapshotOptions {
   /** Raises the cache slot count above fss's 32/8/4. */
   cacheSlotsMin?: number;
   /**
-   * Raises the cache slot count to fill this many bytes (default CACHE_BYTES_DEFAULT; 0 for
-   * fss's minimum). The slot count is the largest of fss's 32/8/4, cacheSlotsMin and
-   * cacheBytes / cluster size; the slots are allocated once, at creation.
+   * Raises the cache slot count to fill this many bytes (default CACHE_BYTES_DEFAULT, for a
+   * persistent snapshot PERSISTENT_CACHE_BYTES_DEFAULT; 0 for fss's minimum). The slot count
+   * is the largest of fss's 32/8/4, cacheSlotsMin and cacheBytes / cluster size; the slots
+   * are allocated once, at creation.
    */
   cacheBytes?: number;
   /** Where `snapshot invalid` lines go (default console.warn). */
@@ -203,8 +225,10 @@ export class Snapshot implements BlockDevice {
   /** Durable mode: the first store cluster not covered by a completed commit. */
   private committedNext: number;
   private commitSequence = 0;
-  /** Durable mode: commits run in the order their batches reserved store clusters. */
-  private commitChain: Promise<void> = Promise.resolve();
+  /** Durable mode: batches waiting to be committed, in the order they reserved store clusters. */
+  private readonly commitQueue: PendingCommit[] = [];
+  /** Durable mode: a group commit is being written. */
+  private committing = false;
   private tableZeroed: boolean;
   readonly durability: Durability;
   readonly onFull: OnFullPolicy;
@@ -214,6 +238,8 @@ export class Snapshot implements BlockDevice {
   private readonly spaceWait: SpaceWaitingStore | undefined;
   /** Header writes run one at a time and encode the state current when they run. */
   private readonly headerLock = new Mutex();
+  /** The header cluster a commit writes with table cluster 0, allocated at the first. */
+  private headerClusterBuffer: Uint8Array | undefined;
 
   /** Use `Origin.createSnapshot`. */
   constructor(host: SnapshotHost, store: BackingStore, options: SnapshotOptions = {}) {
@@ -250,6 +276,8 @@ export class Snapshot implements BlockDevice {
       writeBack: (batch) => this.writeBack(batch),
       onWriteBackError: onStoreWriteError,
       releaseAfterStore: this.durability !== 'none',
+      writeBacksInFlightMax:
+        this.durability === 'none' ? WRITE_BACKS_IN_FLIGHT.none : WRITE_BACKS_IN_FLIGHT.persistent,
     });
   }
 
@@ -484,6 +512,15 @@ export class Snapshot implements BlockDevice {
   }
 
   private async writeHeaderNow(): Promise<void> {
+    await this.store.write(this.encodeHeader(this.store.blockSize), 0);
+  }
+
+  /**
+   * The header with the state so far, in a block of `blockBytes` zero-padded past it: a store
+   * block, or the whole header cluster for a write with table cluster 0 (commitGroup). The
+   * cluster-long block is one buffer reused under the header lock.
+   */
+  private encodeHeader(blockBytes: number): Uint8Array {
     const header = headerFor(this.layout, {
       timeMicros: this.timeMs * 1000,
       originIdentity: this.options.originIdentity ?? this.host.name,
@@ -494,10 +531,12 @@ export class Snapshot implements BlockDevice {
       commitSequence: this.commitSequence,
       flags: this.tableZeroed ? STORE_FLAG_TABLE_ZEROED : 0,
     });
-    await this.store.write(
-      encodeHeaderBlock(header, this.store.blockSize, (bytes) => this.allocate(bytes)),
-      0,
-    );
+    const allocate = (bytes: number) => {
+      if (bytes !== this.geometry.clusterSize) return this.allocate(bytes);
+      this.headerClusterBuffer ??= this.allocate(bytes);
+      return this.headerClusterBuffer;
+    };
+    return encodeHeaderBlock(header, blockBytes, allocate);
   }
 
   /**
@@ -624,21 +663,80 @@ export class Snapshot implements BlockDevice {
       await setEntries();
       return;
     }
-    // The commit protocol (see "Durability"): data, entries, header, in batch order.
-    const previous = this.commitChain;
-    const commit = (async () => {
-      await written;
-      await previous;
-      await setEntries();
+    // The commit protocol (see "Durability"): data, then entries and header, in batch order.
+    const pending = newPendingCommit(firstStoreCluster + batch.length, setEntries);
+    this.commitQueue.push(pending);
+    written.then(
+      () => {
+        pending.dataWritten = true;
+        this.startCommit();
+      },
+      (error: unknown) => this.failCommitsFrom(pending, error),
+    );
+    await pending.done;
+  }
+
+  /**
+   * Group commit: commits the longest run of batches at the head of the queue whose data is
+   * written, in one table write and one header, unless a commit is running (it starts the
+   * next when it ends). A batch behind one whose data is still being written waits for it:
+   * the header's next cluster says every store cluster below it holds committed data.
+   */
+  private startCommit(): void {
+    if (this.committing) return;
+    let count = 0;
+    while (count < this.commitQueue.length && this.commitQueue[count]!.dataWritten) count += 1;
+    if (count === 0) return;
+    const group = this.commitQueue.splice(0, count);
+    this.committing = true;
+    this.commitGroup(group).then(
+      () => {
+        for (const each of group) each.resolve();
+        this.committing = false;
+        this.startCommit();
+      },
+      (error: unknown) => {
+        for (const each of group) each.reject(error);
+        this.failCommitsFrom(undefined, error);
+        this.committing = false;
+      },
+    );
+  }
+
+  private async commitGroup(group: readonly PendingCommit[]): Promise<void> {
+    for (const each of group) await each.setEntries();
+    const next = group[group.length - 1]!.storeEnd;
+    if (this.durability === 'power') {
+      // Entries durable before the header says so, the header before the origin write.
       await this.table.flush();
-      if (this.durability === 'power') await this.store.flush();
-      this.committedNext = firstStoreCluster + batch.length;
+      await this.store.flush();
+      this.committedNext = next;
       this.commitSequence += 1;
       await this.writeHeader();
-      if (this.durability === 'power') await this.store.flush();
-    })();
-    this.commitChain = commit.catch(() => undefined);
-    await commit;
+      await this.store.flush();
+      return;
+    }
+    // Durability `process`: the two writes may land in either order. A header without its
+    // entries leaves the group's clusters uncopied; entries without their header lie past its
+    // next cluster (a torn commit, ignored on reopening). Either way no origin write has been
+    // issued over the group's clusters, so the origin still holds what they read as.
+    this.committedNext = next;
+    this.commitSequence += 1;
+    const combined = await this.headerLock.run(async () => {
+      const headerCluster = this.encodeHeader(this.geometry.clusterSize);
+      return this.table.flushWithHeader(headerCluster);
+    });
+    if (!combined) await Promise.all([this.table.flush(), this.writeHeader()]);
+  }
+
+  /**
+   * A batch's data or a commit failed (the snapshot is invalidated by the store's error
+   * handler): `from` and every batch queued behind it can never be committed.
+   */
+  private failCommitsFrom(from: PendingCommit | undefined, error: unknown): void {
+    const at = from === undefined ? 0 : this.commitQueue.indexOf(from);
+    if (at === -1) return;
+    for (const each of this.commitQueue.splice(at)) each.reject(error);
   }
 
   /** Step 2 of a read: restore every copied cluster of [first, end) into `view`. */
@@ -734,6 +832,27 @@ export class Snapshot implements BlockDevice {
   }
 }
 
+/** A write-back batch of a persistent snapshot on its way to being committed. */
+interface PendingCommit {
+  /** The store cluster after the batch's last: the header's next cluster once committed. */
+  readonly storeEnd: number;
+  readonly setEntries: () => Promise<void>;
+  dataWritten: boolean;
+  readonly done: Promise<void>;
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
+function newPendingCommit(storeEnd: number, setEntries: () => Promise<void>): PendingCommit {
+  let resolve!: () => void;
+  let reject!: (error: unknown) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { storeEnd, setEntries, dataWritten: false, done, resolve, reject };
+}
+
 function describe(error: unknown): string {
   return toFssError(error).message;
 }
@@ -746,7 +865,9 @@ function cacheGeometry(
 ): SnapshotGeometry {
   const request = { deviceBytes, clusterSize: options.clusterSize ?? 0, storeBlockSize };
   const { clusterSize } = computeGeometry(request);
-  const cacheBytes = options.cacheBytes ?? CACHE_BYTES_DEFAULT;
+  const persistent = (options.durability ?? 'none') !== 'none';
+  const cacheBytes =
+    options.cacheBytes ?? (persistent ? PERSISTENT_CACHE_BYTES_DEFAULT : CACHE_BYTES_DEFAULT);
   assert(Number.isSafeInteger(cacheBytes) && cacheBytes >= 0, 'cacheBytes must be a byte count');
   const cacheSlotsMin = Math.max(options.cacheSlotsMin ?? 0, Math.floor(cacheBytes / clusterSize));
   const geometry = computeGeometry({ ...request, cacheSlotsMin });
