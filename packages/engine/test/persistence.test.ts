@@ -8,9 +8,12 @@
  * origin's bytes at the snapshot moment (onActivate, inside the write gate). Concurrent random
  * writes run, and after a seeded number of event-loop turns the "crash" captures, in one
  * synchronous step, the origin's bytes and the store as it would be found:
- *   process crash  every write the store completed (the kernel has them; fssd died)
- *   power loss     the durable image plus a random subset of the writes since the last flush
- *                  (the disk may have persisted any of them, in any order)
+ *   process crash  every write the store completed (the kernel has them; fssd died), and a
+ *                  random subset of the writes still in flight (each stays in flight for a
+ *                  few turns after it is issued: fssd may or may not have handed it over)
+ *   power loss     the durable image plus a random subset of the writes since the last flush,
+ *                  completed or in flight (the disk may have persisted any of them, in any
+ *                  order)
  * A new Origin over the captured origin bytes resumes the snapshot from the captured store;
  * every byte it reads must equal the model. Then more writes run on the resumed pair and a
  * second crash is resumed as well (reattach, continue, crash again). The same after a clean
@@ -36,7 +39,12 @@ const RUNS = Number(process.env.FSS_PROPERTY_RUNS ?? 60);
 const SEED =
   process.env.FSS_PROPERTY_SEED === undefined ? Date.now() % 2 ** 31 : Number(process.env.FSS_PROPERTY_SEED);
 
-/** A backing store whose contents can be captured as a crash or a power cut would leave them. */
+/**
+ * A backing store whose contents can be captured as a crash or a power cut would leave them.
+ * With `inFlight` (a seeded random), a write stays in flight for 0–3 event-loop turns after it
+ * is issued before it completes: a crash meanwhile may or may not find it applied, as a
+ * write the dead process had handed to the kernel, or not yet, would be.
+ */
 class CrashStore implements BackingStore {
   readonly path = 'crash-store';
   /** Every completed write. */
@@ -45,12 +53,15 @@ class CrashStore implements BackingStore {
   private readonly durable: Uint8Array;
   /** Writes completed since the last flush, in completion order. */
   private pending: Array<{ offset: number; data: Uint8Array }> = [];
+  /** Writes issued and not yet completed, in issue order. */
+  private readonly issued = new Set<{ offset: number; data: Uint8Array }>();
   flushes = 0;
 
   constructor(
     readonly blockSize: number,
     capacity: number,
     contents?: Uint8Array,
+    private readonly inFlight?: SeededRandom,
   ) {
     this.current = new Uint8Array(capacity);
     if (contents !== undefined) this.current.set(contents);
@@ -63,8 +74,14 @@ class CrashStore implements BackingStore {
 
   async write(source: Uint8Array, offset: number): Promise<void> {
     if (offset + source.length > this.current.length) throw new Error('CrashStore capacity exceeded');
-    this.current.set(source, offset);
-    this.pending.push({ offset, data: source.slice() });
+    const write = { offset, data: source.slice() };
+    if (this.inFlight !== undefined) {
+      this.issued.add(write);
+      await ticks(Math.floor(this.inFlight.next() * 4));
+      this.issued.delete(write);
+    }
+    this.current.set(write.data, offset);
+    this.pending.push(write);
   }
 
   async flush(): Promise<void> {
@@ -75,16 +92,29 @@ class CrashStore implements BackingStore {
 
   async close(): Promise<void> {}
 
-  /** The store after a process crash: everything written. */
-  afterProcessCrash(): Uint8Array {
-    return this.current.slice();
+  /**
+   * The store after a process crash: everything written, and any subset of the writes still
+   * in flight (`random`; without it, none of them).
+   */
+  afterProcessCrash(random?: SeededRandom): Uint8Array {
+    const image = this.current.slice();
+    if (random !== undefined) this.applySomeInFlight(image, random);
+    return image;
   }
 
-  /** The store after a power cut: durable bytes plus any subset of the unflushed writes. */
+  /**
+   * The store after a power cut: durable bytes plus any subset of the unflushed writes, those
+   * completed and those in flight.
+   */
   afterPowerLoss(random: SeededRandom): Uint8Array {
     const image = this.durable.slice();
     for (const { offset, data } of this.pending) if (random.next() < 0.5) image.set(data, offset);
+    this.applySomeInFlight(image, random);
     return image;
+  }
+
+  private applySomeInFlight(image: Uint8Array, random: SeededRandom): void {
+    for (const { offset, data } of this.issued) if (random.next() < 0.5) image.set(data, offset);
   }
 }
 
@@ -167,7 +197,9 @@ async function crashDuringWrites(
   const crashed = {
     originBytes: memory.bytes.slice(),
     storeBytes:
-      capture === 'process' ? store.afterProcessCrash() : store.afterPowerLoss(new SeededRandom(c.seed)),
+      capture === 'process'
+        ? store.afterProcessCrash(new SeededRandom(c.seed))
+        : store.afterPowerLoss(new SeededRandom(c.seed)),
   };
   await writes; // the dead process's later writes reach nothing we captured
   return crashed;
@@ -183,7 +215,12 @@ async function resume(c: Case, crashed: Crashed, durability: Durability, salt: n
   const origin = new Origin(new FaultyBlockDevice(memory, { seed: c.seed + salt, jitterTicks: 3 }), {
     logger: () => undefined,
   });
-  const store = new CrashStore(c.storeBlockSize, storeCapacity(c), crashed.storeBytes);
+  const store = new CrashStore(
+    c.storeBlockSize,
+    storeCapacity(c),
+    crashed.storeBytes,
+    new SeededRandom(c.seed + salt + 2),
+  );
   const jittered = new FaultyBackingStore(store, { seed: c.seed + salt + 1, jitterTicks: 3 });
   const snapshot = await origin.resumeSnapshot(jittered, {
     durability,
@@ -213,7 +250,7 @@ async function scenario(c: Case, durability: Durability, capture: Capture): Prom
   const origin = new Origin(new FaultyBlockDevice(memory, { seed: c.seed, jitterTicks: 3 }), {
     logger: () => undefined,
   });
-  const store = new CrashStore(c.storeBlockSize, storeCapacity(c));
+  const store = new CrashStore(c.storeBlockSize, storeCapacity(c), undefined, new SeededRandom(c.seed + 2));
   let model: Uint8Array | undefined;
   const snapshot = await origin.createSnapshot(
     new FaultyBackingStore(store, { seed: c.seed + 1, jitterTicks: 3 }),
