@@ -64,7 +64,7 @@
  * `onWriteBackError` is called once so the owner can invalidate the snapshot.
  */
 
-import { assert, type CopiedBitmap } from '@fss/core';
+import { assert, type CopiedBitmap, deferred } from '@fss/core';
 
 export type SlotState = 'free' | 'busy' | 'valid' | 'writing';
 
@@ -529,12 +529,7 @@ class ClaimQueue {
 }
 
 function newClaim(cluster: number): Claim {
-  let resolve!: () => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<void>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
+  const { promise, resolve, reject } = deferred();
   // A claim nobody awaits (its writers were released by abandon) must not crash the process.
   promise.catch(() => undefined);
   return { cluster, promise, resolve, reject };

@@ -1,5 +1,6 @@
 export { AssertionError, assert } from './assert';
 export * from './bitmap';
+export { type Deferred, deferred } from './deferred';
 export * from './device';
 export * from './errno';
 export * from './errors';

@@ -78,6 +78,8 @@ import {
   clusterToByte,
   computeGeometry,
   type DecodedHeader,
+  type Deferred,
+  deferred,
   encodeHeaderBlock,
   FssError,
   type FssGet,
@@ -664,7 +666,12 @@ export class Snapshot implements BlockDevice {
       return;
     }
     // The commit protocol (see "Durability"): data, then entries and header, in batch order.
-    const pending = newPendingCommit(firstStoreCluster + batch.length, setEntries);
+    const pending: PendingCommit = {
+      storeEnd: firstStoreCluster + batch.length,
+      setEntries,
+      dataWritten: false,
+      done: deferred(),
+    };
     this.commitQueue.push(pending);
     written.then(
       () => {
@@ -673,7 +680,7 @@ export class Snapshot implements BlockDevice {
       },
       (error: unknown) => this.failCommitsFrom(pending, error),
     );
-    await pending.done;
+    await pending.done.promise;
   }
 
   /**
@@ -691,12 +698,12 @@ export class Snapshot implements BlockDevice {
     this.committing = true;
     this.commitGroup(group).then(
       () => {
-        for (const each of group) each.resolve();
+        for (const each of group) each.done.resolve();
         this.committing = false;
         this.startCommit();
       },
       (error: unknown) => {
-        for (const each of group) each.reject(error);
+        for (const each of group) each.done.reject(error);
         this.failCommitsFrom(undefined, error);
         this.committing = false;
       },
@@ -736,7 +743,7 @@ export class Snapshot implements BlockDevice {
   private failCommitsFrom(from: PendingCommit | undefined, error: unknown): void {
     const at = from === undefined ? 0 : this.commitQueue.indexOf(from);
     if (at === -1) return;
-    for (const each of this.commitQueue.splice(at)) each.reject(error);
+    for (const each of this.commitQueue.splice(at)) each.done.reject(error);
   }
 
   /** Step 2 of a read: restore every copied cluster of [first, end) into `view`. */
@@ -838,19 +845,8 @@ interface PendingCommit {
   readonly storeEnd: number;
   readonly setEntries: () => Promise<void>;
   dataWritten: boolean;
-  readonly done: Promise<void>;
-  resolve(): void;
-  reject(error: unknown): void;
-}
-
-function newPendingCommit(storeEnd: number, setEntries: () => Promise<void>): PendingCommit {
-  let resolve!: () => void;
-  let reject!: (error: unknown) => void;
-  const done = new Promise<void>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { storeEnd, setEntries, dataWritten: false, done, resolve, reject };
+  /** Settled when the commit that covers the batch has been written, or has failed. */
+  readonly done: Deferred;
 }
 
 function describe(error: unknown): string {

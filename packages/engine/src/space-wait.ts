@@ -28,7 +28,7 @@
  * already copied never wait. Writes waiting hold the origin's write gate, so a new snapshot
  * of the same origin is taken only once they are through.
  */
-import { assert, type BackingStore, FssError, isFssError } from '@fss/core';
+import { assert, type BackingStore, deferred, FssError, isFssError } from '@fss/core';
 
 export interface SpaceWaitOptions {
   /** How long a write waits for space before it fails with ENOSPC (ms, > 0). */
@@ -146,10 +146,7 @@ export class SpaceWaitingStore implements BackingStore {
   private enterWait(): void {
     this.waiters += 1;
     if (this.waiters > 1) return;
-    let resolve!: () => void;
-    const promise = new Promise<void>((done) => {
-      resolve = done;
-    });
+    const { promise, resolve } = deferred();
     this.awaited = { promise, resolve };
     this.options.onChange?.(true);
   }

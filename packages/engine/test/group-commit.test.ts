@@ -22,7 +22,10 @@ import { Origin, PERSISTENT_CACHE_BYTES_DEFAULT } from '../src/index';
 const KiB = 1024;
 const CLUSTER = 64 * KiB;
 
-/** Writes at offset 0 (the header cluster, alone or with table cluster 0) take `delayMs`. */
+/**
+ * Writes at offset 0 (the header cluster, alone or with table cluster 0: without writev,
+ * writeAll sends the pair as two writes, the first at 0) take `delayMs`.
+ */
 class SlowHeaderStore extends MemoryBackingStore {
   headerWrites = 0;
 
@@ -33,15 +36,6 @@ class SlowHeaderStore extends MemoryBackingStore {
   override async write(source: Uint8Array, offset: number): Promise<void> {
     if (offset === 0) await this.slowHeader();
     await super.write(source, offset);
-  }
-
-  async writev(sources: readonly Uint8Array[], offset: number): Promise<void> {
-    if (offset === 0) await this.slowHeader();
-    let position = offset;
-    for (const source of sources) {
-      await super.write(source, position);
-      position += source.length;
-    }
   }
 
   private async slowHeader(): Promise<void> {
@@ -62,14 +56,6 @@ class SlowDataStore extends MemoryBackingStore {
   override async write(source: Uint8Array, offset: number): Promise<void> {
     if (offset >= this.dataStart) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
     await super.write(source, offset);
-  }
-
-  async writev(sources: readonly Uint8Array[], offset: number): Promise<void> {
-    let position = offset;
-    for (const source of sources) {
-      await this.write(source, position);
-      position += source.length;
-    }
   }
 }
 
