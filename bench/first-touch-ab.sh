@@ -11,6 +11,8 @@
 # 1 MiB QD16 pass over /dev/fss/NAME (every write a first touch); printed: MiB/s and fssd's
 # CPU ticks (main thread, other threads) for the pass. Environment passes through to fssd
 # (FSS_DURABILITY=none for a non-persistent unit). packages/engine/dist is left as DIST_B.
+# FSS_AB_DIR (default /var/tmp) is where the images and the store go: /dev/shm to measure on
+# tmpfs, as `pnpm bench` does by default.
 set -euo pipefail
 A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-4}
 M="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,7 +22,7 @@ for dist in "$A" "$B"; do
   esac
   [ -f "$dist/index.js" ] || { echo "first-touch-ab: $dist: no index.js (not an engine dist)" >&2; exit 2; }
 done
-DIR=$(mktemp -d /var/tmp/fss-first-touch-ab.XXXXXX)
+DIR=$(mktemp -d "${FSS_AB_DIR:-/var/tmp}/fss-first-touch-ab.XXXXXX")
 trap 'rm -rf "$DIR"' EXIT
 dd if=/dev/urandom of="$DIR/random" bs=1M count=1024 status=none
 
