@@ -221,6 +221,17 @@ async function measure(
       sizeBytes: config.writeBytes,
     });
   }
+  // And the copy-on-write path, which the writes above do not take: a fresh daemon would
+  // otherwise compile it during the first round's first-touch pass (V8's compiler threads
+  // were a tenth of the machine's CPU in such a pass, docs/performance.md "fifth pass").
+  for (const entry of contenders) {
+    const unit = await fss.configure(0, entry.origin);
+    try {
+      await runFio(firstTouchJob(entry.origin.devicePath!, config.writeBytes));
+    } finally {
+      await fss.unconfigure(unit);
+    }
+  }
   const plain = 'plain loop (direct I/O)';
   const plainOnePass = 'plain loop (direct I/O), the same pass';
   const qd = `QD${ATTACHED_QUEUE_DEPTH}`;
