@@ -221,13 +221,14 @@ async function measure(
       sizeBytes: config.writeBytes,
     });
   }
-  // And the copy-on-write path, which the writes above do not take: a fresh daemon would
-  // otherwise compile it during the first round's first-touch pass (V8's compiler threads
-  // were a tenth of the machine's CPU in such a pass, docs/performance.md "fifth pass").
+  // And the copy-on-write path, which the writes above do not take, over the whole image as
+  // a round does: a fresh daemon would otherwise compile that path during the first round's
+  // first-touch pass (V8's compiler threads were a tenth of the machine's CPU in such a
+  // pass), and that round read half of the later ones (docs/performance.md "fifth pass").
   for (const entry of contenders) {
     const unit = await fss.configure(0, entry.origin);
     try {
-      await runFio(firstTouchJob(entry.origin.devicePath!, config.writeBytes));
+      await runFio(firstTouchJob(entry.origin.devicePath!, config.imageBytes));
     } finally {
       await fss.unconfigure(unit);
     }
