@@ -225,14 +225,15 @@ async function measure(
   // a round does: a fresh daemon would otherwise compile that path during the first round's
   // first-touch pass (V8's compiler threads were a tenth of the machine's CPU in such a
   // pass), and that round read half of the later ones (docs/performance.md "fifth pass").
-  for (const entry of contenders) {
+  const firstTouchOnFreshUnit = async (entry: AttachedContender): Promise<number> => {
     const unit = await fss.configure(0, entry.origin);
     try {
-      await runFio(firstTouchJob(entry.origin.devicePath!, config.imageBytes));
+      return (await runFio(firstTouchJob(entry.origin.devicePath!, config.imageBytes))).mibPerSecond;
     } finally {
       await fss.unconfigure(unit);
     }
-  }
+  };
+  for (const entry of contenders) await firstTouchOnFreshUnit(entry);
   const plain = 'plain loop (direct I/O)';
   const plainOnePass = 'plain loop (direct I/O), the same pass';
   const qd = `QD${ATTACHED_QUEUE_DEPTH}`;
@@ -277,15 +278,7 @@ async function measure(
           },
           {
             label: firstTouchLabel(entry),
-            run: async () => {
-              const unit = await fss.configure(0, entry.origin);
-              try {
-                return (await runFio(firstTouchJob(entry.origin.devicePath!, config.imageBytes)))
-                  .mibPerSecond;
-              } finally {
-                await fss.unconfigure(unit);
-              }
-            },
+            run: () => firstTouchOnFreshUnit(entry),
           },
         ]),
       ],
